@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/symbolizer"
+)
+
+// Process is a traced process: its binary, the functions probed in it and
+// the links that hold the probes.
+type Process struct {
+	PID    int
+	Binary *symbolizer.Binary
+	Info   *span.Process
+	// Funcs is indexed by function id (the id in calltracer events).
+	Funcs []TracedFunc
+
+	links []link.Link
+}
+
+// TracedFunc is one probed function.
+type TracedFunc struct {
+	ID     uint32
+	Func   *symbolizer.Func
+	Sites  *symbolizer.Sites
+	Inline symbolizer.InlineInfo
+	// Cookies of its probes: [0] the entry, then one per exit path.
+	Cookies []uint64
+}
+
+// Runtime functions the tracer hooks to follow goroutines.
+const (
+	fnNewproc1 = "runtime.newproc1" // returns the new g: links it to its creator's frame
+	fnGoexit1  = "runtime.goexit1"  // a goroutine ends: its state is dropped
+)
+
+// Attach probes the functions of bin (the executable of pid) that match
+// patterns, and the runtime functions that follow goroutines. Functions
+// inlined at some call sites are probed and reported with a warning: those
+// inlined calls cannot be seen.
+func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Process, error) {
+	offs, err := bin.Offsets()
+	if err != nil {
+		return nil, err
+	}
+	funcs, err := bin.Match(patterns)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{PID: pid, Binary: bin, Info: ProcessInfo(pid, bin)}
+	ok := false
+	defer func() {
+		if !ok {
+			p.close()
+		}
+	}()
+
+	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi}
+	if err := t.objs.Procs.Put(uint32(pid), cfg); err != nil {
+		return nil, fmt.Errorf("configure pid %d: %w", pid, err)
+	}
+	exe, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
+	}
+	if err := t.attachRuntime(p, exe); err != nil {
+		return nil, err
+	}
+	for _, f := range funcs {
+		if err := t.attachFunc(p, exe, f); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.Funcs) == 0 {
+		return nil, fmt.Errorf("pid %d: none of %q can be probed (see warnings above)", pid, strings.Join(patterns, ","))
+	}
+	t.mu.Lock()
+	t.procs[pid] = p
+	t.mu.Unlock()
+	ok = true
+	return p, nil
+}
+
+func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func) error {
+	sites, err := p.Binary.Sites(f)
+	if err != nil {
+		return err
+	}
+	inl, err := p.Binary.Inlined(f)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !inl.Known:
+		t.log.Warn("cannot tell whether function is inlined; inlined calls would not be seen", "func", f.Name, "reason", inl.Reason)
+	case len(inl.Callers) > 0:
+		t.log.Warn("function is inlined at some call sites; those calls cannot be traced", "func", f.Name, "inlined_into", strings.Join(inl.Callers, ","))
+	}
+	if len(sites.Exits) == 0 {
+		t.log.Warn("function never returns (no return instruction); not traced", "func", f.Name)
+		return nil
+	}
+	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Inline: inl}
+	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Name, err)
+	}
+	if err := t.probe(p, exe, t.objs.CallEntry, sites.Entry, cookie, f.Name); err != nil {
+		return err
+	}
+	tf.Cookies = append(tf.Cookies, cookie)
+	for i, exit := range sites.Exits {
+		cookie, err := calltracer.Cookie(tf.ID, exit.Chosen.SPDelta, uint16(i+1))
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Name, err)
+		}
+		if err := t.probe(p, exe, t.objs.CallExit, exit.Chosen, cookie, f.Name); err != nil {
+			return err
+		}
+		tf.Cookies = append(tf.Cookies, cookie)
+	}
+	p.Funcs = append(p.Funcs, tf)
+	return nil
+}
+
+// attachRuntime hooks goroutine creation and exit. Without them calls are
+// still traced, but chains stop at go statements and the goroutine map
+// relies on Detach to be cleaned: that is said once, loudly.
+func (t *Tracer) attachRuntime(p *Process, exe *link.Executable) error {
+	hook := func(name string, prog *ebpf.Program, exits bool) error {
+		f, err := p.Binary.Lookup(name)
+		if err != nil {
+			return err
+		}
+		if inl, err := p.Binary.Inlined(f); err == nil && len(inl.Callers) > 0 {
+			t.log.Warn("runtime function is inlined in this binary; goroutine tracking is partial", "func", name, "inlined_into", strings.Join(inl.Callers, ","))
+		}
+		sites, err := p.Binary.Sites(f)
+		if err != nil {
+			return err
+		}
+		if !exits {
+			return t.probe(p, exe, prog, sites.Entry, 0, name)
+		}
+		for _, e := range sites.Exits {
+			if err := t.probe(p, exe, prog, e.Chosen, 0, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := hook(fnNewproc1, t.objs.GoroutineCreated, true); err != nil {
+		return fmt.Errorf("hook goroutine creation: %w", err)
+	}
+	if err := hook(fnGoexit1, t.objs.GoroutineExit, false); err != nil {
+		return fmt.Errorf("hook goroutine exit: %w", err)
+	}
+	return nil
+}
+
+func (t *Tracer) probe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) error {
+	l, err := exe.Uprobe("", prog, &link.UprobeOptions{Address: s.Offset, PID: p.PID, Cookie: cookie})
+	if err != nil {
+		if errors.Is(err, errNoProcess) {
+			return fmt.Errorf("attach %s at %#x in pid %d: process is gone: %w", fn, s.Addr, p.PID, err)
+		}
+		return fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
+	}
+	p.links = append(p.links, l)
+	return nil
+}
+
+// Detach removes p's probes and its kernel state.
+func (t *Tracer) Detach(p *Process) error {
+	t.mu.Lock()
+	delete(t.procs, p.PID)
+	t.mu.Unlock()
+	err := p.close()
+	if derr := t.objs.Procs.Delete(uint32(p.PID)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
+		err = errors.Join(err, derr)
+	}
+	return errors.Join(err, t.forgetGoroutines(uint32(p.PID)))
+}
+
+func (p *Process) close() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	return errors.Join(errs...)
+}
+
+// Probes is the number of uprobes attached in p.
+func (p *Process) Probes() int { return len(p.links) }
+
+// ProcessInfo describes pid for span resources: service.name is the
+// process's OTEL_SERVICE_NAME when set, else the executable's name.
+func ProcessInfo(pid int, bin *symbolizer.Binary) *span.Process {
+	exe := filepath.Base(bin.Path)
+	if target, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+		exe = filepath.Base(strings.TrimSuffix(target, " (deleted)"))
+	}
+	name := exe
+	if v, ok := environ(pid)["OTEL_SERVICE_NAME"]; ok && v != "" {
+		name = v
+	}
+	return &span.Process{PID: pid, ServiceName: name, Executable: exe, GoVersion: bin.GoVersion}
+}

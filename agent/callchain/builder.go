@@ -1,0 +1,322 @@
+// Package callchain rebuilds call trees from the kernel's completed-call
+// records and turns them into spans. One Builder serves any number of
+// processes at once.
+//
+// The kernel sends a call when it returns, so children arrive before
+// their parent. A call waits, grouped under its parent's call id, until
+// that parent arrives; a root call (no traced parent) completes its tree
+// and the whole tree is emitted with one trace id. A goroutine may
+// outlive the call that started it: its calls then arrive after their
+// parent was emitted and join the parent's trace through a bounded index
+// of recently completed calls. Calls whose parent never arrives (filtered
+// by --min-duration, or lost) are emitted as orphan roots when they
+// expire or at Flush, never dropped.
+package callchain
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/calltracer"
+)
+
+// Func describes a traced function id of a process.
+type Func struct {
+	Name string
+	File string
+	Line int
+}
+
+// Options bounds the builder's memory.
+type Options struct {
+	// MaxPending is the most calls waiting for their parent, per process;
+	// past it the oldest group is emitted as orphans. Default 1<<20.
+	MaxPending int
+	// RecentCalls is how many completed calls per process stay known for
+	// late goroutine children. Default 1<<16.
+	RecentCalls int
+	// PendingTTL: calls waiting longer than this (monotonic, by their end
+	// time) are emitted as orphans by Expire. Default 30s.
+	PendingTTL time.Duration
+	// Salt makes trace and span ids unique across runs; random if zero.
+	Salt uint64
+}
+
+// Stats counts what the builder did; losses are reported, never hidden.
+type Stats struct {
+	Calls          uint64 // events added
+	Spans          uint64 // spans emitted
+	Orphans        uint64 // spans emitted without their parent
+	Evicted        uint64 // orphans emitted early because MaxPending was reached
+	UnknownProcess uint64 // events of a process never added (dropped)
+	UnknownFunc    uint64 // events with a function id the process does not have
+}
+
+// Builder turns events into spans; it is not safe for concurrent use.
+type Builder struct {
+	opts  Options
+	out   func([]*span.Span)
+	wall  int64 // add to a CLOCK_MONOTONIC time to get Unix ns
+	procs map[uint32]*proc
+	stats Stats
+	batch []*span.Span
+}
+
+type proc struct {
+	info    *span.Process
+	funcs   []Func
+	pending map[uint64]*group // by parent call id
+	npend   int
+	arrived map[uint64]*call // calls that arrived but wait for an ancestor
+	recent  map[uint64]span.TraceID
+	ring    []uint64 // insertion order of recent
+	next    int
+}
+
+type group struct {
+	calls   []*call
+	lastEnd uint64
+}
+
+type call struct {
+	ev       calltracer.Event
+	children []*call
+}
+
+// New returns a Builder that passes every finished batch of spans to out.
+// monoToWall is added to kernel CLOCK_MONOTONIC times to get Unix times
+// (see MonoToWall).
+func New(out func([]*span.Span), monoToWall int64, opts Options) *Builder {
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 1 << 20
+	}
+	if opts.RecentCalls <= 0 {
+		opts.RecentCalls = 1 << 16
+	}
+	if opts.PendingTTL <= 0 {
+		opts.PendingTTL = 30 * time.Second
+	}
+	if opts.Salt == 0 {
+		opts.Salt = randomSalt()
+	}
+	return &Builder{opts: opts, out: out, wall: monoToWall, procs: make(map[uint32]*proc)}
+}
+
+// AddProcess registers a traced process and its function table, indexed
+// by the function ids its probes carry.
+func (b *Builder) AddProcess(pid uint32, info *span.Process, funcs []Func) {
+	b.procs[pid] = &proc{
+		info:    info,
+		funcs:   funcs,
+		pending: make(map[uint64]*group),
+		arrived: make(map[uint64]*call),
+		recent:  make(map[uint64]span.TraceID),
+		ring:    make([]uint64, b.opts.RecentCalls),
+	}
+}
+
+// RemoveProcess emits what the process still has pending and forgets it.
+func (b *Builder) RemoveProcess(pid uint32) {
+	if p, ok := b.procs[pid]; ok {
+		b.flushProc(pid, p)
+		delete(b.procs, pid)
+	}
+}
+
+// Stats returns the counters so far.
+func (b *Builder) Stats() Stats { return b.stats }
+
+// Add takes one completed call.
+func (b *Builder) Add(ev *calltracer.Event) {
+	b.stats.Calls++
+	p := b.procs[ev.Pid]
+	if p == nil {
+		b.stats.UnknownProcess++
+		return
+	}
+	c := &call{ev: *ev}
+	if g := p.pending[ev.CallId]; g != nil {
+		c.children = g.calls
+		p.npend -= len(g.calls)
+		delete(p.pending, ev.CallId)
+	}
+	switch {
+	case ev.ParentCallId == 0:
+		b.emitTree(ev.Pid, p, c, b.traceID(ev.Pid, ev.CallId), false)
+	default:
+		if tid, ok := p.recent[ev.ParentCallId]; ok {
+			b.emitTree(ev.Pid, p, c, tid, false)
+			break
+		}
+		p.arrived[ev.CallId] = c
+		if parent := p.arrived[ev.ParentCallId]; parent != nil {
+			// The parent returned before this goroutine's call did and
+			// itself waits for an ancestor.
+			parent.children = append(parent.children, c)
+			break
+		}
+		g := p.pending[ev.ParentCallId]
+		if g == nil {
+			g = &group{}
+			p.pending[ev.ParentCallId] = g
+		}
+		g.calls = append(g.calls, c)
+		g.lastEnd = max(g.lastEnd, ev.EndNs)
+		p.npend++
+		for p.npend > b.opts.MaxPending {
+			b.evictOne(ev.Pid, p)
+		}
+	}
+	b.send()
+}
+
+// Expire emits as orphans the calls that waited for their parent longer
+// than PendingTTL; now is CLOCK_MONOTONIC ns.
+func (b *Builder) Expire(now uint64) {
+	ttl := uint64(b.opts.PendingTTL)
+	for pid, p := range b.procs {
+		for parent, g := range p.pending {
+			if g.lastEnd+ttl < now {
+				b.emitOrphans(pid, p, parent, g)
+			}
+		}
+	}
+	b.send()
+}
+
+// Flush emits everything still pending, as orphans.
+func (b *Builder) Flush() {
+	for pid, p := range b.procs {
+		b.flushProc(pid, p)
+	}
+	b.send()
+}
+
+func (b *Builder) flushProc(pid uint32, p *proc) {
+	for parent, g := range p.pending {
+		b.emitOrphans(pid, p, parent, g)
+	}
+	b.send()
+}
+
+func (b *Builder) evictOne(pid uint32, p *proc) {
+	var oldest uint64
+	var og *group
+	for parent, g := range p.pending {
+		if og == nil || g.lastEnd < og.lastEnd {
+			oldest, og = parent, g
+		}
+	}
+	if og != nil {
+		b.stats.Evicted += uint64(len(og.calls))
+		b.emitOrphans(pid, p, oldest, og)
+	}
+}
+
+func (b *Builder) emitOrphans(pid uint32, p *proc, parent uint64, g *group) {
+	delete(p.pending, parent)
+	p.npend -= len(g.calls)
+	for _, c := range g.calls {
+		b.emitTree(pid, p, c, b.traceID(pid, c.ev.CallId), true)
+	}
+}
+
+// emitTree converts c and its subtree into spans of trace tid.
+func (b *Builder) emitTree(pid uint32, p *proc, c *call, tid span.TraceID, orphan bool) {
+	b.remember(p, c.ev.CallId, tid)
+	delete(p.arrived, c.ev.CallId)
+	s := b.toSpan(pid, p, &c.ev, tid)
+	if orphan {
+		s.Orphan = true
+		s.ParentID = span.SpanID{}
+		b.stats.Orphans++
+	}
+	b.batch = append(b.batch, s)
+	for _, ch := range c.children {
+		b.emitTree(pid, p, ch, tid, false)
+	}
+}
+
+func (b *Builder) remember(p *proc, callID uint64, tid span.TraceID) {
+	if old := p.ring[p.next]; old != 0 {
+		delete(p.recent, old)
+	}
+	p.ring[p.next] = callID
+	p.recent[callID] = tid
+	p.next = (p.next + 1) % len(p.ring)
+}
+
+func (b *Builder) send() {
+	if len(b.batch) == 0 {
+		return
+	}
+	b.stats.Spans += uint64(len(b.batch))
+	batch := b.batch
+	b.batch = nil
+	b.out(batch)
+}
+
+func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.TraceID) *span.Span {
+	s := &span.Span{
+		TraceID:    tid,
+		SpanID:     b.spanID(pid, ev.CallId),
+		Kind:       span.KindInternal,
+		Start:      time.Unix(0, int64(ev.StartNs)+b.wall),
+		End:        time.Unix(0, int64(ev.EndNs)+b.wall),
+		Process:    p.info,
+		GoID:       ev.Goid,
+		ParentGoID: ev.ParentGoid,
+		StartTID:   ev.StartTid,
+		EndTID:     ev.Tid,
+		CPU:        ev.Cpu,
+		Depth:      int(ev.Depth),
+	}
+	if ev.ParentCallId != 0 {
+		s.ParentID = b.spanID(pid, ev.ParentCallId)
+	}
+	if int(ev.FuncId) < len(p.funcs) {
+		f := &p.funcs[ev.FuncId]
+		s.Name, s.File, s.Line = f.Name, f.File, f.Line
+	} else {
+		b.stats.UnknownFunc++
+		s.Name = "unknown"
+	}
+	if ev.Flags&calltracer.FlagUnwound != 0 {
+		s.Unwound = true
+		s.Status = span.StatusError
+		s.StatusMessage = "unwound: a panic or runtime.Goexit skipped this function's return"
+	}
+	return s
+}
+
+// spanID derives a span id from the process and the kernel's call id,
+// so a call's id is known before the call itself arrives.
+func (b *Builder) spanID(pid uint32, callID uint64) span.SpanID {
+	var id span.SpanID
+	v := mix(b.opts.Salt ^ uint64(pid)<<32 ^ mix(callID))
+	if v == 0 {
+		v = 1
+	}
+	binary.BigEndian.PutUint64(id[:], v)
+	return id
+}
+
+func (b *Builder) traceID(pid uint32, rootCallID uint64) span.TraceID {
+	var id span.TraceID
+	hi := mix(b.opts.Salt ^ uint64(pid)<<40 ^ mix(rootCallID))
+	binary.BigEndian.PutUint64(id[:8], hi)
+	binary.BigEndian.PutUint64(id[8:], mix(hi^rootCallID)|1)
+	return id
+}
+
+// mix is splitmix64's finalizer: a bijection, so distinct inputs stay
+// distinct.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

@@ -1,0 +1,71 @@
+package span
+
+import (
+	"os"
+	"runtime/debug"
+
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+)
+
+// Attribute keys latscope defines where OpenTelemetry has none.
+const (
+	KeyGoroutineID       = "latscope.goroutine.id"
+	KeyParentGoroutineID = "latscope.goroutine.parent_id"
+	KeyCPU               = "latscope.cpu"
+	KeyDepth             = "latscope.depth"
+	KeyUnwound           = "latscope.unwound"
+	KeyParentMissing     = "latscope.parent_missing"
+	KeyStartThreadID     = "latscope.thread.start_id"
+)
+
+// Scope names latscope as the instrumentation that produced the spans.
+var Scope = struct{ Name, Version string }{"github.com/latscope/latscope", moduleVersion()}
+
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Attributes returns the span's attributes: its Go facts and code
+// location under OpenTelemetry semantic-convention keys where they exist,
+// then Attrs.
+func (s *Span) Attributes() []Attr {
+	a := []Attr{
+		{string(semconv.CodeFunctionNameKey), s.Name},
+		{string(semconv.ThreadIDKey), int64(s.EndTID)},
+		{KeyGoroutineID, int64(s.GoID)},
+		{KeyCPU, int64(s.CPU)},
+		{KeyDepth, int64(s.Depth)},
+	}
+	if s.File != "" {
+		a = append(a, Attr{string(semconv.CodeFilePathKey), s.File}, Attr{string(semconv.CodeLineNumberKey), int64(s.Line)})
+	}
+	if s.StartTID != s.EndTID {
+		a = append(a, Attr{KeyStartThreadID, int64(s.StartTID)})
+	}
+	if s.ParentGoID != 0 && s.ParentGoID != s.GoID {
+		a = append(a, Attr{KeyParentGoroutineID, int64(s.ParentGoID)})
+	}
+	if s.Unwound {
+		a = append(a, Attr{KeyUnwound, true})
+	}
+	if s.Orphan {
+		a = append(a, Attr{KeyParentMissing, true})
+	}
+	return append(a, s.Attrs...)
+}
+
+// Attributes returns the process's resource attributes.
+func (p *Process) Attributes() []Attr {
+	host, _ := os.Hostname()
+	return []Attr{
+		{string(semconv.ServiceNameKey), p.ServiceName},
+		{string(semconv.ProcessPIDKey), int64(p.PID)},
+		{string(semconv.ProcessExecutableNameKey), p.Executable},
+		{string(semconv.ProcessRuntimeNameKey), "go"},
+		{string(semconv.ProcessRuntimeVersionKey), p.GoVersion},
+		{string(semconv.HostNameKey), host},
+	}
+}

@@ -1,0 +1,100 @@
+// Package span is latscope's span model: what the agent rebuilds from
+// kernel events and what every exporter writes. It is deliberately close to
+// OpenTelemetry's span data, plus the Go facts latscope keeps (goroutine,
+// thread, CPU) for latency attribution.
+package span
+
+import (
+	"encoding/hex"
+	"time"
+)
+
+// TraceID and SpanID follow W3C Trace Context sizes.
+type (
+	TraceID [16]byte
+	SpanID  [8]byte
+)
+
+func (t TraceID) String() string { return hex.EncodeToString(t[:]) }
+func (s SpanID) String() string  { return hex.EncodeToString(s[:]) }
+
+// IsZero reports whether s is unset (no parent).
+func (s SpanID) IsZero() bool { return s == SpanID{} }
+
+// Kind is the OpenTelemetry span kind.
+type Kind int
+
+const (
+	KindUnspecified Kind = iota
+	KindInternal
+	KindServer
+	KindClient
+	KindProducer
+	KindConsumer
+)
+
+// StatusCode is the OpenTelemetry status code.
+type StatusCode int
+
+const (
+	StatusUnset StatusCode = iota
+	StatusOK
+	StatusError
+)
+
+// Process identifies the traced process a span comes from; it becomes the
+// OTLP resource.
+type Process struct {
+	PID         int
+	ServiceName string
+	Executable  string // executable base name
+	GoVersion   string
+}
+
+// Span is one traced call.
+type Span struct {
+	TraceID  TraceID
+	SpanID   SpanID
+	ParentID SpanID // zero for a root
+	Name     string
+	Kind     Kind
+	Start    time.Time
+	End      time.Time
+	Status   StatusCode
+	// StatusMessage explains an error status.
+	StatusMessage string
+
+	Process *Process
+
+	// Go facts.
+	GoID       uint64 // goroutine the call ran on
+	ParentGoID uint64 // goroutine of the parent span (differs across a go statement)
+	StartTID   uint32 // thread at entry
+	EndTID     uint32 // thread at return
+	CPU        uint32 // CPU at return
+	Depth      int    // traced frames above it on its goroutine
+	Unwound    bool   // closed by an outer return: a panic or Goexit skipped its own
+	Orphan     bool   // its parent span never arrived (filtered or lost)
+
+	// Code location of the function.
+	File string
+	Line int
+
+	Attrs []Attr
+}
+
+// Duration is End - Start.
+func (s *Span) Duration() time.Duration { return s.End.Sub(s.Start) }
+
+// Attr is a span attribute; Value is a string, int64, float64 or bool.
+type Attr struct {
+	Key   string
+	Value any
+}
+
+// Exporter receives finished spans. Spans of one trace may arrive in
+// several batches (a goroutine can outlive the call that started it).
+type Exporter interface {
+	Export(spans []*Span) error
+	Close() error
+}

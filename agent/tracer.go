@@ -1,0 +1,196 @@
+// Package agent loads latscope's BPF programs, attaches them to Go
+// processes and streams their completed calls to user space.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/latscope/latscope/bpf/calltracer"
+)
+
+// Config tunes a Tracer.
+type Config struct {
+	// MinDuration: calls shorter than this are not sent by the kernel
+	// (counted as calls_below_min_duration).
+	MinDuration time.Duration
+	// RingBytes is the ring buffer size (power of two, >= page size).
+	// Default 8 MiB.
+	RingBytes int
+	// MaxGoroutines bounds goroutines with traced state at once. Default 16384.
+	MaxGoroutines int
+	// PollInterval is how often the reader drains the ring buffer without
+	// a wakeup: the kernel submits silently and only wakes the reader once
+	// a quarter of the ring is pending. It bounds how late an event is
+	// seen. Default 20ms.
+	PollInterval time.Duration
+	// CountHits counts probe hits per site (tests, diagnostics).
+	CountHits bool
+	Logger    *slog.Logger
+}
+
+// Tracer owns the loaded programs, their maps and the ring buffer reader.
+type Tracer struct {
+	cfg    Config
+	log    *slog.Logger
+	objs   *calltracer.TracerObjects
+	reader *ringbuf.Reader
+
+	mu    sync.Mutex
+	procs map[int]*Process
+
+	short uint64 // records too short to be an event (never expected)
+}
+
+// New loads the call tracer.
+func New(cfg Config) (*Tracer, error) {
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = 8 << 20
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 20 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RingBytes&(cfg.RingBytes-1) != 0 || cfg.RingBytes < os.Getpagesize() {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two and at least %d", cfg.RingBytes, os.Getpagesize())
+	}
+	objs, err := calltracer.Load(calltracer.Options{
+		MinDuration:   uint64(cfg.MinDuration),
+		RingBytes:     uint32(cfg.RingBytes),
+		WakeupBytes:   uint64(cfg.RingBytes / 4),
+		MaxGoroutines: uint32(cfg.MaxGoroutines),
+		CountHits:     cfg.CountHits,
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w\nlatscope needs root, or CAP_BPF and CAP_PERFMON (and CAP_SYS_PTRACE to start commands)", err)
+		}
+		return nil, err
+	}
+	rd, err := ringbuf.NewReader(objs.Events)
+	if err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	return &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, reader: rd, procs: make(map[int]*Process)}, nil
+}
+
+// Run reads completed calls until ctx is done, calling handle for each
+// (handle must not keep ev) and tick after every drain of the ring
+// buffer. Detach processes before cancelling ctx: Run drains what is left
+// in the ring once more before it returns, so nothing sent is lost.
+func (t *Tracer) Run(ctx context.Context, handle func(ev *calltracer.Event), tick func()) error {
+	var rec ringbuf.Record
+	for {
+		done := ctx.Err() != nil
+		t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
+		if done {
+			t.reader.SetDeadline(time.Now())
+		}
+		for {
+			err := t.reader.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			if len(rec.RawSample) < int(unsafe.Sizeof(calltracer.Event{})) {
+				t.short++
+				continue
+			}
+			// The record is the C struct call_event; bpf2go generated its
+			// Go twin, so it is read in place.
+			handle((*calltracer.Event)(unsafe.Pointer(&rec.RawSample[0])))
+		}
+		if tick != nil {
+			tick()
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// Counter is one named count.
+type Counter struct {
+	Name  string
+	Value uint64
+	Loss  bool
+	Help  string
+}
+
+// Counters returns the kernel's per-reason counters and the reader's.
+func (t *Tracer) Counters() ([]Counter, error) {
+	vals, err := calltracer.ReadStats(t.objs.Stats)
+	if err != nil {
+		return nil, err
+	}
+	var out []Counter
+	for i, v := range vals {
+		st := calltracer.Stats[i]
+		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
+	}
+	out = append(out, Counter{"lost_short_records", t.short, true, "ring buffer records too short to decode"})
+	return out, nil
+}
+
+// Hits returns probe hits per attach cookie (Config.CountHits).
+func (t *Tracer) Hits() (map[uint64]uint64, error) {
+	out := make(map[uint64]uint64)
+	var key uint64
+	var perCPU []uint64
+	it := t.objs.Hits.Iterate()
+	for it.Next(&key, &perCPU) {
+		for _, v := range perCPU {
+			out[key] += v
+		}
+	}
+	return out, it.Err()
+}
+
+// Close detaches every process and unloads the programs.
+func (t *Tracer) Close() error {
+	t.mu.Lock()
+	procs := make([]*Process, 0, len(t.procs))
+	for _, p := range t.procs {
+		procs = append(procs, p)
+	}
+	t.mu.Unlock()
+	var errs []error
+	for _, p := range procs {
+		errs = append(errs, t.Detach(p))
+	}
+	errs = append(errs, t.reader.Close(), t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// forgetGoroutines deletes the kernel's goroutine state of pid.
+func (t *Tracer) forgetGoroutines(pid uint32) error {
+	var key calltracer.TracerGkey
+	var keys []calltracer.TracerGkey
+	it := t.objs.Goroutines.Iterate()
+	var val []byte
+	for it.Next(&key, &val) {
+		if key.Pid == pid {
+			keys = append(keys, key)
+		}
+	}
+	for _, k := range keys {
+		if err := t.objs.Goroutines.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return it.Err()
+}

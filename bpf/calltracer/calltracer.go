@@ -1,0 +1,114 @@
+// Package calltracer holds latscope's call-tracing BPF program
+// (calltracer.c) and its generated Go bindings: entry and exit probes for
+// chosen Go functions, paired per goroutine in the kernel, plus the
+// runtime hooks that link goroutines to the frame that created them.
+package calltracer
+
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type tracer_stat -type call_flags -type proc_config Tracer calltracer.c -- -I../include
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Event is one completed (or unwound) call, as the kernel sends it.
+type Event = TracerCallEvent
+
+// Flag values of Event.Flags.
+const FlagUnwound = uint16(TracerCallFlagsCALL_UNWOUND)
+
+// Options tunes the program at load time.
+type Options struct {
+	MinDuration   uint64 // ns; shorter calls are not sent (counted)
+	RingBytes     uint32 // ring buffer size, a power of two multiple of the page size
+	WakeupBytes   uint64 // pending bytes that make the kernel wake the reader early
+	MaxGoroutines uint32 // goroutines with traced state at once, per node
+	CountHits     bool   // count probe hits per attach cookie (tests, diagnostics)
+}
+
+// Load loads and verifies the program with opts applied.
+func Load(opts Options) (*TracerObjects, error) {
+	spec, err := LoadTracer()
+	if err != nil {
+		return nil, fmt.Errorf("read calltracer BPF object: %w", err)
+	}
+	consts := map[string]any{
+		"min_duration_ns": opts.MinDuration,
+		"count_hits":      boolByte(opts.CountHits),
+	}
+	if opts.WakeupBytes > 0 {
+		consts["wakeup_bytes"] = opts.WakeupBytes
+	}
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if opts.RingBytes > 0 {
+		spec.Maps["events"].MaxEntries = opts.RingBytes
+	}
+	if opts.MaxGoroutines > 0 {
+		spec.Maps["goroutines"].MaxEntries = opts.MaxGoroutines
+	}
+	var objs TracerObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load calltracer BPF programs (need root or CAP_BPF+CAP_PERFMON, kernel >= 5.15 with BTF): %w", err)
+	}
+	return &objs, nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Stat describes one of the program's counters.
+type Stat struct {
+	Name string
+	Loss bool // counts data that was lost or could not be attributed
+	Help string
+}
+
+// Stats describes every counter, indexed by TracerTracerStat.
+var Stats = [TracerTracerStatSTAT_MAX]Stat{
+	TracerTracerStatSTAT_CALLS:                {"calls_sent", false, "completed calls sent to user space"},
+	TracerTracerStatSTAT_FILTERED_SHORT:       {"calls_below_min_duration", false, "calls shorter than --min-duration, not sent by request"},
+	TracerTracerStatSTAT_UNWOUND:              {"frames_unwound", false, "frames closed without their own return (panic, Goexit)"},
+	TracerTracerStatSTAT_GOROUTINE_LINKS:      {"goroutines_linked", false, "goroutines linked to the traced frame that created them"},
+	TracerTracerStatSTAT_RINGBUF_FULL:         {"lost_ringbuf_full", true, "calls lost: the ring buffer was full (raise --ring-size)"},
+	TracerTracerStatSTAT_STACK_TOO_DEEP:       {"lost_stack_too_deep", true, "calls not recorded: more than 32 traced frames on one goroutine"},
+	TracerTracerStatSTAT_EXIT_WITHOUT_ENTRY:   {"exit_without_entry", true, "returns whose entry was not seen (attached mid-call)"},
+	TracerTracerStatSTAT_GOROUTINE_TABLE_FULL: {"lost_goroutine_table_full", true, "calls lost: too many goroutines with traced frames (raise --max-goroutines)"},
+	TracerTracerStatSTAT_READ_G_FAILED:        {"lost_read_g_failed", true, "probe hits whose goroutine could not be read"},
+	TracerTracerStatSTAT_UNKNOWN_PROCESS:      {"hits_unknown_process", true, "probe hits in a process latscope has no configuration for"},
+	TracerTracerStatSTAT_SYSTEM_STACK:         {"hits_on_system_stack", true, "probe hits on a system stack (g0): not a goroutine"},
+}
+
+// ReadStats sums the per-CPU counters.
+func ReadStats(m *ebpf.Map) ([TracerTracerStatSTAT_MAX]uint64, error) {
+	var out [TracerTracerStatSTAT_MAX]uint64
+	for i := range out {
+		var perCPU []uint64
+		if err := m.Lookup(uint32(i), &perCPU); err != nil {
+			return out, fmt.Errorf("read counter %s: %w", Stats[i].Name, err)
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Cookie packs what a probe site tells the program (see COOKIE_* in
+// calltracer.c): the function id, how far SP at the site is below SP at
+// the function's entry, and a site index that makes every cookie unique
+// so hits can be counted per site.
+func Cookie(funcID uint32, spDelta uint64, site uint16) (uint64, error) {
+	if spDelta > 0xffff {
+		return 0, fmt.Errorf("SP delta %d does not fit the attach cookie", spDelta)
+	}
+	return uint64(funcID) | spDelta<<32 | uint64(site)<<48, nil
+}

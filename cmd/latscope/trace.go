@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/exporter/otlpjson"
+	"github.com/latscope/latscope/exporter/tree"
+)
+
+// runTrace returns the exit code: the traced command's when one was run.
+func runTrace(args []string) (int, error) {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: latscope trace (--pid PID | -- CMD ARGS...) --funcs PATTERNS [flags]")
+		fs.PrintDefaults()
+	}
+	pid := fs.Int("pid", 0, "trace the running process `PID`")
+	funcs := fs.String("funcs", "", "comma-separated Go symbol globs to trace, e.g. 'main.*,github.com/x/y.(*Cache).Get'")
+	minDur := fs.Duration("min-duration", 0, "do not report calls shorter than this (filtered in the kernel)")
+	dur := fs.Duration("duration", 0, "stop tracing after this long (default: until the process exits or Ctrl-C)")
+	output := fs.String("output", "", "also write spans as OTLP/JSON to `FILE` (one ExportTraceServiceRequest per line)")
+	treeOut := fs.String("tree", "", "write the call trees to `FILE` ('-' for stdout; default stdout with --pid, stderr with a command, so the command's stdout stays its own)")
+	ring := fs.Int("ring-size", 8<<20, "ring buffer size in bytes (power of two)")
+	maxG := fs.Int("max-goroutines", 16384, "goroutines with traced state at once")
+	verbose := fs.Bool("v", false, "log debug details")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	command := fs.Args()
+	switch {
+	case *funcs == "":
+		return 2, fmt.Errorf("trace: --funcs is required (e.g. --funcs 'main.*')")
+	case *pid == 0 && len(command) == 0:
+		return 2, fmt.Errorf("trace: give --pid PID or a command after --")
+	case *pid != 0 && len(command) > 0:
+		return 2, fmt.Errorf("trace: give either --pid or a command, not both")
+	}
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	var exporters []span.Exporter
+	treeW, err := treeWriter(*treeOut, len(command) > 0)
+	if err != nil {
+		return 1, err
+	}
+	exporters = append(exporters, tree.New(treeW, 500*time.Millisecond))
+	if *output != "" {
+		f, err := os.Create(*output)
+		if err != nil {
+			return 1, fmt.Errorf("trace: --output: %w", err)
+		}
+		exporters = append(exporters, otlpjson.New(f))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s := &agent.Session{
+		PID:       *pid,
+		Command:   command,
+		Patterns:  strings.Split(*funcs, ","),
+		Duration:  *dur,
+		Exporters: exporters,
+		Log:       log,
+		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG},
+		Ready: func(p *agent.Process) {
+			log.Info("tracing", "pid", p.PID, "service", p.Info.ServiceName, "go", p.Binary.GoVersion, "functions", len(p.Funcs), "probes", p.Probes())
+		},
+	}
+	res, err := s.Run(ctx)
+	if err != nil {
+		return 1, err
+	}
+	summarize(os.Stderr, res)
+	if len(command) > 0 {
+		return res.ExitCode, nil
+	}
+	return 0, nil
+}
+
+func treeWriter(path string, command bool) (io.Writer, error) {
+	switch {
+	case path == "-":
+		return os.Stdout, nil
+	case path != "":
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, fmt.Errorf("trace: --tree: %w", err)
+		}
+		return f, nil
+	case command:
+		return os.Stderr, nil
+	}
+	return os.Stdout, nil
+}
+
+// summarize prints how tracing ended and every non-zero counter; losses
+// are marked so none goes unnoticed.
+func summarize(w io.Writer, r *agent.Result) {
+	fmt.Fprintf(w, "latscope: %s; %d spans exported, %d probes detached\n", r.Stopped, r.Exported, r.Probes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range r.Counters {
+		if c.Value == 0 && c.Loss {
+			continue
+		}
+		mark := ""
+		if c.Loss && c.Value > 0 {
+			mark = "LOSS: " + c.Help
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%s\n", c.Name, c.Value, mark)
+	}
+	b := r.Builder
+	fmt.Fprintf(tw, "  spans_without_parent\t%d\t%s\n", b.Orphans, map[bool]string{true: "parents filtered or lost", false: ""}[b.Orphans > 0])
+	tw.Flush()
+	if lost := r.Lost(); lost > 0 {
+		fmt.Fprintf(w, "latscope: %d events lost or unattributed (see LOSS lines)\n", lost)
+	}
+}
