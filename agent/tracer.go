@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -106,13 +105,12 @@ func (t *Tracer) Run(ctx context.Context, handle func(ev *calltracer.Event), tic
 			if err != nil {
 				return fmt.Errorf("read ring buffer: %w", err)
 			}
-			if len(rec.RawSample) < int(unsafe.Sizeof(calltracer.Event{})) {
+			ev, ok := calltracer.Decode(rec.RawSample)
+			if !ok {
 				t.short++
 				continue
 			}
-			// The record is the C struct call_event; bpf2go generated its
-			// Go twin, so it is read in place.
-			handle((*calltracer.Event)(unsafe.Pointer(&rec.RawSample[0])))
+			handle(ev)
 		}
 		if tick != nil {
 			tick()

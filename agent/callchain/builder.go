@@ -8,7 +8,8 @@
 // and the whole tree is emitted with one trace id. A goroutine may
 // outlive the call that started it: its calls then arrive after their
 // parent was emitted and join the parent's trace through a bounded index
-// of recently completed calls. Calls whose parent never arrives (filtered
+// of recently completed calls that started goroutines (the kernel flags
+// them). Calls whose parent never arrives (filtered
 // by --min-duration, or lost) are emitted as orphan roots when they
 // expire or at Flush, never dropped.
 package callchain
@@ -61,6 +62,7 @@ type Builder struct {
 	procs map[uint32]*proc
 	stats Stats
 	batch []*span.Span
+	spans []span.Span // preallocated spans not yet handed out
 }
 
 type proc struct {
@@ -224,8 +226,13 @@ func (b *Builder) emitOrphans(pid uint32, p *proc, parent uint64, g *group) {
 
 // emitTree converts c and its subtree into spans of trace tid.
 func (b *Builder) emitTree(pid uint32, p *proc, c *call, tid span.TraceID, orphan bool) {
-	b.remember(p, c.ev.CallId, tid)
-	delete(p.arrived, c.ev.CallId)
+	if c.ev.Flags&calltracer.FlagSpawned != 0 {
+		// Only a call that started goroutines can get children later.
+		b.remember(p, c.ev.CallId, tid)
+	}
+	if c.ev.ParentCallId != 0 {
+		delete(p.arrived, c.ev.CallId)
+	}
 	s := b.toSpan(pid, p, &c.ev, tid)
 	if orphan {
 		s.Orphan = true
@@ -258,7 +265,12 @@ func (b *Builder) send() {
 }
 
 func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.TraceID) *span.Span {
-	s := &span.Span{
+	if len(b.spans) == 0 {
+		b.spans = make([]span.Span, 256) // one allocation per 256 spans
+	}
+	s := &b.spans[0]
+	b.spans = b.spans[1:]
+	*s = span.Span{
 		TraceID:    tid,
 		SpanID:     b.spanID(pid, ev.CallId),
 		Kind:       span.KindInternal,

@@ -32,6 +32,7 @@ char __license[] SEC("license") = "GPL";
 
 enum call_flags {
 	CALL_UNWOUND = 1 << 0, /* never returned: unwound by a panic or Goexit */
+	CALL_SPAWNED = 1 << 1, /* started goroutines: they may return after it */
 };
 
 /* Every outcome worth knowing is counted; user space sums the per-CPU slots. */
@@ -80,7 +81,7 @@ struct frame {
 	__u32 sp_off; /* g.stack.hi - SP at entry */
 	__u32 func_id;
 	__u32 tid;
-	__u32 _pad;
+	__u32 flags; /* CALL_SPAWNED */
 };
 
 struct gkey {
@@ -261,7 +262,7 @@ static __always_inline void emit(struct gstate *gs, struct gkey *key, __u32 idx,
 	e->cpu = bpf_get_smp_processor_id();
 	e->start_tid = f->tid;
 	e->depth = idx;
-	e->flags = flags;
+	e->flags = flags | f->flags;
 	__u64 wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 			     ? BPF_RB_FORCE_WAKEUP
 			     : BPF_RB_NO_WAKEUP;
@@ -334,6 +335,7 @@ int call_entry(struct pt_regs *ctx)
 	f->sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
 	f->func_id = COOKIE_FUNC(cookie);
 	f->tid = (__u32)pid_tgid;
+	f->flags = 0;
 	gs->depth = d + 1;
 	return 0;
 }
@@ -430,8 +432,10 @@ int goroutine_created(struct pt_regs *ctx)
 	__u64 link_goid = ps->parent_goid;
 	__u32 d = ps->depth;
 	if (d > 0 && d <= MAX_DEPTH) {
-		link = ps->frames[(d - 1) & (MAX_DEPTH - 1)].call_id;
+		struct frame *f = &ps->frames[(d - 1) & (MAX_DEPTH - 1)];
+		link = f->call_id;
 		link_goid = parent.goid;
+		f->flags |= CALL_SPAWNED;
 	}
 	if (!link)
 		return 0;

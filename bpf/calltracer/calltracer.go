@@ -8,6 +8,7 @@ package calltracer
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 )
@@ -16,7 +17,10 @@ import (
 type Event = TracerCallEvent
 
 // Flag values of Event.Flags.
-const FlagUnwound = uint16(TracerCallFlagsCALL_UNWOUND)
+const (
+	FlagUnwound = uint16(TracerCallFlagsCALL_UNWOUND)
+	FlagSpawned = uint16(TracerCallFlagsCALL_SPAWNED)
+)
 
 // Options tunes the program at load time.
 type Options struct {
@@ -111,4 +115,22 @@ func Cookie(funcID uint32, spDelta uint64, site uint16) (uint64, error) {
 		return 0, fmt.Errorf("SP delta %d does not fit the attach cookie", spDelta)
 	}
 	return uint64(funcID) | spDelta<<32 | uint64(site)<<48, nil
+}
+
+// EventSize is the size of a call_event record.
+const EventSize = int(unsafe.Sizeof(Event{}))
+
+// Decode returns the event a ring buffer record holds, in place: the
+// record is the C struct call_event, whose Go twin bpf2go generated. The
+// result aliases raw.
+func Decode(raw []byte) (*Event, bool) {
+	if len(raw) < EventSize {
+		return nil, false
+	}
+	return (*Event)(unsafe.Pointer(&raw[0])), true
+}
+
+// Encode returns the record bytes of ev (recordings, tests).
+func Encode(ev *Event) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(ev)), EventSize)
 }

@@ -34,6 +34,7 @@ type TracerCallFlags uint32
 
 const (
 	TracerCallFlagsCALL_UNWOUND TracerCallFlags = 1
+	TracerCallFlagsCALL_SPAWNED TracerCallFlags = 2
 )
 
 type TracerGkey struct {
@@ -56,7 +57,7 @@ type TracerGstate struct {
 		SpOff   uint32
 		FuncId  uint32
 		Tid     uint32
-		Pad     uint32
+		Flags   uint32
 	}
 }
 

@@ -1,0 +1,169 @@
+package callchain
+
+import (
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/calltracer"
+)
+
+var funcs = []Func{{Name: "main.root"}, {Name: "main.child"}, {Name: "main.leaf"}, {Name: "main.worker"}}
+
+type sink struct{ spans []*span.Span }
+
+func (s *sink) out(b []*span.Span) { s.spans = append(s.spans, b...) }
+
+func (s *sink) byName(t *testing.T, name string) *span.Span {
+	t.Helper()
+	var found *span.Span
+	for _, sp := range s.spans {
+		if sp.Name == name {
+			if found != nil {
+				t.Fatalf("two spans named %s", name)
+			}
+			found = sp
+		}
+	}
+	if found == nil {
+		t.Fatalf("no span %s among %d", name, len(s.spans))
+	}
+	return found
+}
+
+func newBuilder(opts Options) (*Builder, *sink) {
+	s := &sink{}
+	opts.Salt = 42
+	b := New(s.out, 1_000_000_000, opts)
+	b.AddProcess(7, &span.Process{PID: 7}, funcs)
+	return b, s
+}
+
+func ev(id, parent uint64, fn uint32, goid uint64, start, end uint64) *calltracer.Event {
+	return &calltracer.Event{Pid: 7, CallId: id, ParentCallId: parent, FuncId: fn, Goid: goid, ParentGoid: goid, StartNs: start, EndNs: end}
+}
+
+func TestChildrenBeforeParent(t *testing.T) {
+	b, s := newBuilder(Options{})
+	b.Add(ev(3, 2, 2, 1, 30, 40)) // leaf
+	b.Add(ev(2, 1, 1, 1, 20, 50)) // child
+	if len(s.spans) != 0 {
+		t.Fatalf("spans emitted before the root returned: %d", len(s.spans))
+	}
+	b.Add(ev(1, 0, 0, 1, 10, 60)) // root
+	if len(s.spans) != 3 {
+		t.Fatalf("got %d spans, want 3", len(s.spans))
+	}
+	root, child, leaf := s.byName(t, "main.root"), s.byName(t, "main.child"), s.byName(t, "main.leaf")
+	if !root.ParentID.IsZero() || child.ParentID != root.SpanID || leaf.ParentID != child.SpanID {
+		t.Errorf("parent links wrong: root %s child %s→%s leaf %s→%s", root.SpanID, child.SpanID, child.ParentID, leaf.SpanID, leaf.ParentID)
+	}
+	if child.TraceID != root.TraceID || leaf.TraceID != root.TraceID {
+		t.Error("spans of one tree in different traces")
+	}
+	if got := root.Start; !got.Equal(time.Unix(1, 10)) {
+		t.Errorf("root start %v, want monotonic 10ns + 1s offset", got)
+	}
+	if root.Duration() != 50 {
+		t.Errorf("root duration %v", root.Duration())
+	}
+}
+
+func TestLateGoroutineJoinsTrace(t *testing.T) {
+	b, s := newBuilder(Options{})
+	r := ev(1, 0, 0, 1, 10, 20)
+	r.Flags = calltracer.FlagSpawned
+	b.Add(r)
+	w := ev(5, 1, 3, 9, 15, 90) // goroutine outlived the root
+	w.ParentGoid = 1
+	b.Add(w)
+	root, worker := s.byName(t, "main.root"), s.byName(t, "main.worker")
+	if worker.TraceID != root.TraceID || worker.ParentID != root.SpanID || worker.ParentGoID != 1 || worker.GoID != 9 {
+		t.Errorf("late worker not linked: %+v", worker)
+	}
+}
+
+// A goroutine's call returns after its parent frame returned, while that
+// parent still waits for its own parent.
+func TestLateChildOfWaitingParent(t *testing.T) {
+	b, s := newBuilder(Options{})
+	b.Add(ev(2, 1, 1, 1, 20, 30)) // child returns, root still running
+	b.Add(ev(5, 2, 3, 9, 25, 40)) // worker started by child, returns later
+	b.Add(ev(1, 0, 0, 1, 10, 50)) // root
+	if len(s.spans) != 3 {
+		t.Fatalf("got %d spans, want 3", len(s.spans))
+	}
+	if s.byName(t, "main.worker").ParentID != s.byName(t, "main.child").SpanID {
+		t.Error("worker not under child")
+	}
+	if b.Stats().Orphans != 0 {
+		t.Error("orphans reported")
+	}
+}
+
+func TestOrphansAreFlushedNotDropped(t *testing.T) {
+	b, s := newBuilder(Options{})
+	b.Add(ev(3, 2, 2, 1, 30, 40)) // parent 2 filtered in the kernel: never arrives
+	b.Flush()
+	if len(s.spans) != 1 {
+		t.Fatalf("got %d spans, want 1", len(s.spans))
+	}
+	leaf := s.spans[0]
+	if !leaf.Orphan || !leaf.ParentID.IsZero() || b.Stats().Orphans != 1 {
+		t.Errorf("orphan not marked: %+v stats %+v", leaf, b.Stats())
+	}
+}
+
+func TestExpireAndEvict(t *testing.T) {
+	b, s := newBuilder(Options{PendingTTL: time.Second, MaxPending: 2})
+	b.Add(ev(3, 100, 2, 1, 30, 40))
+	b.Expire(40 + uint64(time.Second) - 1)
+	if len(s.spans) != 0 {
+		t.Fatal("expired too early")
+	}
+	b.Expire(41 + uint64(time.Second))
+	if len(s.spans) != 1 {
+		t.Fatalf("not expired: %d spans", len(s.spans))
+	}
+	b.Add(ev(4, 200, 2, 1, 50, 60))
+	b.Add(ev(5, 201, 2, 1, 50, 70))
+	b.Add(ev(6, 202, 2, 1, 50, 80)) // third pending: the oldest is evicted
+	if got := b.Stats().Evicted; got != 1 || len(s.spans) != 2 || s.spans[1].SpanID != b.spanID(7, 4) {
+		t.Errorf("evicted %d, spans %d", got, len(s.spans))
+	}
+}
+
+func TestProcessesDoNotMix(t *testing.T) {
+	b, s := newBuilder(Options{})
+	b.AddProcess(8, &span.Process{PID: 8}, funcs)
+	b.Add(ev(1, 0, 0, 1, 10, 20))
+	other := ev(1, 0, 0, 1, 10, 20)
+	other.Pid = 8
+	b.Add(other)
+	if len(s.spans) != 2 || s.spans[0].SpanID == s.spans[1].SpanID || s.spans[0].TraceID == s.spans[1].TraceID {
+		t.Errorf("same call id in two processes collided: %+v", s.spans)
+	}
+	unknown := ev(1, 0, 0, 1, 10, 20)
+	unknown.Pid = 99
+	b.Add(unknown)
+	bad := ev(2, 0, 77, 1, 10, 20)
+	b.Add(bad)
+	if st := b.Stats(); st.UnknownProcess != 1 || st.UnknownFunc != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	b.RemoveProcess(8)
+	if len(b.procs) != 1 {
+		t.Error("process not removed")
+	}
+}
+
+func TestUnwoundIsAnError(t *testing.T) {
+	b, s := newBuilder(Options{})
+	e := ev(1, 0, 0, 1, 10, 20)
+	e.Flags = calltracer.FlagUnwound
+	b.Add(e)
+	sp := s.spans[0]
+	if !sp.Unwound || sp.Status != span.StatusError || sp.StatusMessage == "" {
+		t.Errorf("unwound span %+v", sp)
+	}
+}
