@@ -1,0 +1,49 @@
+# latscope — see README.md. Targets that load BPF need root.
+GO        ?= go
+BIN       := bin/latscope
+# Go toolchains the tests build fixtures with (internal/fixture.Toolchains).
+TOOLCHAINS := go1.21.13 go1.22.12 go1.24.9 go1.27.3
+
+.PHONY: all build generate check-generate test test-short bench demo lint toolchains clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/latscope
+
+# Regenerates the BPF objects and their Go bindings (needs clang, libbpf-dev).
+generate:
+	$(GO) generate ./bpf/...
+
+# The committed bpf2go output must be what the committed C compiles to.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go output is stale: run 'make generate' and commit it"; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "untracked generated files: commit them"; exit 1; }
+
+toolchains:
+	@for v in $(TOOLCHAINS); do GOTOOLCHAIN=$$v $(GO) version >/dev/null || exit 1; done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+
+# Every tier: pure Go, BPF load, and end to end against real fixture
+# processes (as root). Under CI=true a skipped BPF test is a failure.
+test: check-generate lint toolchains
+	$(GO) test -count=1 -timeout 40m ./...
+
+# Quick local loop: oldest and newest toolchain only.
+test-short:
+	LATSCOPE_SHORT_MATRIX=1 $(GO) test -count=1 ./...
+
+# Results and how to read them: docs/benchmarks.md.
+bench: build
+	$(GO) run ./scripts/probecost -runs 5
+	$(GO) test -run '^$$' -bench . -benchtime 2x -count 5 ./agent/callchain/
+
+demo: build
+	$(GO) build -o bin/checkout ./examples/checkout
+	./$(BIN) trace --funcs 'main.*' -- ./bin/checkout
+
+clean:
+	rm -rf bin
