@@ -3,9 +3,11 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -70,6 +72,9 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	}
 	exe, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("pid %d exited before its probes were attached: %w", pid, symbolizer.ErrProcessGone)
+		}
 		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
 	}
 	if err := t.attachRuntime(p, exe); err != nil {
@@ -170,8 +175,8 @@ func (t *Tracer) attachRuntime(p *Process, exe *link.Executable) error {
 func (t *Tracer) probe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) error {
 	l, err := exe.Uprobe("", prog, &link.UprobeOptions{Address: s.Offset, PID: p.PID, Cookie: cookie})
 	if err != nil {
-		if errors.Is(err, errNoProcess) {
-			return fmt.Errorf("attach %s at %#x in pid %d: process is gone: %w", fn, s.Addr, p.PID, err)
+		if errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("attach %s in pid %d: %w", fn, p.PID, symbolizer.ErrProcessGone)
 		}
 		return fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
 	}

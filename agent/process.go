@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
-
-var errNoProcess = syscall.ESRCH
 
 // environ reads /proc/PID/environ; an unreadable one is empty.
 func environ(pid int) map[string]string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -31,6 +32,9 @@ type Session struct {
 	Log       *slog.Logger
 	// Ready, if set, is called once the probes are attached.
 	Ready func(*Process)
+	// Record, if set, receives every raw call record as the kernel sent
+	// it (bug reports, replay benchmarks).
+	Record io.Writer
 	// Hits, if set, receives the probe hits per cookie before detaching
 	// (needs Tracer.CountHits).
 	Hits func(map[uint64]uint64)
@@ -144,7 +148,16 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() {
-		runErr <- tr.Run(runCtx, b.Add, func() { b.Expire(callchain.MonoNow()) })
+		handle := b.Add
+		if s.Record != nil {
+			handle = func(ev *calltracer.Event) {
+				if _, err := s.Record.Write(calltracer.Encode(ev)); err != nil && res.ExportErr == nil {
+					res.ExportErr = fmt.Errorf("record events: %w", err)
+				}
+				b.Add(ev)
+			}
+		}
+		runErr <- tr.Run(runCtx, handle, func() { b.Expire(callchain.MonoNow()) })
 	}()
 
 	var timeout <-chan time.Time

@@ -1,65 +1,83 @@
 package callchain
 
 import (
+	"os"
 	"testing"
 
 	"github.com/latscope/latscope/agent/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 )
 
-// stream returns ring-buffer records shaped like a traced service: per
-// request a root with 3 children of 2 leaves each, and 2 goroutines of 2
-// calls each that outlive the root, in the order the kernel sends them
-// (children first).
-func stream(requests int) [][]byte {
+// testdata/checkout.events was recorded with
+//
+//	latscope trace --record ... -- examples/checkout --requests 100
+//
+// (1100 calls: 100 requests of 11 calls, 3 goroutines each).
+func recorded(tb testing.TB) [][]byte {
+	raw, err := os.ReadFile("testdata/checkout.events")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var recs [][]byte
-	id := uint64(0)
-	next := func() uint64 { id++; return id }
-	add := func(e calltracer.Event) { recs = append(recs, append([]byte(nil), calltracer.Encode(&e)...)) }
-	for r := 0; r < requests; r++ {
-		t := uint64(r) * 1000
-		root := next()
-		var late []calltracer.Event
-		for c := 0; c < 3; c++ {
-			child := next()
-			for l := 0; l < 2; l++ {
-				add(calltracer.Event{Pid: 7, CallId: next(), ParentCallId: child, FuncId: 2, Goid: 1, ParentGoid: 1, StartNs: t + 1, EndNs: t + 2, Depth: 2})
-			}
-			add(calltracer.Event{Pid: 7, CallId: child, ParentCallId: root, FuncId: 1, Goid: 1, ParentGoid: 1, StartNs: t + 1, EndNs: t + 3, Depth: 1})
-		}
-		for g := 0; g < 2; g++ {
-			w := next()
-			late = append(late,
-				calltracer.Event{Pid: 7, CallId: next(), ParentCallId: w, FuncId: 2, Goid: 10, ParentGoid: 10, StartNs: t + 5, EndNs: t + 6, Depth: 1},
-				calltracer.Event{Pid: 7, CallId: w, ParentCallId: root, FuncId: 3, Goid: 10, ParentGoid: 1, StartNs: t + 4, EndNs: t + 9})
-		}
-		add(calltracer.Event{Pid: 7, CallId: root, FuncId: 0, Goid: 1, StartNs: t, EndNs: t + 8, Flags: calltracer.FlagSpawned})
-		for _, e := range late {
-			add(e)
-		}
+	for len(raw) >= calltracer.EventSize {
+		recs = append(recs, raw[:calltracer.EventSize:calltracer.EventSize])
+		raw = raw[calltracer.EventSize:]
 	}
 	return recs
 }
 
+// The recording rebuilds into 100 complete trees: no orphan, no loss.
+func TestRecordedStream(t *testing.T) {
+	recs := recorded(t)
+	traces := map[span.TraceID]int{}
+	b := New(func(s []*span.Span) {
+		for _, sp := range s {
+			traces[sp.TraceID]++
+		}
+	}, 0, Options{})
+	ev, _ := calltracer.Decode(recs[0])
+	b.AddProcess(ev.Pid, &span.Process{}, make([]Func, 7))
+	for _, r := range recs {
+		ev, _ := calltracer.Decode(r)
+		b.Add(ev)
+	}
+	b.Flush()
+	st := b.Stats()
+	if len(recs) != 1100 || len(traces) != 100 || st.Orphans != 0 || st.Spans != 1100 {
+		t.Errorf("%d records → %d traces, stats %+v", len(recs), len(traces), st)
+	}
+	for id, n := range traces {
+		if n != 11 {
+			t.Errorf("trace %s has %d spans, want 11", id, n)
+		}
+	}
+}
+
 // BenchmarkDecodeRebuild measures user space on one core: decoding ring
-// records and rebuilding call trees into spans (exporters excluded).
+// records and rebuilding call trees into spans (exporters excluded),
+// replaying the recorded stream as a new process each round.
 func BenchmarkDecodeRebuild(b *testing.B) {
-	recs := stream(20000)
+	recs := recorded(b)
+	buf := make([]byte, calltracer.EventSize)
 	spans := 0
 	bl := New(func(s []*span.Span) { spans += len(s) }, 0, Options{})
+	funcs := make([]Func, 7)
 	b.ReportAllocs()
 	b.ResetTimer()
 	calls := 0
 	for i := 0; i < b.N; i++ {
-		pid := uint32(i + 1) // a fresh process per round keeps call ids unique
-		bl.AddProcess(pid, &span.Process{PID: int(pid)}, funcs)
-		for _, raw := range recs {
-			ev, _ := calltracer.Decode(raw)
-			ev.Pid = pid
-			bl.Add(ev)
+		for round := 0; round < 100; round++ {
+			pid := uint32(i*100 + round + 1) // a fresh process keeps call ids unique
+			bl.AddProcess(pid, &span.Process{}, funcs)
+			for _, raw := range recs {
+				copy(buf, raw) // the ring buffer hands out fresh bytes too
+				ev, _ := calltracer.Decode(buf)
+				ev.Pid = pid
+				bl.Add(ev)
+			}
+			bl.RemoveProcess(pid)
+			calls += len(recs)
 		}
-		bl.RemoveProcess(pid)
-		calls += len(recs)
 	}
 	b.ReportMetric(float64(calls)/b.Elapsed().Seconds(), "calls/s")
 	if spans != calls {

@@ -114,7 +114,6 @@ func (b *Builder) AddProcess(pid uint32, info *span.Process, funcs []Func) {
 		pending: make(map[uint64]*group),
 		arrived: make(map[uint64]*call),
 		recent:  make(map[uint64]span.TraceID),
-		ring:    make([]uint64, b.opts.RecentCalls),
 	}
 }
 
@@ -246,12 +245,14 @@ func (b *Builder) emitTree(pid uint32, p *proc, c *call, tid span.TraceID, orpha
 }
 
 func (b *Builder) remember(p *proc, callID uint64, tid span.TraceID) {
-	if old := p.ring[p.next]; old != 0 {
-		delete(p.recent, old)
+	if len(p.ring) < b.opts.RecentCalls { // grows up to RecentCalls, then wraps
+		p.ring = append(p.ring, callID)
+	} else {
+		delete(p.recent, p.ring[p.next])
+		p.ring[p.next] = callID
+		p.next = (p.next + 1) % len(p.ring)
 	}
-	p.ring[p.next] = callID
 	p.recent[callID] = tid
-	p.next = (p.next + 1) % len(p.ring)
 }
 
 func (b *Builder) send() {

@@ -169,12 +169,15 @@ static __always_inline void count_hit(__u64 cookie)
 	if (!count_hits)
 		return;
 	__u64 *v = bpf_map_lookup_elem(&hits, &cookie);
-	if (v) {
-		*v += 1;
-		return;
+	if (!v) {
+		/* Another CPU may insert the key first: then ours fails with
+		 * EEXIST and the lookup below finds this CPU's (zeroed) slot. */
+		__u64 zero = 0;
+		bpf_map_update_elem(&hits, &cookie, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&hits, &cookie);
 	}
-	__u64 one = 1;
-	bpf_map_update_elem(&hits, &cookie, &one, BPF_NOEXIST);
+	if (v)
+		*v += 1;
 }
 
 /* Unique per process run without a shared atomic: per-CPU sequence | CPU. */

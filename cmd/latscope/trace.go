@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -32,6 +33,7 @@ func runTrace(args []string) (int, error) {
 	dur := fs.Duration("duration", 0, "stop tracing after this long (default: until the process exits or Ctrl-C)")
 	output := fs.String("output", "", "also write spans as OTLP/JSON to `FILE` (one ExportTraceServiceRequest per line)")
 	treeOut := fs.String("tree", "", "write the call trees to `FILE` ('-' for stdout; default stdout with --pid, stderr with a command, so the command's stdout stays its own)")
+	record := fs.String("record", "", "also write the raw kernel call records to `FILE` (for bug reports and replay benchmarks)")
 	ring := fs.Int("ring-size", 8<<20, "ring buffer size in bytes (power of two)")
 	maxG := fs.Int("max-goroutines", 16384, "goroutines with traced state at once")
 	verbose := fs.Bool("v", false, "log debug details")
@@ -68,6 +70,18 @@ func runTrace(args []string) (int, error) {
 		exporters = append(exporters, otlpjson.New(f))
 	}
 
+	var recordW io.Writer
+	if *record != "" {
+		f, err := os.Create(*record)
+		if err != nil {
+			return 1, fmt.Errorf("trace: --record: %w", err)
+		}
+		defer f.Close()
+		bw := bufio.NewWriter(f)
+		defer bw.Flush()
+		recordW = bw
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s := &agent.Session{
@@ -77,6 +91,7 @@ func runTrace(args []string) (int, error) {
 		Duration:  *dur,
 		Exporters: exporters,
 		Log:       log,
+		Record:    recordW,
 		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG},
 		Ready: func(p *agent.Process) {
 			log.Info("tracing", "pid", p.PID, "service", p.Info.ServiceName, "go", p.Binary.GoVersion, "functions", len(p.Funcs), "probes", p.Probes())

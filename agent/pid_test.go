@@ -1,0 +1,89 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/symbolizer"
+)
+
+// Attaching to a running process: calls are traced, and when the process
+// exits the session ends by itself and says so.
+func TestTracePIDUntilExit(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "calls", "local", fixture.Default)
+	cmd := exec.Command(bin, "loop", "300") // nested() every 10ms for ~3s
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	col := &collector{}
+	s := &agent.Session{PID: cmd.Process.Pid, Patterns: []string{"main.nested", "main.middle", "main.leaf"}, Exporters: []span.Exporter{col}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("traced process failed: %v", err)
+	}
+	if !strings.Contains(res.Stopped, "exited") {
+		t.Errorf("stopped because %q, want the process exit", res.Stopped)
+	}
+	roots := 0
+	for _, sp := range col.spans {
+		if sp.Name == "main.nested" {
+			roots++
+		}
+	}
+	if roots < 10 || len(col.spans) != roots*10 {
+		t.Errorf("%d nested calls, %d spans: want many, 10 spans each", roots, len(col.spans))
+	}
+}
+
+func TestMinDurationFiltersInKernel(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "calls", "local", fixture.Default)
+	col := &collector{}
+	s := &agent.Session{
+		Command: []string{bin, "nested"}, Patterns: []string{"main.nested", "main.middle", "main.leaf"},
+		Exporters: []span.Exporter{col}, Tracer: agent.Config{MinDuration: time.Hour},
+		Stdout: &strings.Builder{},
+	}
+	res, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(col.spans) != 0 || res.Counter("calls_below_min_duration") != 10 {
+		t.Errorf("%d spans, %d filtered; want 0 and 10", len(col.spans), res.Counter("calls_below_min_duration"))
+	}
+}
+
+func TestAttachErrors(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "calls", "local", fixture.Default)
+	s := &agent.Session{Command: []string{bin, "nested"}, Patterns: []string{"main.noSuchFunction"}, Stdout: &strings.Builder{}}
+	_, err := s.Run(context.Background())
+	if !errors.Is(err, symbolizer.ErrFuncNotFound) || !strings.Contains(err.Error(), "main.noSuchFunction") {
+		t.Errorf("missing function: %v", err)
+	}
+	s = &agent.Session{PID: 1 << 22, Patterns: []string{"main.*"}}
+	_, err = s.Run(context.Background())
+	if !errors.Is(err, symbolizer.ErrProcessGone) {
+		t.Errorf("gone process: %v", err)
+	}
+	s = &agent.Session{Command: []string{"/bin/true"}, Patterns: []string{"main.*"}}
+	_, err = s.Run(context.Background())
+	if !errors.Is(err, symbolizer.ErrNotGo) {
+		t.Errorf("non-Go command: %v", err)
+	}
+}
