@@ -114,6 +114,9 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		t.log.Warn("function never returns (no return instruction); not traced", "func", f.Name)
 		return nil
 	}
+	if t.cfg.NaiveSites {
+		sites = naive(sites)
+	}
 	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Inline: inl}
 	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
 	if err != nil {
@@ -135,6 +138,17 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 	}
 	p.Funcs = append(p.Funcs, tf)
 	return nil
+}
+
+// naive returns the sites a straightforward tracer would use: the first
+// byte and every RET, both single-stepped by the kernel.
+func naive(s *symbolizer.Sites) *symbolizer.Sites {
+	n := &symbolizer.Sites{Entry: s.NaiveEntry, NaiveEntry: s.NaiveEntry}
+	for _, e := range s.Exits {
+		e.Chosen = e.Ret
+		n.Exits = append(n.Exits, e)
+	}
+	return n
 }
 
 // attachRuntime hooks goroutine creation and exit. Without them calls are

@@ -34,6 +34,10 @@ type Config struct {
 	PollInterval time.Duration
 	// CountHits counts probe hits per site (tests, diagnostics).
 	CountHits bool
+	// NaiveSites probes each function's first byte and its RET
+	// instructions instead of the chosen sites: only to measure what the
+	// site choice saves (scripts/probecost).
+	NaiveSites bool
 	Logger    *slog.Logger
 }
 
