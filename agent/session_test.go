@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -85,6 +86,12 @@ func TestTraceFixtures(t *testing.T) {
 				}
 				checkTrees(t, col.spans)
 				checkHits(t, proc, hits, col.spans)
+				for _, f := range proc.Funcs {
+					inlined := f.Inline.Known && slices.Contains(f.Inline.Callers, "main.inlineUse")
+					if (f.Func.Name == "main.tiny") != inlined {
+						t.Errorf("%s: inline info %+v", f.Func.Name, f.Inline)
+					}
+				}
 			})
 		}
 	}

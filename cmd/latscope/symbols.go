@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/latscope/latscope/symbolizer"
+)
+
+// runSymbols implements `latscope symbols (BINARY | --pid PID) [--match REGEX]`:
+// it prints what latscope knows about a Go binary and, for each matching
+// function, the probe sites it would use. Without --match only functions
+// of the main module's packages are listed (a binary holds thousands of
+// runtime and library functions).
+func runSymbols(args []string) error {
+	fs := flag.NewFlagSet("symbols", flag.ContinueOnError)
+	pid := fs.Int("pid", 0, "inspect the executable of this running process")
+	match := fs.String("match", "", "Go regexp selecting functions by name (default: the main module's functions)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: latscope symbols (BINARY | --pid PID) [--match REGEX]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var path string
+	// Allow the binary before the flags too: `symbols ./app --match X`.
+	if fs.NArg() > 0 {
+		path = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if (path == "") == (*pid == 0) || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("symbols: give exactly one BINARY or --pid PID")
+	}
+	var re *regexp.Regexp
+	if *match != "" {
+		var err error
+		if re, err = regexp.Compile(*match); err != nil {
+			return fmt.Errorf("symbols: --match: %w", err)
+		}
+	}
+	var b *symbolizer.Binary
+	var err error
+	if *pid != 0 {
+		b, err = symbolizer.OpenPID(*pid)
+	} else {
+		b, err = symbolizer.Open(path)
+	}
+	if err != nil {
+		return fmt.Errorf("symbols: %w", err)
+	}
+	defer b.Close()
+	return printSymbols(os.Stdout, b, re)
+}
+
+func printSymbols(w io.Writer, b *symbolizer.Binary, re *regexp.Regexp) error {
+	fmt.Fprintf(w, "path:       %s\n", b.Path)
+	fmt.Fprintf(w, "go version: %s\n", b.GoVersion)
+	fmt.Fprintf(w, "arch:       %s\n", b.Arch)
+	fmt.Fprintf(w, "pie:        %v\nstripped:   %v\ndwarf:      %v\n", b.PIE, b.Stripped, b.HasDWARF)
+	if o, err := b.Offsets(); err != nil {
+		fmt.Fprintf(w, "offsets:    unavailable: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "offsets:    g.goid=%d g.parentGoid=%d g.stack.hi=%d (%s)\n", o.GoID, o.ParentGoID, o.StackHi, o.Source)
+	}
+	mainPath := ""
+	if b.Build != nil {
+		mainPath = b.Build.Main.Path
+		fmt.Fprintf(w, "module:     %s %s\n", b.Build.Main.Path, b.Build.Main.Version)
+		for _, d := range b.Build.Deps {
+			v := d.Version
+			if d.Replace != nil {
+				v += " => " + d.Replace.Path + " " + d.Replace.Version
+			}
+			fmt.Fprintf(w, "  dep:      %s %s\n", d.Path, v)
+		}
+	}
+	selected := func(name string) bool {
+		if re != nil {
+			return re.MatchString(name)
+		}
+		// Default: the main module's functions ("main." for commands).
+		return strings.HasPrefix(name, "main.") || mainPath != "" && strings.HasPrefix(name, mainPath+"/") || strings.HasPrefix(name, mainPath+".")
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nFUNCTION\tADDRESS\tSIZE\tRETURNS\tENTRY SITE\tEXIT SITES\tINLINED")
+	n := 0
+	for i := range b.Funcs {
+		f := &b.Funcs[i]
+		if !selected(f.Name) {
+			continue
+		}
+		n++
+		entry, exits, returns := "-", "-", "-"
+		if s, err := b.Sites(f); err != nil {
+			entry = "error: " + err.Error()
+		} else {
+			entry = describeSite(s.Entry)
+			returns = fmt.Sprint(len(s.Exits))
+			exits = describeExits(s.Exits)
+		}
+		fmt.Fprintf(tw, "%s\t%#x\t%d\t%s\t%s\t%s\t%s\n", f.Name, f.Entry, f.End-f.Entry, returns, entry, exits, describeInline(b, f))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("symbols: write: %w", err)
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "no function matched; try --match with a broader regexp, e.g. --match '^main\\.'")
+	}
+	return nil
+}
+
+func describeSite(s symbolizer.Site) string {
+	cost := "single-step"
+	if s.Emulated {
+		cost = "emulated"
+	}
+	return fmt.Sprintf("%#x %s (%s)", s.Addr, s.Insn, cost)
+}
+
+// describeExits summarises the chosen exit sites: how many are emulated
+// and the first one.
+func describeExits(exits []symbolizer.ExitPath) string {
+	if len(exits) == 0 {
+		return "none (never returns)"
+	}
+	emulated := 0
+	for _, e := range exits {
+		if e.Chosen.Emulated {
+			emulated++
+		}
+	}
+	return fmt.Sprintf("%d/%d emulated, first %s", emulated, len(exits), describeSite(exits[0].Chosen))
+}
+
+func describeInline(b *symbolizer.Binary, f *symbolizer.Func) string {
+	in, err := b.Inlined(f)
+	switch {
+	case err != nil:
+		return "unknown: " + err.Error()
+	case !in.Known:
+		return "unknown: " + in.Reason
+	case len(in.Callers) == 0:
+		return "no"
+	}
+	return "yes: " + strings.Join(in.Callers, ", ")
+}

@@ -1,0 +1,71 @@
+package symbolizer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/latscope/latscope/internal/fixture"
+)
+
+func TestOffsets(t *testing.T) {
+	known := map[string][2]uint64{ // release: goid, parentGoid (measured, design.md)
+		"go1.21": {152, 272}, "go1.22": {152, 272}, "go1.23": {160, 280}, "go1.24": {160, 280},
+		"go1.25": {152, 272}, "go1.26": {152, 280}, "go1.27": {152, 280},
+	}
+	for _, tc := range fixture.Matrix() {
+		t.Run(tc, func(t *testing.T) {
+			def := openFixture(t, tc, fixture.Default)
+			fromDWARF, err := def.Offsets()
+			if err != nil || fromDWARF.Source != "dwarf" {
+				t.Fatalf("Offsets() = %+v, %v; want from DWARF", fromDWARF, err)
+			}
+			str := openFixture(t, tc, fixture.Stripped)
+			fromTable, err := str.Offsets()
+			if err != nil || !strings.HasPrefix(fromTable.Source, "table:go1.") {
+				t.Fatalf("stripped Offsets() = %+v, %v; want from the table", fromTable, err)
+			}
+			fromDWARF.Source = fromTable.Source
+			if fromDWARF != fromTable {
+				t.Errorf("DWARF %+v != table %+v", fromDWARF, fromTable)
+			}
+			k := known[strings.TrimPrefix(fromTable.Source, "table:")]
+			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 {
+				t.Errorf("%+v, want goid %d parentGoid %d stackHi 8", fromTable, k[0], k[1])
+			}
+		})
+	}
+}
+
+func TestTableOffsetsVersions(t *testing.T) {
+	tests := []struct {
+		version string
+		want    error
+	}{
+		{"go1.21.0", nil},
+		{"go1.27rc1", nil},
+		{"devel go1.26-abcdef", nil},
+		{"go1.20.14", ErrUnsupportedGoVersion},
+		{"go1.99.1", ErrUnsupportedGoVersion},
+		{"gccgo", ErrUnsupportedGoVersion},
+	}
+	for _, tt := range tests {
+		_, err := TableOffsets(tt.version)
+		if !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
+			t.Errorf("TableOffsets(%q) = %v, want %v", tt.version, err, tt.want)
+		}
+		if tt.want != nil && !strings.Contains(err.Error(), tt.version) {
+			t.Errorf("TableOffsets(%q) error %q does not name the version", tt.version, err)
+		}
+	}
+}
+
+func TestFormatTableRoundTrip(t *testing.T) {
+	tab, err := offsetsTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(FormatTable(tab)); got != string(offsetsJSON) {
+		t.Errorf("offsets.json is not in canonical form; regenerate with go run ./scripts/genoffsets:\n%s", got)
+	}
+}
