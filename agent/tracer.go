@@ -38,7 +38,7 @@ type Config struct {
 	// instructions instead of the chosen sites: only to measure what the
 	// site choice saves (scripts/probecost).
 	NaiveSites bool
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Tracer owns the loaded programs, their maps and the ring buffer reader.

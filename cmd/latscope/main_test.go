@@ -163,4 +163,3 @@ func TestBadInput(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
