@@ -39,7 +39,7 @@ test-short:
 # Results and how to read them: docs/benchmarks.md.
 bench: build
 	$(GO) run ./scripts/probecost -runs 5
-	$(GO) test -run '^$$' -bench . -benchtime 2x -count 5 ./agent/callchain/
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 
 demo: build
 	$(GO) build -o bin/checkout ./examples/checkout
