@@ -32,9 +32,6 @@ type Session struct {
 	Log       *slog.Logger
 	// Ready, if set, is called once the probes are attached.
 	Ready func(*Process)
-	// Record, if set, receives every raw call record as the kernel sent
-	// it (bug reports, replay benchmarks).
-	Record io.Writer
 	// Hits, if set, receives the probe hits per cookie before detaching
 	// (needs Tracer.CountHits).
 	Hits func(map[uint64]uint64)
@@ -148,16 +145,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() {
-		handle := b.Add
-		if s.Record != nil {
-			handle = func(ev *calltracer.Event) {
-				if _, err := s.Record.Write(calltracer.Encode(ev)); err != nil && res.ExportErr == nil {
-					res.ExportErr = fmt.Errorf("record events: %w", err)
-				}
-				b.Add(ev)
-			}
-		}
-		runErr <- tr.Run(runCtx, handle, func() { b.Expire(callchain.MonoNow()) })
+		runErr <- tr.Run(runCtx, builderSink{b})
 	}()
 
 	var timeout <-chan time.Time
@@ -226,3 +214,10 @@ func (r *Result) Counter(name string) uint64 {
 	}
 	return 0
 }
+
+// builderSink feeds a call-tree builder.
+type builderSink struct{ b *callchain.Builder }
+
+func (s builderSink) Call(ev *calltracer.Event)                   { s.b.Add(ev) }
+func (s builderSink) Lib(h *calltracer.LibHeader, payload []byte) { s.b.AddLib(h, payload) }
+func (s builderSink) Tick()                                       { s.b.Expire(callchain.MonoNow()) }

@@ -39,7 +39,7 @@ var fixtureFuncs = []string{
 	"main.fanOut", "main.worker", "main.spawner", "main.spawnChildren",
 	"main.stackGrowth", "main.growRoot", "main.deepLeaf",
 	"main.catcher", "main.catcher.func1", "main.thrower", "main.bottom",
-	"main.inlineUse", "main.tiny",
+	"main.inlineUse", "main.tiny", "main.request", "main.job",
 }
 
 // TestTraceFixtures traces the calls fixture, built with every toolchain
@@ -83,6 +83,9 @@ func TestTraceFixtures(t *testing.T) {
 				}
 				if lost := res.Lost(); lost > 0 {
 					t.Errorf("lost %d events: %+v", lost, res.Counters)
+				}
+				if got := res.Counter("goroutine_links_expired"); got != 1 {
+					t.Errorf("goroutine_links_expired = %d, want 1 (the pool worker)", got)
 				}
 				checkTrees(t, col.spans)
 				checkHits(t, proc, hits, col.spans)
@@ -187,6 +190,9 @@ func checkTrees(t *testing.T, spans []*span.Span) {
 		recurse,
 		"spawner(go spawnChildren(go worker(leaf) go worker(leaf)))",
 		"stackGrowth(go growRoot(deepLeaf))",
+		// The pool worker was started under request(0): only its first
+		// job belongs to it; later jobs start traces of their own.
+		"request(go job(leaf))", "request", "request", "job(leaf)", "job(leaf)",
 	}
 	sort.Strings(want)
 	if fmt.Sprint(got) != fmt.Sprint(want) {

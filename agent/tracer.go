@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -34,6 +35,9 @@ type Config struct {
 	PollInterval time.Duration
 	// CountHits counts probe hits per site (tests, diagnostics).
 	CountHits bool
+	// Record, if set, receives every ring buffer record as the kernel
+	// sent it, framed by calltracer.WriteRecord (bug reports, replays).
+	Record io.Writer
 	// NaiveSites probes each function's first byte and its RET
 	// instructions instead of the chosen sites: only to measure what the
 	// site choice saves (scripts/probecost).
@@ -89,11 +93,19 @@ func New(cfg Config) (*Tracer, error) {
 	return &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, reader: rd, procs: make(map[int]*Process)}, nil
 }
 
-// Run reads completed calls until ctx is done, calling handle for each
-// (handle must not keep ev) and tick after every drain of the ring
-// buffer. Detach processes before cancelling ctx: Run drains what is left
-// in the ring once more before it returns, so nothing sent is lost.
-func (t *Tracer) Run(ctx context.Context, handle func(ev *calltracer.Event), tick func()) error {
+// Sink receives what the kernel sends; it must not keep the pointers or
+// the payload past the call.
+type Sink interface {
+	Call(ev *calltracer.Event)
+	Lib(h *calltracer.LibHeader, payload []byte)
+	// Tick runs after every drain of the ring buffer.
+	Tick()
+}
+
+// Run reads records until ctx is done. Detach processes before cancelling
+// ctx: Run drains what is left in the ring once more before it returns,
+// so nothing sent is lost.
+func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 	var rec ringbuf.Record
 	for {
 		done := ctx.Err() != nil
@@ -109,16 +121,20 @@ func (t *Tracer) Run(ctx context.Context, handle func(ev *calltracer.Event), tic
 			if err != nil {
 				return fmt.Errorf("read ring buffer: %w", err)
 			}
-			ev, ok := calltracer.Decode(rec.RawSample)
-			if !ok {
-				t.short++
-				continue
+			if t.cfg.Record != nil {
+				if err := calltracer.WriteRecord(t.cfg.Record, rec.RawSample); err != nil {
+					return fmt.Errorf("record: %w", err)
+				}
 			}
-			handle(ev)
+			if ev, ok := calltracer.Decode(rec.RawSample); ok {
+				sink.Call(ev)
+			} else if h, payload, ok := calltracer.DecodeLib(rec.RawSample); ok {
+				sink.Lib(h, payload)
+			} else {
+				t.short++
+			}
 		}
-		if tick != nil {
-			tick()
-		}
+		sink.Tick()
 		if done {
 			return nil
 		}
@@ -144,7 +160,7 @@ func (t *Tracer) Counters() ([]Counter, error) {
 		st := calltracer.Stats[i]
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
 	}
-	out = append(out, Counter{"lost_short_records", t.short, true, "ring buffer records too short to decode"})
+	out = append(out, Counter{"lost_bad_records", t.short, true, "ring buffer records of unknown type or too short to decode"})
 	return out, nil
 }
 

@@ -18,10 +18,9 @@ func recorded(tb testing.TB) [][]byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var recs [][]byte
-	for len(raw) >= calltracer.EventSize {
-		recs = append(recs, raw[:calltracer.EventSize:calltracer.EventSize])
-		raw = raw[calltracer.EventSize:]
+	recs, err := calltracer.ReadRecords(raw)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return recs
 }

@@ -15,6 +15,7 @@
 package callchain
 
 import (
+	"bytes"
 	"encoding/binary"
 	"time"
 
@@ -42,7 +43,14 @@ type Options struct {
 	PendingTTL time.Duration
 	// Salt makes trace and span ids unique across runs; random if zero.
 	Salt uint64
+	// Libraries decode library records into span fields, indexed by the
+	// library id the kernel puts in each record.
+	Libraries []LibDecoder
 }
+
+// LibDecoder applies one library record (probe says which of the
+// library's records, payload is its bytes) to the call's span.
+type LibDecoder func(probe uint16, payload []byte, s *span.Span)
 
 // Stats counts what the builder did; losses are reported, never hidden.
 type Stats struct {
@@ -52,6 +60,9 @@ type Stats struct {
 	Evicted        uint64 // orphans emitted early because MaxPending was reached
 	UnknownProcess uint64 // events of a process never added (dropped)
 	UnknownFunc    uint64 // events with a function id the process does not have
+	LibRecords     uint64 // library records added
+	LibUnknown     uint64 // library records of an unknown library or process (dropped)
+	LibDropped     uint64 // library records whose call never arrived, dropped at the bound
 }
 
 // Builder turns events into spans; it is not safe for concurrent use.
@@ -71,9 +82,16 @@ type proc struct {
 	pending map[uint64]*group // by parent call id
 	npend   int
 	arrived map[uint64]*call // calls that arrived but wait for an ancestor
+	libs    map[uint64][]libRecord // library records waiting for their call
 	recent  map[uint64]span.TraceID
 	ring    []uint64 // insertion order of recent
 	next    int
+}
+
+type libRecord struct {
+	lib     uint8
+	probe   uint16
+	payload []byte
 }
 
 type group struct {
@@ -113,6 +131,7 @@ func (b *Builder) AddProcess(pid uint32, info *span.Process, funcs []Func) {
 		funcs:   funcs,
 		pending: make(map[uint64]*group),
 		arrived: make(map[uint64]*call),
+		libs:    make(map[uint64][]libRecord),
 		recent:  make(map[uint64]span.TraceID),
 	}
 }
@@ -170,6 +189,24 @@ func (b *Builder) Add(ev *calltracer.Event) {
 		}
 	}
 	b.send()
+}
+
+// AddLib takes a library record about a call; it is applied to the call's
+// span when the call arrives (library records are sent first).
+func (b *Builder) AddLib(h *calltracer.LibHeader, payload []byte) {
+	b.stats.LibRecords++
+	p := b.procs[h.Pid]
+	if p == nil || int(h.Lib) >= len(b.opts.Libraries) || b.opts.Libraries[h.Lib] == nil {
+		b.stats.LibUnknown++
+		return
+	}
+	if len(p.libs) >= b.opts.MaxPending {
+		// Calls that never arrived (lost, or still running for long):
+		// bounded memory wins, and the loss is counted.
+		b.stats.LibDropped += uint64(len(p.libs))
+		clear(p.libs)
+	}
+	p.libs[h.CallId] = append(p.libs[h.CallId], libRecord{h.Lib, h.Probe, bytes.Clone(payload)})
 }
 
 // Expire emits as orphans the calls that waited for their parent longer
@@ -294,6 +331,12 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.Tra
 	} else {
 		b.stats.UnknownFunc++
 		s.Name = "unknown"
+	}
+	if recs, ok := p.libs[ev.CallId]; ok {
+		delete(p.libs, ev.CallId)
+		for _, r := range recs {
+			b.opts.Libraries[r.lib](r.probe, r.payload, s)
+		}
 	}
 	if ev.Flags&calltracer.FlagUnwound != 0 {
 		s.Unwound = true

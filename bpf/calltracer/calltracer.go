@@ -4,10 +4,12 @@
 // runtime hooks that link goroutines to the frame that created them.
 package calltracer
 
-//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type tracer_stat -type call_flags -type proc_config Tracer calltracer.c -- -I../include
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type lib_header -type tracer_stat -type call_flags -type record_type -type proc_config Tracer calltracer.c -- -I../include
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -89,6 +91,9 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_READ_G_FAILED:        {"lost_read_g_failed", true, "probe hits whose goroutine could not be read"},
 	TracerTracerStatSTAT_UNKNOWN_PROCESS:      {"hits_unknown_process", true, "probe hits in a process latscope has no configuration for"},
 	TracerTracerStatSTAT_SYSTEM_STACK:         {"hits_on_system_stack", true, "probe hits on a system stack (g0): not a goroutine"},
+	TracerTracerStatSTAT_LINKS_EXPIRED:        {"goroutine_links_expired", false, "goroutines outlived the request that created them; their later calls start new traces"},
+	TracerTracerStatSTAT_ROOTS_TABLE_FULL:     {"lost_roots_table_full", true, "requests in flight beyond the live-roots table: their goroutine links are dropped"},
+	TracerTracerStatSTAT_LIB_READ_FAILED:      {"lib_read_failed", true, "library data (method, path, status...) could not be read; spans kept without it"},
 }
 
 // ReadStats sums the per-CPU counters.
@@ -120,17 +125,67 @@ func Cookie(funcID uint32, spDelta uint64, site uint16) (uint64, error) {
 // EventSize is the size of a call_event record.
 const EventSize = int(unsafe.Sizeof(Event{}))
 
-// Decode returns the event a ring buffer record holds, in place: the
-// record is the C struct call_event, whose Go twin bpf2go generated. The
-// result aliases raw.
+// LibHeader starts a library record; the library's payload follows.
+type LibHeader = TracerLibHeader
+
+// LibHeaderSize is the size of a lib_header.
+const LibHeaderSize = int(unsafe.Sizeof(LibHeader{}))
+
+// Record types: the first byte of every ring buffer record.
+const (
+	RecordCall = uint8(TracerRecordTypeRECORD_CALL)
+	RecordLib  = uint8(TracerRecordTypeRECORD_LIB)
+)
+
+// Decode returns the call a ring buffer record holds, in place: the record
+// is the C struct call_event, whose Go twin bpf2go generated. The result
+// aliases raw.
 func Decode(raw []byte) (*Event, bool) {
-	if len(raw) < EventSize {
+	if len(raw) < EventSize || raw[0] != RecordCall {
 		return nil, false
 	}
 	return (*Event)(unsafe.Pointer(&raw[0])), true
 }
 
+// DecodeLib returns the header and payload of a library record, in place.
+func DecodeLib(raw []byte) (*LibHeader, []byte, bool) {
+	if len(raw) < LibHeaderSize || raw[0] != RecordLib {
+		return nil, nil, false
+	}
+	return (*LibHeader)(unsafe.Pointer(&raw[0])), raw[LibHeaderSize:], true
+}
+
 // Encode returns the record bytes of ev (recordings, tests).
 func Encode(ev *Event) []byte {
+	ev.Type = RecordCall
 	return unsafe.Slice((*byte)(unsafe.Pointer(ev)), EventSize)
+}
+
+// WriteRecord appends one raw ring buffer record to a recording: a
+// little-endian uint32 length, then the bytes.
+func WriteRecord(w io.Writer, raw []byte) error {
+	var n [4]byte
+	binary.LittleEndian.PutUint32(n[:], uint32(len(raw)))
+	if _, err := w.Write(n[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(raw)
+	return err
+}
+
+// ReadRecords splits a recording into its records.
+func ReadRecords(data []byte) ([][]byte, error) {
+	var recs [][]byte
+	for len(data) > 0 {
+		if len(data) < 4 {
+			return recs, fmt.Errorf("recording truncated in a length")
+		}
+		n := int(binary.LittleEndian.Uint32(data))
+		if len(data) < 4+n {
+			return recs, fmt.Errorf("recording truncated in a %d-byte record", n)
+		}
+		recs = append(recs, data[4:4+n:4+n])
+		data = data[4+n:]
+	}
+	return recs, nil
 }

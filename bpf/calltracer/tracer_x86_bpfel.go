@@ -15,19 +15,23 @@ import (
 
 type TracerCallEvent struct {
 	_            structs.HostLayout
+	Type         uint8
+	Pad          uint8
+	Flags        uint16
+	Pid          uint32
 	StartNs      uint64
 	EndNs        uint64
 	Goid         uint64
 	ParentGoid   uint64
 	CallId       uint64
 	ParentCallId uint64
-	Pid          uint32
 	Tid          uint32
 	FuncId       uint32
 	Cpu          uint32
 	StartTid     uint32
 	Depth        uint16
-	Flags        uint16
+	Pad2         uint16
+	Pad3         uint32
 }
 
 type TracerCallFlags uint32
@@ -35,6 +39,7 @@ type TracerCallFlags uint32
 const (
 	TracerCallFlagsCALL_UNWOUND TracerCallFlags = 1
 	TracerCallFlagsCALL_SPAWNED TracerCallFlags = 2
+	TracerCallFlagsCALL_ROOT    TracerCallFlags = 4
 )
 
 type TracerGkey struct {
@@ -50,6 +55,7 @@ type TracerGstate struct {
 	Overflow     uint32
 	ParentGoid   uint64
 	ParentCallId uint64
+	RootCallId   uint64
 	Frames       [32]struct {
 		_       structs.HostLayout
 		StartNs uint64
@@ -61,11 +67,34 @@ type TracerGstate struct {
 	}
 }
 
+type TracerLibHeader struct {
+	_      structs.HostLayout
+	Type   uint8
+	Lib    uint8
+	Probe  uint16
+	Pid    uint32
+	CallId uint64
+}
+
 type TracerProcConfig struct {
 	_             structs.HostLayout
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+}
+
+type TracerRecordType uint32
+
+const (
+	TracerRecordTypeRECORD_CALL TracerRecordType = 1
+	TracerRecordTypeRECORD_LIB  TracerRecordType = 2
+)
+
+type TracerRootkey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Pad    uint32
+	CallId uint64
 }
 
 type TracerTracerStat uint32
@@ -82,7 +111,10 @@ const (
 	TracerTracerStatSTAT_READ_G_FAILED        TracerTracerStat = 8
 	TracerTracerStatSTAT_UNKNOWN_PROCESS      TracerTracerStat = 9
 	TracerTracerStatSTAT_SYSTEM_STACK         TracerTracerStat = 10
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 11
+	TracerTracerStatSTAT_LINKS_EXPIRED        TracerTracerStat = 11
+	TracerTracerStatSTAT_ROOTS_TABLE_FULL     TracerTracerStat = 12
+	TracerTracerStatSTAT_LIB_READ_FAILED      TracerTracerStat = 13
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 14
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.
@@ -142,6 +174,7 @@ type TracerMapSpecs struct {
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
+	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -154,6 +187,8 @@ type TracerVariableSpecs struct {
 	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -183,6 +218,7 @@ type TracerMaps struct {
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
+	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 }
@@ -194,6 +230,7 @@ func (m *TracerMaps) Close() error {
 		m.Goroutines,
 		m.GstateScratch,
 		m.Hits,
+		m.LiveRoots,
 		m.Procs,
 		m.Stats,
 	)
@@ -207,6 +244,8 @@ type TracerVariables struct {
 	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }

@@ -91,8 +91,7 @@ func runTrace(args []string) (int, error) {
 		Duration:  *dur,
 		Exporters: exporters,
 		Log:       log,
-		Record:    recordW,
-		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG},
+		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW},
 		Ready: func(p *agent.Process) {
 			log.Info("tracing", "pid", p.PID, "service", p.Info.ServiceName, "go", p.Binary.GoVersion, "functions", len(p.Funcs), "probes", p.Probes())
 		},

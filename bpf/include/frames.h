@@ -1,0 +1,496 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * frames.h: per-goroutine frame stacks, shared by the call tracer and by
+ * every instrumented library (bpf/library/...). Each library's object
+ * declares these maps too; the agent loads it with the call tracer's maps
+ * in their place, so all probes share one set of stacks and one ring.
+ *
+ * Frames are identified by the stack depth of their SP measured from the
+ * top of the goroutine stack (g.stack.hi - SP). Go copies a goroutine's
+ * stack when it grows, which moves every SP but keeps that distance, and
+ * it tells frames of a recursive function apart. A panic that unwinds
+ * past traced frames skips their exits; the next traced frame that
+ * returns below them closes them, flagged CALL_UNWOUND.
+ *
+ * A goroutine inherits the frame that ran its go statement, and with it
+ * the chain's root call (the request). The link holds only while that
+ * root runs: a goroutine created during a request and still working after
+ * it (a pool worker, a connection's read loop) starts new roots, so
+ * unrelated requests never merge into one trace.
+ */
+#pragma once
+
+#include "base.h"
+#include "goabi.h"
+
+#define MAX_DEPTH 32 /* power of two: indexes are masked for the verifier */
+
+/* Attach cookie layout, written by the agent for every probe site. */
+#define COOKIE_FUNC(c) ((__u32)(c))
+#define COOKIE_SP_DELTA(c) (((c) >> 32) & 0xffff)
+
+/* The first byte of every ring buffer record says what follows. */
+enum record_type {
+	RECORD_CALL = 1, /* struct call_event */
+	RECORD_LIB = 2,  /* struct lib_header + a library's payload */
+};
+
+enum call_flags {
+	CALL_UNWOUND = 1 << 0, /* never returned: unwound by a panic or Goexit */
+	CALL_SPAWNED = 1 << 1, /* started goroutines: they may return after it */
+	CALL_ROOT = 1 << 2,    /* first frame of a chain (a request) */
+};
+
+/* Every outcome worth knowing is counted; user space sums the per-CPU slots. */
+enum tracer_stat {
+	STAT_CALLS = 0,              /* completed calls sent */
+	STAT_FILTERED_SHORT,         /* calls shorter than min_duration_ns, by request */
+	STAT_UNWOUND,                /* frames closed without their own return */
+	STAT_GOROUTINE_LINKS,        /* goroutines linked to a creating frame */
+	STAT_RINGBUF_FULL,           /* lost: ring buffer had no room */
+	STAT_STACK_TOO_DEEP,         /* lost: more than MAX_DEPTH traced frames */
+	STAT_EXIT_WITHOUT_ENTRY,     /* exit seen, entry not (probe attached mid-call) */
+	STAT_GOROUTINE_TABLE_FULL,   /* lost: goroutine map full */
+	STAT_READ_G_FAILED,          /* lost: could not read the g struct */
+	STAT_UNKNOWN_PROCESS,        /* probe hit in a process with no config */
+	STAT_SYSTEM_STACK,           /* probe hit on g0 (system stack): no goroutine */
+	STAT_LINKS_EXPIRED,          /* goroutine links dropped: their request had ended */
+	STAT_ROOTS_TABLE_FULL,       /* lost: too many requests in flight to bound links */
+	STAT_LIB_READ_FAILED,        /* library data could not be read (span kept) */
+	STAT_MAX,
+};
+
+/* One completed (or unwound) call. */
+struct call_event {
+	__u8 type; /* RECORD_CALL */
+	__u8 _pad;
+	__u16 flags;          /* enum call_flags */
+	__u32 pid;            /* tgid */
+	__u64 start_ns;       /* CLOCK_MONOTONIC */
+	__u64 end_ns;
+	__u64 goid;
+	__u64 parent_goid;    /* goid of the parent frame's goroutine */
+	__u64 call_id;        /* unique per process run */
+	__u64 parent_call_id; /* 0: no traced parent */
+	__u32 tid;            /* thread at return */
+	__u32 func_id;
+	__u32 cpu;            /* CPU at return */
+	__u32 start_tid;      /* thread at entry */
+	__u16 depth;          /* frame index within its goroutine */
+	__u16 _pad2;
+	__u32 _pad3;
+};
+
+/*
+ * Library data about a call, sent before the call's own record: at the
+ * call's entry and/or at its return. The library's payload follows.
+ */
+struct lib_header {
+	__u8 type; /* RECORD_LIB */
+	__u8 lib;  /* library id, set by the agent per process in lib_config */
+	__u16 probe; /* which of the library's records follows */
+	__u32 pid;
+	__u64 call_id;
+};
+
+/* Per-process facts, written by the agent before attaching. */
+struct proc_config {
+	__u64 goid_off;        /* runtime.g.goid */
+	__u64 parent_goid_off; /* runtime.g.parentGoid (Go >= 1.21) */
+	__u64 stack_hi_off;    /* runtime.g.stack.hi */
+};
+
+struct frame {
+	__u64 start_ns;
+	__u64 call_id;
+	__u32 sp_off; /* g.stack.hi - SP at entry */
+	__u32 func_id;
+	__u32 tid;
+	__u32 flags; /* CALL_SPAWNED, CALL_ROOT */
+};
+
+struct gkey {
+	__u32 pid;
+	__u32 _pad;
+	__u64 goid;
+};
+
+struct gstate {
+	__u32 depth;           /* frames in use */
+	__u32 overflow;        /* entries not pushed because frames was full */
+	__u64 parent_goid;     /* creator goroutine, when linked */
+	__u64 parent_call_id;  /* creator's frame at go statement, 0 if none */
+	__u64 root_call_id;    /* the chain's root (request), 0 if none */
+	struct frame frames[MAX_DEPTH];
+};
+
+struct rootkey {
+	__u32 pid;
+	__u32 _pad;
+	__u64 call_id;
+};
+
+/* Tunables set by the agent at load time. */
+const volatile __u64 min_duration_ns = 0;
+const volatile __u64 wakeup_bytes = 256 * 1024;
+const volatile __u8 count_hits = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct proc_config);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gkey);
+	__type(value, struct gstate);
+} goroutines SEC(".maps");
+
+/* Roots (requests) still running: goroutine links to others expire. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct rootkey);
+	__type(value, __u8);
+} live_roots SEC(".maps");
+
+/* A zeroed gstate to insert from: it is too big for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gstate);
+} gstate_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} call_seq SEC(".maps");
+
+/* Hits per attach cookie, only when count_hits is set (tests, `symbols`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} hits SEC(".maps");
+
+static __always_inline void stat_inc(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void count_hit(__u64 cookie)
+{
+	if (!count_hits)
+		return;
+	__u64 *v = bpf_map_lookup_elem(&hits, &cookie);
+	if (!v) {
+		/* Another CPU may insert the key first: then ours fails with
+		 * EEXIST and the lookup below finds this CPU's (zeroed) slot. */
+		__u64 zero = 0;
+		bpf_map_update_elem(&hits, &cookie, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&hits, &cookie);
+	}
+	if (v)
+		*v += 1;
+}
+
+/* Unique per process run without a shared atomic: per-CPU sequence | CPU. */
+static __always_inline __u64 next_call_id(void)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&call_seq, &zero);
+	if (!seq)
+		return 0;
+	*seq += 1;
+	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+}
+
+/* The goroutine a probe fired on, read from the g register. */
+static __always_inline int current_goroutine(struct pt_regs *ctx, struct proc_config *pc,
+					     struct gkey *key, __u64 *stack_hi)
+{
+	void *g = GO_G(ctx);
+	if (bpf_probe_read_user(&key->goid, sizeof(key->goid), g + pc->goid_off) ||
+	    bpf_probe_read_user(stack_hi, sizeof(*stack_hi), g + pc->stack_hi_off)) {
+		stat_inc(STAT_READ_G_FAILED);
+		return -1;
+	}
+	if (key->goid == 0) {
+		stat_inc(STAT_SYSTEM_STACK); /* g0 and gsignal have goid 0 */
+		return -1;
+	}
+	return 0;
+}
+
+static __always_inline struct gstate *gstate_create(struct gkey *key, __u64 parent_goid,
+						    __u64 parent_call_id, __u64 root_call_id)
+{
+	__u32 zero = 0;
+	struct gstate *gs = bpf_map_lookup_elem(&gstate_scratch, &zero);
+	if (!gs)
+		return 0;
+	gs->depth = 0;
+	gs->overflow = 0;
+	gs->parent_goid = parent_goid;
+	gs->parent_call_id = parent_call_id;
+	gs->root_call_id = root_call_id;
+	if (bpf_map_update_elem(&goroutines, key, gs, BPF_ANY)) {
+		stat_inc(STAT_GOROUTINE_TABLE_FULL);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&goroutines, key);
+}
+
+/*
+ * Sends frames[idx] as a completed call ending now. Ring buffer
+ * notifications are batched: the reader polls on a short timer and is
+ * woken early only once wakeup_bytes are pending (a wakeup per event costs
+ * ~1.3 µs here, a silent submit ~0.26 µs).
+ */
+static __always_inline void emit(struct gstate *gs, struct gkey *key, __u32 idx, __u64 now,
+				 __u16 flags)
+{
+	struct frame *f = &gs->frames[idx & (MAX_DEPTH - 1)];
+	if (f->flags & CALL_ROOT) {
+		struct rootkey rk = {.pid = key->pid, .call_id = f->call_id};
+		bpf_map_delete_elem(&live_roots, &rk);
+		gs->root_call_id = 0;
+	}
+	if (flags & CALL_UNWOUND) {
+		stat_inc(STAT_UNWOUND);
+	} else if (now - f->start_ns < min_duration_ns) {
+		stat_inc(STAT_FILTERED_SHORT);
+		return;
+	}
+	struct call_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(STAT_RINGBUF_FULL);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->type = RECORD_CALL;
+	e->_pad = 0;
+	e->_pad2 = 0;
+	e->_pad3 = 0;
+	e->start_ns = f->start_ns;
+	e->end_ns = now;
+	e->goid = key->goid;
+	e->call_id = f->call_id;
+	if (idx > 0) {
+		e->parent_goid = key->goid;
+		e->parent_call_id = gs->frames[(idx - 1) & (MAX_DEPTH - 1)].call_id;
+	} else {
+		e->parent_goid = gs->parent_goid;
+		e->parent_call_id = gs->parent_call_id;
+	}
+	e->pid = key->pid;
+	e->tid = (__u32)pid_tgid;
+	e->func_id = f->func_id;
+	e->cpu = bpf_get_smp_processor_id();
+	e->start_tid = f->tid;
+	e->depth = idx;
+	e->flags = flags | f->flags;
+	__u64 wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+			     ? BPF_RB_FORCE_WAKEUP
+			     : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, wake);
+	stat_inc(STAT_CALLS);
+}
+
+/*
+ * Closing frames runs in a bpf_loop callback: the verifier checks the
+ * callback once instead of every unrolled path of up to MAX_DEPTH emits.
+ * Frames top..match+1 are closed as unwound, frame match as returned.
+ */
+struct close_ctx {
+	struct gstate *gs;
+	struct gkey *key;
+	__u64 now;
+	int top;
+	int match;
+};
+
+static long close_frame(__u64 i, void *arg)
+{
+	struct close_ctx *cc = arg;
+	int idx = cc->top - (int)i;
+	if (idx < 0 || idx >= MAX_DEPTH)
+		return 1;
+	emit(cc->gs, cc->key, idx, cc->now, idx > cc->match ? CALL_UNWOUND : 0);
+	return 0;
+}
+
+/*
+ * frame_push records the entry of the function the cookie names on the
+ * current goroutine and returns the new frame's call id (0: not recorded,
+ * the reason counted). At an entry site SP + the cookie's SP delta is SP
+ * at the function's first instruction.
+ */
+static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct gkey key = {.pid = pid_tgid >> 32};
+	__u64 stack_hi;
+
+	count_hit(cookie);
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
+	if (!pc) {
+		stat_inc(STAT_UNKNOWN_PROCESS);
+		return 0;
+	}
+	if (current_goroutine(ctx, pc, &key, &stack_hi))
+		return 0;
+
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
+	if (!gs) {
+		gs = gstate_create(&key, 0, 0, 0);
+		if (!gs)
+			return 0;
+	}
+	__u32 d = gs->depth;
+	if (d >= MAX_DEPTH) {
+		gs->overflow += 1;
+		stat_inc(STAT_STACK_TOO_DEEP);
+		return 0;
+	}
+	__u64 call_id = next_call_id();
+	__u32 flags = 0;
+	if (d == 0) {
+		/* A link is good for the life of the request it came from. */
+		struct rootkey rk = {.pid = key.pid, .call_id = gs->root_call_id};
+		if (gs->parent_call_id && !bpf_map_lookup_elem(&live_roots, &rk)) {
+			gs->parent_call_id = 0;
+			gs->parent_goid = 0;
+			gs->root_call_id = 0;
+			stat_inc(STAT_LINKS_EXPIRED);
+		}
+		if (!gs->parent_call_id) {
+			__u8 one = 1;
+			rk.call_id = call_id;
+			if (bpf_map_update_elem(&live_roots, &rk, &one, BPF_ANY) == 0) {
+				gs->root_call_id = call_id;
+				flags = CALL_ROOT;
+			} else {
+				stat_inc(STAT_ROOTS_TABLE_FULL);
+			}
+		}
+	}
+	struct frame *f = &gs->frames[d & (MAX_DEPTH - 1)];
+	f->start_ns = now;
+	f->call_id = call_id;
+	f->sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
+	f->func_id = COOKIE_FUNC(cookie);
+	f->tid = (__u32)pid_tgid;
+	f->flags = flags;
+	gs->depth = d + 1;
+	return call_id;
+}
+
+/* What frame_find learned, for frame_pop. */
+struct frame_exit {
+	struct gstate *gs;
+	struct gkey key;
+	__u64 now;
+	__u64 call_id; /* the returning frame's */
+	__u32 depth;
+	int match;
+};
+
+/*
+ * frame_find locates the frame returning at an exit site: the one whose
+ * sp_off and function match. Frames above it were skipped by a panic.
+ * Returns 0 when found; the caller may send library data for x->call_id
+ * and must then call frame_pop.
+ */
+static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct frame_exit *x)
+{
+	__u64 stack_hi;
+	x->now = bpf_ktime_get_ns();
+	x->key.pid = bpf_get_current_pid_tgid() >> 32;
+	x->key._pad = 0;
+
+	count_hit(cookie);
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &x->key.pid);
+	if (!pc) {
+		stat_inc(STAT_UNKNOWN_PROCESS);
+		return -1;
+	}
+	if (current_goroutine(ctx, pc, &x->key, &stack_hi))
+		return -1;
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &x->key);
+	if (!gs) {
+		stat_inc(STAT_EXIT_WITHOUT_ENTRY);
+		return -1;
+	}
+	__u32 sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
+	__u32 func_id = COOKIE_FUNC(cookie);
+	__u32 depth = gs->depth;
+	if (depth > MAX_DEPTH)
+		return -1;
+	int match = -1;
+	for (int i = 0; i < MAX_DEPTH; i++) {
+		if (i >= depth)
+			break;
+		__u32 idx = depth - 1 - i;
+		struct frame *f = &gs->frames[idx & (MAX_DEPTH - 1)];
+		if (f->sp_off > sp_off)
+			continue; /* deeper frame: unwound past */
+		if (f->sp_off == sp_off && f->func_id == func_id)
+			match = idx;
+		break;
+	}
+	if (match < 0) {
+		/* Frames deeper than the recorded ones were never pushed. */
+		if (gs->overflow > 0 &&
+		    (depth == 0 || gs->frames[(depth - 1) & (MAX_DEPTH - 1)].sp_off < sp_off)) {
+			gs->overflow -= 1;
+			return -1;
+		}
+		stat_inc(STAT_EXIT_WITHOUT_ENTRY);
+		return -1;
+	}
+	x->gs = gs;
+	x->depth = depth;
+	x->match = match;
+	x->call_id = gs->frames[match & (MAX_DEPTH - 1)].call_id;
+	return 0;
+}
+
+/* frame_pop sends the returning frame and the frames unwound above it. */
+static __always_inline void frame_pop(struct frame_exit *x)
+{
+	struct close_ctx cc = {.gs = x->gs, .key = &x->key, .now = x->now, .top = x->depth - 1, .match = x->match};
+	bpf_loop(x->depth - x->match, close_frame, &cc, 0);
+	x->gs->depth = x->match;
+	/* Overflowed frames are all deeper than any recorded one: gone now. */
+	x->gs->overflow = 0;
+}
+
+/* Force the generated Go bindings to include these types. */
+const struct call_event *unused_call_event __attribute__((unused));
+const struct lib_header *unused_lib_header __attribute__((unused));
+const enum tracer_stat *unused_tracer_stat __attribute__((unused));
+const enum call_flags *unused_call_flags __attribute__((unused));
+const enum record_type *unused_record_type __attribute__((unused));
