@@ -81,7 +81,7 @@ type proc struct {
 	funcs   []Func
 	pending map[uint64]*group // by parent call id
 	npend   int
-	arrived map[uint64]*call // calls that arrived but wait for an ancestor
+	arrived map[uint64]*call       // calls that arrived but wait for an ancestor
 	libs    map[uint64][]libRecord // library records waiting for their call
 	recent  map[uint64]span.TraceID
 	ring    []uint64 // insertion order of recent
