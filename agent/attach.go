@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/latscope/latscope/agent/span"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/bpf/library"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -80,13 +82,22 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	if err := t.attachRuntime(p, exe); err != nil {
 		return nil, err
 	}
+	probed := make(map[string]bool)
+	for id, lib := range Libraries {
+		if err := t.attachLibrary(p, exe, id, lib, probed); err != nil {
+			return nil, err
+		}
+	}
 	for _, f := range funcs {
-		if err := t.attachFunc(p, exe, f); err != nil {
+		if probed[f.Name] {
+			continue // a library probes it already, with more to say
+		}
+		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit); err != nil {
 			return nil, err
 		}
 	}
 	if len(p.Funcs) == 0 {
-		return nil, fmt.Errorf("pid %d: none of %q can be probed (see warnings above)", pid, strings.Join(patterns, ","))
+		return nil, fmt.Errorf("pid %d: nothing to probe: no instrumented library is used and none of %q can be probed (see warnings above)", pid, strings.Join(patterns, ","))
 	}
 	t.mu.Lock()
 	t.procs[pid] = p
@@ -95,7 +106,55 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	return p, nil
 }
 
-func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func) error {
+// attachLibrary probes lib in p when the binary uses it. A library whose
+// struct offsets are unknown for this binary's version is turned off with
+// one log line; everything else still attaches.
+func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *library.Library, probed map[string]bool) error {
+	var funcs []*symbolizer.Func
+	for _, pr := range lib.Probes {
+		f, err := p.Binary.Lookup(pr.Symbol)
+		if err != nil {
+			funcs = append(funcs, nil) // not linked into this binary
+			continue
+		}
+		funcs = append(funcs, f)
+	}
+	if !slices.ContainsFunc(funcs, func(f *symbolizer.Func) bool { return f != nil }) {
+		return nil // the program does not use the library
+	}
+	offs, source, err := p.Binary.FieldOffsets(lib.Module, lib.Fields)
+	if err != nil {
+		t.log.Warn("library probes off: struct offsets unknown for this version", "library", lib.Name, "err", err)
+		return nil
+	}
+	var fields calltracer.LibFields
+	if len(offs) > len(fields.Off) {
+		return fmt.Errorf("%s reads %d fields, at most %d fit", lib.Name, len(offs), len(fields.Off))
+	}
+	copy(fields.Off[:], offs)
+	key := calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}
+	if err := t.objs.LibOffsets.Put(key, fields); err != nil {
+		return fmt.Errorf("configure %s for pid %d: %w", lib.Name, p.PID, err)
+	}
+	t.log.Debug("library probes on", "library", lib.Name, "offsets", source)
+	for i, pr := range lib.Probes {
+		if funcs[i] == nil {
+			continue
+		}
+		coll := t.libs[id]
+		entry, exit := coll.Programs[pr.Entry], coll.Programs[pr.Exit]
+		if entry == nil || exit == nil {
+			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
+		}
+		if err := t.attachFunc(p, exe, funcs[i], entry, exit); err != nil {
+			return err
+		}
+		probed[pr.Symbol] = true
+	}
+	return nil
+}
+
+func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program) error {
 	sites, err := p.Binary.Sites(f)
 	if err != nil {
 		return err
@@ -122,7 +181,7 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name, err)
 	}
-	if err := t.probe(p, exe, t.objs.CallEntry, sites.Entry, cookie, f.Name); err != nil {
+	if err := t.probe(p, exe, entryProg, sites.Entry, cookie, f.Name); err != nil {
 		return err
 	}
 	tf.Cookies = append(tf.Cookies, cookie)
@@ -131,7 +190,7 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
-		if err := t.probe(p, exe, t.objs.CallExit, exit.Chosen, cookie, f.Name); err != nil {
+		if err := t.probe(p, exe, exitProg, exit.Chosen, cookie, f.Name); err != nil {
 			return err
 		}
 		tf.Cookies = append(tf.Cookies, cookie)
@@ -206,6 +265,12 @@ func (t *Tracer) Detach(p *Process) error {
 	err := p.close()
 	if derr := t.objs.Procs.Delete(uint32(p.PID)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
 		err = errors.Join(err, derr)
+	}
+	for id := range Libraries {
+		key := calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}
+		if derr := t.objs.LibOffsets.Delete(key); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
+			err = errors.Join(err, derr)
+		}
 	}
 	return errors.Join(err, t.forgetGoroutines(uint32(p.PID)))
 }

@@ -106,7 +106,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{})
+	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders()})
 	funcs := make([]callchain.Func, len(proc.Funcs))
 	for i, f := range proc.Funcs {
 		funcs[i] = callchain.Func{Name: f.Func.Name, File: f.Func.File, Line: f.Func.Line}
@@ -215,9 +215,17 @@ func (r *Result) Counter(name string) uint64 {
 	return 0
 }
 
+func libraryDecoders() []callchain.LibDecoder {
+	out := make([]callchain.LibDecoder, len(Libraries))
+	for i, l := range Libraries {
+		out[i] = l.Decode
+	}
+	return out
+}
+
 // builderSink feeds a call-tree builder.
 type builderSink struct{ b *callchain.Builder }
 
-func (s builderSink) Call(ev *calltracer.Event)                   { s.b.Add(ev) }
-func (s builderSink) Lib(h *calltracer.LibHeader, payload []byte) { s.b.AddLib(h, payload) }
-func (s builderSink) Tick()                                       { s.b.Expire(callchain.MonoNow()) }
+func (s builderSink) Call(ev *calltracer.Event) { s.b.Add(ev) }
+func (s builderSink) Lib(raw []byte)            { s.b.AddLib(raw) }
+func (s builderSink) Tick()                     { s.b.Expire(callchain.MonoNow()) }

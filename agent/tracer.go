@@ -50,6 +50,7 @@ type Tracer struct {
 	cfg    Config
 	log    *slog.Logger
 	objs   *calltracer.TracerObjects
+	libs   []*ebpf.Collection // indexed like Libraries
 	reader *ringbuf.Reader
 
 	mu    sync.Mutex
@@ -72,32 +73,68 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.RingBytes&(cfg.RingBytes-1) != 0 || cfg.RingBytes < os.Getpagesize() {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two and at least %d", cfg.RingBytes, os.Getpagesize())
 	}
-	objs, err := calltracer.Load(calltracer.Options{
+	opts := calltracer.Options{
 		MinDuration:   uint64(cfg.MinDuration),
 		RingBytes:     uint32(cfg.RingBytes),
 		WakeupBytes:   uint64(cfg.RingBytes / 4),
 		MaxGoroutines: uint32(cfg.MaxGoroutines),
 		CountHits:     cfg.CountHits,
-	})
+	}
+	objs, err := calltracer.Load(opts)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("%w\nlatscope needs root, or CAP_BPF and CAP_PERFMON (and CAP_SYS_PTRACE to start commands)", err)
 		}
 		return nil, err
 	}
-	rd, err := ringbuf.NewReader(objs.Events)
-	if err != nil {
-		objs.Close()
+	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, procs: make(map[int]*Process)}
+	if err := t.loadLibraries(opts); err != nil {
+		t.closeObjects()
+		return nil, err
+	}
+	if t.reader, err = ringbuf.NewReader(objs.Events); err != nil {
+		t.closeObjects()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
-	return &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, reader: rd, procs: make(map[int]*Process)}, nil
+	return t, nil
+}
+
+// loadLibraries loads every instrumented library's object sharing the
+// call tracer's maps.
+func (t *Tracer) loadLibraries(opts calltracer.Options) error {
+	shared := t.objs.SharedMaps()
+	for id, lib := range Libraries {
+		spec, err := lib.Spec()
+		if err != nil {
+			return fmt.Errorf("read %s BPF object: %w", lib.Name, err)
+		}
+		if err := calltracer.Configure(spec, opts); err != nil {
+			return fmt.Errorf("%s: %w", lib.Name, err)
+		}
+		if err := spec.Variables["lib_id"].Set(uint8(id)); err != nil {
+			return fmt.Errorf("%s: set lib_id: %w", lib.Name, err)
+		}
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+		if err != nil {
+			return fmt.Errorf("load %s BPF programs: %w", lib.Name, err)
+		}
+		t.libs = append(t.libs, coll)
+	}
+	return nil
+}
+
+func (t *Tracer) closeObjects() {
+	for _, c := range t.libs {
+		c.Close()
+	}
+	t.objs.Close()
 }
 
 // Sink receives what the kernel sends; it must not keep the pointers or
 // the payload past the call.
 type Sink interface {
 	Call(ev *calltracer.Event)
-	Lib(h *calltracer.LibHeader, payload []byte)
+	Lib(raw []byte) // a library record (calltracer.DecodeLib)
 	// Tick runs after every drain of the ring buffer.
 	Tick()
 }
@@ -128,8 +165,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			if ev, ok := calltracer.Decode(rec.RawSample); ok {
 				sink.Call(ev)
-			} else if h, payload, ok := calltracer.DecodeLib(rec.RawSample); ok {
-				sink.Lib(h, payload)
+			} else if _, ok := calltracer.DecodeLib(rec.RawSample); ok {
+				sink.Lib(rec.RawSample)
 			} else {
 				t.short++
 			}
@@ -190,7 +227,8 @@ func (t *Tracer) Close() error {
 	for _, p := range procs {
 		errs = append(errs, t.Detach(p))
 	}
-	errs = append(errs, t.reader.Close(), t.objs.Close())
+	errs = append(errs, t.reader.Close())
+	t.closeObjects()
 	return errors.Join(errs...)
 }
 

@@ -40,6 +40,10 @@ type Binary struct {
 
 	inlineOnce sync.Once
 	inline     inlineIndex
+
+	structsOnce sync.Once
+	structs     map[string]*dwarf.StructType
+	structsErr  error
 }
 
 // Func is one function of the binary.

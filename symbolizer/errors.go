@@ -13,6 +13,7 @@ var (
 	ErrNotGo                = errors.New("not a Go binary (no Go build info / .gopclntab)")
 	ErrUnsupportedArch      = errors.New("unsupported architecture")
 	ErrUnsupportedGoVersion = errors.New("unsupported Go version")
+	ErrUnsupportedVersion   = errors.New("unsupported library version")
 	ErrCorruptPclntab       = errors.New("corrupt or truncated Go symbol table (.gopclntab)")
 	ErrFuncNotFound         = errors.New("function not found")
 	ErrNotMapped            = errors.New("address not in any loadable segment")

@@ -49,8 +49,8 @@ type Options struct {
 }
 
 // LibDecoder applies one library record (probe says which of the
-// library's records, payload is its bytes) to the call's span.
-type LibDecoder func(probe uint16, payload []byte, s *span.Span)
+// library's records; raw is the whole record) to the call's span.
+type LibDecoder func(probe uint16, raw []byte, s *span.Span)
 
 // Stats counts what the builder did; losses are reported, never hidden.
 type Stats struct {
@@ -89,9 +89,9 @@ type proc struct {
 }
 
 type libRecord struct {
-	lib     uint8
-	probe   uint16
-	payload []byte
+	lib   uint8
+	probe uint16
+	raw   []byte
 }
 
 type group struct {
@@ -193,8 +193,13 @@ func (b *Builder) Add(ev *calltracer.Event) {
 
 // AddLib takes a library record about a call; it is applied to the call's
 // span when the call arrives (library records are sent first).
-func (b *Builder) AddLib(h *calltracer.LibHeader, payload []byte) {
+func (b *Builder) AddLib(raw []byte) {
 	b.stats.LibRecords++
+	h, ok := calltracer.DecodeLib(raw)
+	if !ok {
+		b.stats.LibUnknown++
+		return
+	}
 	p := b.procs[h.Pid]
 	if p == nil || int(h.Lib) >= len(b.opts.Libraries) || b.opts.Libraries[h.Lib] == nil {
 		b.stats.LibUnknown++
@@ -206,7 +211,7 @@ func (b *Builder) AddLib(h *calltracer.LibHeader, payload []byte) {
 		b.stats.LibDropped += uint64(len(p.libs))
 		clear(p.libs)
 	}
-	p.libs[h.CallId] = append(p.libs[h.CallId], libRecord{h.Lib, h.Probe, bytes.Clone(payload)})
+	p.libs[h.CallId] = append(p.libs[h.CallId], libRecord{h.Lib, h.Probe, bytes.Clone(raw)})
 }
 
 // Expire emits as orphans the calls that waited for their parent longer
@@ -335,7 +340,7 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.Tra
 	if recs, ok := p.libs[ev.CallId]; ok {
 		delete(p.libs, ev.CallId)
 		for _, r := range recs {
-			b.opts.Libraries[r.lib](r.probe, r.payload, s)
+			b.opts.Libraries[r.lib](r.probe, r.raw, s)
 		}
 	}
 	if ev.Flags&calltracer.FlagUnwound != 0 {

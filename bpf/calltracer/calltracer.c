@@ -26,7 +26,7 @@ char __license[] SEC("license") = "GPL";
 SEC("uprobe")
 int call_entry(struct pt_regs *ctx)
 {
-	frame_push(ctx, bpf_get_attach_cookie(ctx));
+	frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
 	return 0;
 }
 

@@ -4,7 +4,7 @@
 // runtime hooks that link goroutines to the frame that created them.
 package calltracer
 
-//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type lib_header -type tracer_stat -type call_flags -type record_type -type proc_config Tracer calltracer.c -- -I../include
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type lib_header -type tracer_stat -type call_flags -type record_type -type proc_config -type lib_key -type lib_fields Tracer calltracer.c -- -I../include
 
 import (
 	"encoding/binary"
@@ -17,6 +17,12 @@ import (
 
 // Event is one completed (or unwound) call, as the kernel sends it.
 type Event = TracerCallEvent
+
+// LibKey and LibFields key and hold a library's struct offsets per process.
+type (
+	LibKey    = TracerLibKey
+	LibFields = TracerLibFields
+)
 
 // Flag values of Event.Flags.
 const (
@@ -39,6 +45,20 @@ func Load(opts Options) (*TracerObjects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read calltracer BPF object: %w", err)
 	}
+	if err := Configure(spec, opts); err != nil {
+		return nil, err
+	}
+	var objs TracerObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load calltracer BPF programs (need root or CAP_BPF+CAP_PERFMON, kernel >= 5.17 with BTF): %w", err)
+	}
+	return &objs, nil
+}
+
+// Configure applies opts to spec: the call tracer's or that of any object
+// built on frames.h (an instrumented library), whose shared maps must then
+// be replaced by the call tracer's (SharedMaps).
+func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 	consts := map[string]any{
 		"min_duration_ns": opts.MinDuration,
 		"count_hits":      boolByte(opts.CountHits),
@@ -48,7 +68,7 @@ func Load(opts Options) (*TracerObjects, error) {
 	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
 	if opts.RingBytes > 0 {
@@ -57,11 +77,18 @@ func Load(opts Options) (*TracerObjects, error) {
 	if opts.MaxGoroutines > 0 {
 		spec.Maps["goroutines"].MaxEntries = opts.MaxGoroutines
 	}
-	var objs TracerObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("load calltracer BPF programs (need root or CAP_BPF+CAP_PERFMON, kernel >= 5.15 with BTF): %w", err)
+	return nil
+}
+
+// SharedMaps are the maps of frames.h, to pass as MapReplacements when
+// loading an object built on it, so it shares stacks, ring and counters.
+func (o *TracerObjects) SharedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		"events": o.Events, "procs": o.Procs, "goroutines": o.Goroutines,
+		"live_roots": o.LiveRoots, "gstate_scratch": o.GstateScratch,
+		"stats": o.Stats, "call_seq": o.CallSeq, "hits": o.Hits,
+		"lib_offsets": o.LibOffsets,
 	}
-	return &objs, nil
 }
 
 func boolByte(b bool) uint8 {
@@ -147,12 +174,12 @@ func Decode(raw []byte) (*Event, bool) {
 	return (*Event)(unsafe.Pointer(&raw[0])), true
 }
 
-// DecodeLib returns the header and payload of a library record, in place.
-func DecodeLib(raw []byte) (*LibHeader, []byte, bool) {
+// DecodeLib returns the header of a library record, in place.
+func DecodeLib(raw []byte) (*LibHeader, bool) {
 	if len(raw) < LibHeaderSize || raw[0] != RecordLib {
-		return nil, nil, false
+		return nil, false
 	}
-	return (*LibHeader)(unsafe.Pointer(&raw[0])), raw[LibHeaderSize:], true
+	return (*LibHeader)(unsafe.Pointer(&raw[0])), true
 }
 
 // Encode returns the record bytes of ev (recordings, tests).

@@ -64,7 +64,13 @@ type TracerGstate struct {
 		FuncId  uint32
 		Tid     uint32
 		Flags   uint32
+		Arg     uint64
 	}
+}
+
+type TracerLibFields struct {
+	_   structs.HostLayout
+	Off [32]uint64
 }
 
 type TracerLibHeader struct {
@@ -74,6 +80,12 @@ type TracerLibHeader struct {
 	Probe  uint16
 	Pid    uint32
 	CallId uint64
+}
+
+type TracerLibKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Lib uint32
 }
 
 type TracerProcConfig struct {
@@ -174,6 +186,7 @@ type TracerMapSpecs struct {
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
+	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -187,7 +200,9 @@ type TracerVariableSpecs struct {
 	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
 	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
 	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -218,6 +233,7 @@ type TracerMaps struct {
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
+	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -230,6 +246,7 @@ func (m *TracerMaps) Close() error {
 		m.Goroutines,
 		m.GstateScratch,
 		m.Hits,
+		m.LibOffsets,
 		m.LiveRoots,
 		m.Procs,
 		m.Stats,
@@ -244,7 +261,9 @@ type TracerVariables struct {
 	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
 	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
 	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`

@@ -107,6 +107,7 @@ struct frame {
 	__u32 func_id;
 	__u32 tid;
 	__u32 flags; /* CALL_SPAWNED, CALL_ROOT */
+	__u64 arg;   /* kept for the exit probe by a library's entry probe */
 };
 
 struct gkey {
@@ -191,6 +192,29 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } hits SEC(".maps");
+
+/*
+ * Struct field offsets of each instrumented library, per process (they
+ * differ by Go and library version), in the order of the library's field
+ * enum. Written by the agent, read by library.h's FIELD().
+ */
+#define LIB_MAX_FIELDS 32 /* power of two: indexes are masked */
+
+struct lib_key {
+	__u32 pid;
+	__u32 lib;
+};
+
+struct lib_fields {
+	__u64 off[LIB_MAX_FIELDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct lib_key);
+	__type(value, struct lib_fields);
+} lib_offsets SEC(".maps");
 
 static __always_inline void stat_inc(__u32 stat)
 {
@@ -344,10 +368,10 @@ static long close_frame(__u64 i, void *arg)
 /*
  * frame_push records the entry of the function the cookie names on the
  * current goroutine and returns the new frame's call id (0: not recorded,
- * the reason counted). At an entry site SP + the cookie's SP delta is SP
+ * the reason counted); arg is kept in the frame for its exit probe. At an entry site SP + the cookie's SP delta is SP
  * at the function's first instruction.
  */
-static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie)
+static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64 arg)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -404,6 +428,7 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie)
 	f->func_id = COOKIE_FUNC(cookie);
 	f->tid = (__u32)pid_tgid;
 	f->flags = flags;
+	f->arg = arg;
 	gs->depth = d + 1;
 	return call_id;
 }
@@ -414,6 +439,7 @@ struct frame_exit {
 	struct gkey key;
 	__u64 now;
 	__u64 call_id; /* the returning frame's */
+	__u64 arg;     /* what its entry probe kept */
 	__u32 depth;
 	int match;
 };
@@ -475,6 +501,7 @@ static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct 
 	x->depth = depth;
 	x->match = match;
 	x->call_id = gs->frames[match & (MAX_DEPTH - 1)].call_id;
+	x->arg = gs->frames[match & (MAX_DEPTH - 1)].arg;
 	return 0;
 }
 
@@ -494,3 +521,5 @@ const struct lib_header *unused_lib_header __attribute__((unused));
 const enum tracer_stat *unused_tracer_stat __attribute__((unused));
 const enum call_flags *unused_call_flags __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
+const struct lib_key *unused_lib_key __attribute__((unused));
+const struct lib_fields *unused_lib_fields __attribute__((unused));

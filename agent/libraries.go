@@ -1,0 +1,12 @@
+package agent
+
+import (
+	"github.com/latscope/latscope/bpf/library"
+	"github.com/latscope/latscope/bpf/library/nethttp"
+)
+
+// Libraries are the instrumented libraries, in library-id order (the id
+// is the index). Adding one is one line here.
+var Libraries = []*library.Library{
+	nethttp.Library,
+}

@@ -1,0 +1,117 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/internal/fixture"
+)
+
+func attr(s *span.Span, key string) any {
+	for _, a := range s.Attrs {
+		if a.Key == key {
+			return a.Value
+		}
+	}
+	return nil
+}
+
+// net/http spans from a process that serves and fetches /items/ on
+// loopback: server and client spans with their attributes, nested with
+// the user functions around them, stripped binaries included.
+func TestNetHTTP(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range fixture.Matrix() {
+		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
+			t.Run(tc+"/"+string(mode), func(t *testing.T) {
+				bin := fixture.Build(t, "httpapp", tc, mode)
+				var stdout bytes.Buffer
+				col := &collector{}
+				s := &agent.Session{
+					Command: []string{bin}, Stdout: &stdout,
+					Patterns:  []string{"main.fetch", "main.handleItem", "main.lookup"},
+					Exporters: []span.Exporter{col},
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				res, err := s.Run(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := "200 item-1\n200 item-2\n404 404 page not found\n"; stdout.String() != want {
+					t.Fatalf("output %q", stdout.String())
+				}
+				if lost := res.Lost(); lost > 0 {
+					t.Errorf("lost %d: %+v", lost, res.Counters)
+				}
+				byID := map[span.SpanID]*span.Span{}
+				for _, s := range col.spans {
+					byID[s.SpanID] = s
+				}
+				var servers, clients []*span.Span
+				for _, s := range col.spans {
+					switch s.Kind {
+					case span.KindServer:
+						servers = append(servers, s)
+					case span.KindClient:
+						clients = append(clients, s)
+					}
+				}
+				if len(servers) != 3 || len(clients) != 3 {
+					t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
+				}
+				for _, c := range clients {
+					id := strings.TrimPrefix(fmt.Sprint(attr(c, "url.full")), "http://")
+					id = id[strings.LastIndexByte(id, '/')+1:]
+					want := int64(200)
+					if id == "missing" {
+						want = 404
+					}
+					parent := byID[c.ParentID]
+					switch {
+					case c.Name != "GET" || attr(c, "http.request.method") != "GET":
+						t.Errorf("client span %q method %v", c.Name, attr(c, "http.request.method"))
+					case strings.Contains(fmt.Sprint(attr(c, "url.full")), "secret"):
+						t.Errorf("query string recorded: %v", attr(c, "url.full"))
+					case attr(c, "http.response.status_code") != want:
+						t.Errorf("client %s status %v, want %d", id, attr(c, "http.response.status_code"), want)
+					case (c.Status == span.StatusError) != (want >= 400):
+						t.Errorf("client %s span status %v", id, c.Status)
+					case parent == nil || parent.Name != "main.fetch":
+						t.Errorf("client span's parent %v, want main.fetch", parent)
+					case attr(c, "server.address") != "127.0.0.1":
+						t.Errorf("server.address %v", attr(c, "server.address"))
+					}
+				}
+				for _, s := range servers {
+					path := fmt.Sprint(attr(s, "url.path"))
+					want := int64(200)
+					if path == "/items/missing" {
+						want = 404
+					}
+					if !strings.HasPrefix(path, "/items/") || attr(s, "http.response.status_code") != want || s.Status == span.StatusError {
+						t.Errorf("server span %q path %v status %v (%v)", s.Name, path, attr(s, "http.response.status_code"), s.Status)
+					}
+					if attr(s, "client.address") != "127.0.0.1" {
+						t.Errorf("client.address %v", attr(s, "client.address"))
+					}
+					var handler *span.Span
+					for _, c := range col.spans {
+						if c.ParentID == s.SpanID {
+							handler = c
+						}
+					}
+					if handler == nil || handler.Name != "main.handleItem" || handler.TraceID != s.TraceID {
+						t.Errorf("server span's child %v, want main.handleItem", handler)
+					}
+				}
+			})
+		}
+	}
+}

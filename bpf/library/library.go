@@ -1,0 +1,60 @@
+// Package library declares what an instrumented library is: the Go
+// symbols it probes, the struct fields its probes read, its BPF object
+// and how its records become span fields. Each library lives in a
+// subdirectory (one .c, one .go); agent/libraries.go lists them.
+package library
+
+import (
+	"bytes"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/latscope/latscope/agent/span"
+)
+
+// Probe is one probed function: the programs (by name in the library's
+// object) run at its entry site and at each of its exit sites.
+type Probe struct {
+	Symbol string // e.g. "net/http.serverHandler.ServeHTTP"
+	Entry  string
+	Exit   string
+}
+
+// Library is one instrumented library.
+type Library struct {
+	Name string // e.g. "net/http"
+	// Module is the module path whose version selects struct offsets;
+	// "std" for the standard library (keyed by Go version).
+	Module string
+	Probes []Probe
+	// Fields are the struct fields the probes read ("pkg.Type.Field"),
+	// indexed by the library's C field enum.
+	Fields []string
+	// Linker is a Go main package that links every struct the probes read;
+	// scripts/genfields builds it with each version to tabulate offsets.
+	Linker string
+	// Spec loads the library's compiled BPF object.
+	Spec func() (*ebpf.CollectionSpec, error)
+	// Decode applies one of the library's records (raw: the whole record,
+	// lib_header first) to its call's span.
+	Decode func(probe uint16, raw []byte, s *span.Span)
+}
+
+// Record views raw as the library record T, in place; nil if raw is too
+// short. T is a bpf2go-generated struct starting with the lib_header.
+func Record[T any](raw []byte) *T {
+	var zero T
+	if len(raw) < int(unsafe.Sizeof(zero)) {
+		return nil
+	}
+	return (*T)(unsafe.Pointer(&raw[0]))
+}
+
+// CString returns the NUL-terminated string at the start of b.
+func CString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: GPL-2.0
+//go:build ignore
+
+/*
+ * net/http: server requests (span kind server) and client round trips
+ * (span kind client). Checked against Go 1.21 - 1.27.
+ */
+
+#include "library.h"
+
+char __license[] SEC("license") = "GPL";
+
+/* Struct fields read, in lib_offsets order (see nethttp.go). */
+enum nethttp_field {
+	F_REQUEST_METHOD,         /* net/http.Request.Method string */
+	F_REQUEST_URL,            /* net/http.Request.URL *url.URL */
+	F_REQUEST_PROTO_MAJOR,    /* net/http.Request.ProtoMajor int */
+	F_REQUEST_HOST,           /* net/http.Request.Host string */
+	F_REQUEST_REMOTE_ADDR,    /* net/http.Request.RemoteAddr string */
+	F_REQUEST_CONTENT_LENGTH, /* net/http.Request.ContentLength int64 */
+	F_URL_SCHEME,             /* net/url.URL.Scheme string */
+	F_URL_HOST,               /* net/url.URL.Host string */
+	F_URL_PATH,               /* net/url.URL.Path string */
+	F_RESPONSE_STATUS,        /* net/http.response.status int (server side) */
+	F_RESPONSE_WRITTEN,       /* net/http.response.written int64 */
+	F_CLIENT_STATUS_CODE,     /* net/http.Response.StatusCode int */
+	F_RESPONSE_REQUEST,       /* net/http.response.req *Request */
+	F_REQUEST_PATTERN,        /* net/http.Request.Pattern string (Go >= 1.23; 0 = absent) */
+	F_FIELD_MAX,
+};
+
+/* Records, by lib_header.probe. */
+enum nethttp_probe {
+	P_SERVER_REQUEST = 1,
+	P_SERVER_RESPONSE,
+	P_CLIENT_REQUEST,
+	P_CLIENT_RESPONSE,
+};
+
+struct server_request {
+	struct lib_header h;
+	__u8 method[16];
+	__u8 path[128];
+	__u8 host[64];
+	__u8 remote[64];
+	__u64 path_len; /* full length: path was truncated when larger */
+	__s64 content_length;
+	__u64 proto_major;
+};
+
+struct server_response {
+	struct lib_header h;
+	__s64 status; /* 0: not known (HTTP/2 response writer) */
+	__s64 written;
+	__u8 pattern[64]; /* the ServeMux pattern that matched, when known */
+};
+
+struct client_request {
+	struct lib_header h;
+	__u8 method[16];
+	__u8 scheme[8];
+	__u8 host[64];
+	__u8 path[128];
+	__u64 path_len;
+};
+
+struct client_response {
+	struct lib_header h;
+	__s64 status;
+	__u64 err; /* non-zero: the round trip returned an error */
+};
+
+const struct server_request *unused_sreq __attribute__((unused));
+const struct server_response *unused_sresp __attribute__((unused));
+const struct client_request *unused_creq __attribute__((unused));
+const struct client_response *unused_cresp __attribute__((unused));
+const enum nethttp_field *unused_field __attribute__((unused));
+const enum nethttp_probe *unused_probe __attribute__((unused));
+
+/*
+ * func (sh serverHandler) ServeHTTP(rw ResponseWriter, req *Request)
+ * serverHandler{srv *Server} is passed in one register, rw (an interface)
+ * in two: itab, data. For HTTP/1 rw's data is *http.response, kept in the
+ * frame so the exit can read the status the handler wrote.
+ */
+SEC("uprobe")
+int server_entry(struct pt_regs *ctx)
+{
+	void *rw = (void *)GO_PARAM3(ctx);
+	void *req = (void *)GO_PARAM4(ctx);
+	struct lib_fields *fl = lib_fields();
+	__u64 proto = fl ? read_ptr(req, FIELD(fl, F_REQUEST_PROTO_MAJOR)) : 0;
+	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), proto == 1 ? (__u64)rw : 0);
+	if (!call_id || !fl)
+		return 0;
+	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
+	if (!r)
+		return 0;
+	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
+	void *url = (void *)read_ptr(req, FIELD(fl, F_REQUEST_URL));
+	r->path_len = read_gostring(url, FIELD(fl, F_URL_PATH), r->path, sizeof(r->path));
+	read_gostring(req, FIELD(fl, F_REQUEST_HOST), r->host, sizeof(r->host));
+	read_gostring(req, FIELD(fl, F_REQUEST_REMOTE_ADDR), r->remote, sizeof(r->remote));
+	r->content_length = read_ptr(req, FIELD(fl, F_REQUEST_CONTENT_LENGTH));
+	r->proto_major = proto;
+	lib_submit(r);
+	return 0;
+}
+
+SEC("uprobe")
+int server_exit(struct pt_regs *ctx)
+{
+	struct frame_exit x;
+	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
+		return 0;
+	struct lib_fields *fl = lib_fields();
+	struct server_response *r = fl ? LIB_RECORD(struct server_response, P_SERVER_RESPONSE, x.call_id) : 0;
+	if (r) {
+		void *resp = (void *)x.arg;
+		r->status = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_STATUS)) : 0;
+		r->written = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_WRITTEN)) : 0;
+		if (resp && FIELD(fl, F_REQUEST_PATTERN)) {
+			void *req = (void *)read_ptr(resp, FIELD(fl, F_RESPONSE_REQUEST));
+			read_gostring(req, FIELD(fl, F_REQUEST_PATTERN), r->pattern, sizeof(r->pattern));
+		}
+		lib_submit(r);
+	}
+	frame_pop(&x);
+	return 0;
+}
+
+/* func (t *Transport) roundTrip(req *Request) (*Response, error) */
+SEC("uprobe")
+int client_entry(struct pt_regs *ctx)
+{
+	void *req = (void *)GO_PARAM2(ctx);
+	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
+	struct lib_fields *fl = lib_fields();
+	if (!call_id || !fl)
+		return 0;
+	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
+	if (!r)
+		return 0;
+	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
+	void *url = (void *)read_ptr(req, FIELD(fl, F_REQUEST_URL));
+	read_gostring(url, FIELD(fl, F_URL_SCHEME), r->scheme, sizeof(r->scheme));
+	read_gostring(url, FIELD(fl, F_URL_HOST), r->host, sizeof(r->host));
+	r->path_len = read_gostring(url, FIELD(fl, F_URL_PATH), r->path, sizeof(r->path));
+	lib_submit(r);
+	return 0;
+}
+
+/* Results: *Response in RAX, error (itab, data) in RBX, RCX. */
+SEC("uprobe")
+int client_exit(struct pt_regs *ctx)
+{
+	void *resp = (void *)GO_RESULT1(ctx);
+	__u64 err = GO_PARAM2(ctx);
+	struct frame_exit x;
+	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
+		return 0;
+	struct lib_fields *fl = lib_fields();
+	struct client_response *r = fl ? LIB_RECORD(struct client_response, P_CLIENT_RESPONSE, x.call_id) : 0;
+	if (r) {
+		r->status = resp ? read_ptr(resp, FIELD(fl, F_CLIENT_STATUS_CODE)) : 0;
+		r->err = err;
+		lib_submit(r);
+	}
+	frame_pop(&x);
+	return 0;
+}

@@ -1,0 +1,180 @@
+// Package nethttp instruments net/http: each request a server handles
+// (span kind server) and each round trip of an http.Client / Transport
+// (span kind client).
+package nethttp
+
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type server_request -type server_response -type client_request -type client_response -type nethttp_field -type nethttp_probe Nethttp nethttp.c -- -I../../include
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/library"
+)
+
+// Library is net/http's registry entry.
+var Library = &library.Library{
+	Name:   "net/http",
+	Module: "std",
+	Probes: []library.Probe{
+		{Symbol: "net/http.serverHandler.ServeHTTP", Entry: "server_entry", Exit: "server_exit"},
+		{Symbol: "net/http.(*Transport).roundTrip", Entry: "client_entry", Exit: "client_exit"},
+	},
+	Fields: fields(),
+	Linker: linker,
+	Spec:   LoadNethttp,
+	Decode: decode,
+}
+
+const linker = `package main
+
+import (
+	"net/http"
+	"os"
+)
+
+func main() {
+	if len(os.Args) > 99 { // never: only links the server and client
+		http.ListenAndServe(os.Args[1], nil)
+		http.Get(os.Args[2])
+	}
+}
+`
+
+func fields() []string {
+	byEnum := map[NethttpNethttpField]string{
+		NethttpNethttpFieldF_REQUEST_METHOD:         "net/http.Request.Method",
+		NethttpNethttpFieldF_REQUEST_URL:            "net/http.Request.URL",
+		NethttpNethttpFieldF_REQUEST_PROTO_MAJOR:    "net/http.Request.ProtoMajor",
+		NethttpNethttpFieldF_REQUEST_HOST:           "net/http.Request.Host",
+		NethttpNethttpFieldF_REQUEST_REMOTE_ADDR:    "net/http.Request.RemoteAddr",
+		NethttpNethttpFieldF_REQUEST_CONTENT_LENGTH: "net/http.Request.ContentLength",
+		NethttpNethttpFieldF_URL_SCHEME:             "net/url.URL.Scheme",
+		NethttpNethttpFieldF_URL_HOST:               "net/url.URL.Host",
+		NethttpNethttpFieldF_URL_PATH:               "net/url.URL.Path",
+		NethttpNethttpFieldF_RESPONSE_STATUS:        "net/http.response.status",
+		NethttpNethttpFieldF_RESPONSE_WRITTEN:       "net/http.response.written",
+		NethttpNethttpFieldF_CLIENT_STATUS_CODE:     "net/http.Response.StatusCode",
+		NethttpNethttpFieldF_RESPONSE_REQUEST:       "net/http.response.req",
+		NethttpNethttpFieldF_REQUEST_PATTERN:        "?net/http.Request.Pattern", // optional: Go >= 1.23
+	}
+	out := make([]string, NethttpNethttpFieldF_FIELD_MAX)
+	for i, name := range byEnum {
+		out[i] = name
+	}
+	return out
+}
+
+func decode(probe uint16, p []byte, s *span.Span) {
+	switch NethttpNethttpProbe(probe) {
+	case NethttpNethttpProbeP_SERVER_REQUEST:
+		r := library.Record[NethttpServerRequest](p)
+		if r == nil {
+			return
+		}
+		method := library.CString(r.Method[:])
+		s.Kind = span.KindServer
+		s.Name = method
+		s.Attrs = append(s.Attrs,
+			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},
+			span.Attr{Key: string(semconv.URLPathKey), Value: truncated(library.CString(r.Path[:]), r.PathLen)},
+			span.Attr{Key: string(semconv.URLSchemeKey), Value: "http"},
+			span.Attr{Key: string(semconv.NetworkProtocolVersionKey), Value: strconv.FormatUint(r.ProtoMajor, 10)},
+		)
+		if host, port := splitHostPort(library.CString(r.Host[:])); host != "" {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: host})
+			if port != 0 {
+				s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerPortKey), Value: int64(port)})
+			}
+		}
+		if host, port := splitHostPort(library.CString(r.Remote[:])); host != "" {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ClientAddressKey), Value: host}, span.Attr{Key: string(semconv.ClientPortKey), Value: int64(port)})
+		}
+		if r.ContentLength > 0 {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRequestBodySizeKey), Value: r.ContentLength})
+		}
+	case NethttpNethttpProbeP_SERVER_RESPONSE:
+		r := library.Record[NethttpServerResponse](p)
+		if r == nil {
+			return
+		}
+		if pattern := library.CString(r.Pattern[:]); pattern != "" {
+			// "GET /product/{id}" or "/product/{id}": the route.
+			route := pattern
+			if i := strings.IndexByte(pattern, ' '); i >= 0 {
+				route = pattern[i+1:]
+			}
+			s.Name += " " + route
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRouteKey), Value: route})
+		}
+		status := r.Status
+		if status == 0 && r.Written > 0 {
+			status = 200 // written without an explicit WriteHeader
+		}
+		if status != 0 {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: status})
+			if status >= 500 {
+				s.Status, s.StatusMessage = span.StatusError, fmt.Sprintf("HTTP %d", status)
+			}
+		}
+		if r.Written > 0 {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseBodySizeKey), Value: r.Written})
+		}
+	case NethttpNethttpProbeP_CLIENT_REQUEST:
+		r := library.Record[NethttpClientRequest](p)
+		if r == nil {
+			return
+		}
+		method, scheme, host := library.CString(r.Method[:]), library.CString(r.Scheme[:]), library.CString(r.Host[:])
+		s.Kind = span.KindClient
+		s.Name = method
+		s.Attrs = append(s.Attrs,
+			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},
+			// url.full without the query string: queries carry data.
+			span.Attr{Key: string(semconv.URLFullKey), Value: scheme + "://" + host + truncated(library.CString(r.Path[:]), r.PathLen)},
+		)
+		if h, port := splitHostPort(host); h != "" {
+			if port == 0 && scheme == "https" {
+				port = 443
+			} else if port == 0 {
+				port = 80
+			}
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: h}, span.Attr{Key: string(semconv.ServerPortKey), Value: int64(port)})
+		}
+	case NethttpNethttpProbeP_CLIENT_RESPONSE:
+		r := library.Record[NethttpClientResponse](p)
+		if r == nil {
+			return
+		}
+		if r.Status != 0 {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: r.Status})
+			if r.Status >= 400 {
+				s.Status, s.StatusMessage = span.StatusError, fmt.Sprintf("HTTP %d", r.Status)
+			}
+		}
+		if r.Err != 0 {
+			s.Status, s.StatusMessage = span.StatusError, "round trip returned an error"
+		}
+	}
+}
+
+func truncated(s string, full uint64) string {
+	if uint64(len(s)) < full {
+		return s + "…"
+	}
+	return s
+}
+
+func splitHostPort(hp string) (string, int) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return hp, 0
+	}
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
