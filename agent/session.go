@@ -106,7 +106,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders()})
+	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: tr.IDSalt()})
 	funcs := make([]callchain.Func, len(proc.Funcs))
 	for i, f := range proc.Funcs {
 		funcs[i] = callchain.Func{Name: f.Func.Name, File: f.Func.File, Line: f.Func.Line}

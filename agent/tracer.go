@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/bpf/calltracer"
 )
 
@@ -35,6 +36,9 @@ type Config struct {
 	PollInterval time.Duration
 	// CountHits counts probe hits per site (tests, diagnostics).
 	CountHits bool
+	// IDSalt derives span ids from call ids, in the kernel and in
+	// callchain.Builder (Options.Salt) alike; random when zero.
+	IDSalt uint64
 	// Record, if set, receives every ring buffer record as the kernel
 	// sent it, framed by calltracer.WriteRecord (bug reports, replays).
 	Record io.Writer
@@ -70,6 +74,9 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.IDSalt == 0 {
+		cfg.IDSalt = callchain.NewSalt()
+	}
 	if cfg.RingBytes&(cfg.RingBytes-1) != 0 || cfg.RingBytes < os.Getpagesize() {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two and at least %d", cfg.RingBytes, os.Getpagesize())
 	}
@@ -79,6 +86,7 @@ func New(cfg Config) (*Tracer, error) {
 		WakeupBytes:   uint64(cfg.RingBytes / 4),
 		MaxGoroutines: uint32(cfg.MaxGoroutines),
 		CountHits:     cfg.CountHits,
+		IDSalt:        cfg.IDSalt,
 	}
 	objs, err := calltracer.Load(opts)
 	if err != nil {
@@ -177,6 +185,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		}
 	}
 }
+
+// IDSalt is the salt span ids are derived with (Config.IDSalt).
+func (t *Tracer) IDSalt() uint64 { return t.cfg.IDSalt }
 
 // Counter is one named count.
 type Counter struct {

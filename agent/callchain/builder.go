@@ -2,14 +2,14 @@
 // records and turns them into spans. One Builder serves any number of
 // processes at once.
 //
-// The kernel sends a call when it returns, so children arrive before
-// their parent. A call waits, grouped under its parent's call id, until
-// that parent arrives; a root call (no traced parent) completes its tree
-// and the whole tree is emitted with one trace id. A goroutine may
+// The kernel sends a call when it returns, with its trace id, so children
+// arrive before their parent. A call waits, grouped under its parent's
+// call id, until that parent arrives; a root call (no traced parent)
+// completes its tree and the whole tree is emitted. A goroutine may
 // outlive the call that started it: its calls then arrive after their
-// parent was emitted and join the parent's trace through a bounded index
-// of recently completed calls that started goroutines (the kernel flags
-// them). Calls whose parent never arrives (filtered
+// parent was emitted and are emitted at once, recognised through a
+// bounded index of recently emitted calls that started goroutines (the
+// kernel flags them). Calls whose parent never arrives (filtered
 // by --min-duration, or lost) are emitted as orphan roots when they
 // expire or at Flush, never dropped.
 package callchain
@@ -41,7 +41,8 @@ type Options struct {
 	// PendingTTL: calls waiting longer than this (monotonic, by their end
 	// time) are emitted as orphans by Expire. Default 30s.
 	PendingTTL time.Duration
-	// Salt makes trace and span ids unique across runs; random if zero.
+	// Salt makes span ids unique across runs (random if zero); the
+	// kernel must use the same (calltracer.Options.IDSalt).
 	Salt uint64
 	// Libraries decode library records into span fields, indexed by the
 	// library id the kernel puts in each record.
@@ -83,8 +84,8 @@ type proc struct {
 	npend   int
 	arrived map[uint64]*call       // calls that arrived but wait for an ancestor
 	libs    map[uint64][]libRecord // library records waiting for their call
-	recent  map[uint64]span.TraceID
-	ring    []uint64 // insertion order of recent
+	recent  map[uint64]struct{} // emitted calls that started goroutines
+	ring    []uint64            // insertion order of recent
 	next    int
 }
 
@@ -118,7 +119,7 @@ func New(out func([]*span.Span), monoToWall int64, opts Options) *Builder {
 		opts.PendingTTL = 30 * time.Second
 	}
 	if opts.Salt == 0 {
-		opts.Salt = randomSalt()
+		opts.Salt = NewSalt()
 	}
 	return &Builder{opts: opts, out: out, wall: monoToWall, procs: make(map[uint32]*proc)}
 }
@@ -132,7 +133,7 @@ func (b *Builder) AddProcess(pid uint32, info *span.Process, funcs []Func) {
 		pending: make(map[uint64]*group),
 		arrived: make(map[uint64]*call),
 		libs:    make(map[uint64][]libRecord),
-		recent:  make(map[uint64]span.TraceID),
+		recent:  make(map[uint64]struct{}),
 	}
 }
 
@@ -163,10 +164,10 @@ func (b *Builder) Add(ev *calltracer.Event) {
 	}
 	switch {
 	case ev.ParentCallId == 0:
-		b.emitTree(ev.Pid, p, c, b.traceID(ev.Pid, ev.CallId), false)
+		b.emitTree(ev.Pid, p, c, false)
 	default:
-		if tid, ok := p.recent[ev.ParentCallId]; ok {
-			b.emitTree(ev.Pid, p, c, tid, false)
+		if _, ok := p.recent[ev.ParentCallId]; ok {
+			b.emitTree(ev.Pid, p, c, false)
 			break
 		}
 		p.arrived[ev.CallId] = c
@@ -261,20 +262,20 @@ func (b *Builder) emitOrphans(pid uint32, p *proc, parent uint64, g *group) {
 	delete(p.pending, parent)
 	p.npend -= len(g.calls)
 	for _, c := range g.calls {
-		b.emitTree(pid, p, c, b.traceID(pid, c.ev.CallId), true)
+		b.emitTree(pid, p, c, true)
 	}
 }
 
-// emitTree converts c and its subtree into spans of trace tid.
-func (b *Builder) emitTree(pid uint32, p *proc, c *call, tid span.TraceID, orphan bool) {
+// emitTree converts c and its subtree into spans.
+func (b *Builder) emitTree(pid uint32, p *proc, c *call, orphan bool) {
 	if c.ev.Flags&calltracer.FlagSpawned != 0 {
 		// Only a call that started goroutines can get children later.
-		b.remember(p, c.ev.CallId, tid)
+		b.remember(p, c.ev.CallId)
 	}
 	if c.ev.ParentCallId != 0 {
 		delete(p.arrived, c.ev.CallId)
 	}
-	s := b.toSpan(pid, p, &c.ev, tid)
+	s := b.toSpan(pid, p, &c.ev)
 	if orphan {
 		s.Orphan = true
 		s.ParentID = span.SpanID{}
@@ -282,11 +283,11 @@ func (b *Builder) emitTree(pid uint32, p *proc, c *call, tid span.TraceID, orpha
 	}
 	b.batch = append(b.batch, s)
 	for _, ch := range c.children {
-		b.emitTree(pid, p, ch, tid, false)
+		b.emitTree(pid, p, ch, false)
 	}
 }
 
-func (b *Builder) remember(p *proc, callID uint64, tid span.TraceID) {
+func (b *Builder) remember(p *proc, callID uint64) {
 	if len(p.ring) < b.opts.RecentCalls { // grows up to RecentCalls, then wraps
 		p.ring = append(p.ring, callID)
 	} else {
@@ -294,7 +295,7 @@ func (b *Builder) remember(p *proc, callID uint64, tid span.TraceID) {
 		p.ring[p.next] = callID
 		p.next = (p.next + 1) % len(p.ring)
 	}
-	p.recent[callID] = tid
+	p.recent[callID] = struct{}{}
 }
 
 func (b *Builder) send() {
@@ -307,12 +308,15 @@ func (b *Builder) send() {
 	b.out(batch)
 }
 
-func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.TraceID) *span.Span {
+func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 	if len(b.spans) == 0 {
 		b.spans = make([]span.Span, 256) // one allocation per 256 spans
 	}
 	s := &b.spans[0]
 	b.spans = b.spans[1:]
+	var tid span.TraceID
+	binary.BigEndian.PutUint64(tid[:8], ev.TraceIdHi)
+	binary.BigEndian.PutUint64(tid[8:], ev.TraceIdLo)
 	*s = span.Span{
 		TraceID:    tid,
 		SpanID:     b.spanID(pid, ev.CallId),
@@ -352,7 +356,9 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event, tid span.Tra
 }
 
 // spanID derives a span id from the process and the kernel's call id,
-// so a call's id is known before the call itself arrives.
+// so a call's id is known before the call itself arrives. The kernel
+// computes the same (span_id in bpf/include/frames.h) for the trace
+// context it propagates.
 func (b *Builder) spanID(pid uint32, callID uint64) span.SpanID {
 	var id span.SpanID
 	v := mix(b.opts.Salt ^ uint64(pid)<<32 ^ mix(callID))
@@ -360,14 +366,6 @@ func (b *Builder) spanID(pid uint32, callID uint64) span.SpanID {
 		v = 1
 	}
 	binary.BigEndian.PutUint64(id[:], v)
-	return id
-}
-
-func (b *Builder) traceID(pid uint32, rootCallID uint64) span.TraceID {
-	var id span.TraceID
-	hi := mix(b.opts.Salt ^ uint64(pid)<<40 ^ mix(rootCallID))
-	binary.BigEndian.PutUint64(id[:8], hi)
-	binary.BigEndian.PutUint64(id[8:], mix(hi^rootCallID)|1)
 	return id
 }
 

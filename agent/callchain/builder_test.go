@@ -39,8 +39,9 @@ func newBuilder(opts Options) (*Builder, *sink) {
 	return b, s
 }
 
+// ev is a call of trace 0xa (the kernel sets trace ids; tests use one).
 func ev(id, parent uint64, fn uint32, goid uint64, start, end uint64) *calltracer.Event {
-	return &calltracer.Event{Pid: 7, CallId: id, ParentCallId: parent, FuncId: fn, Goid: goid, ParentGoid: goid, StartNs: start, EndNs: end}
+	return &calltracer.Event{Pid: 7, CallId: id, ParentCallId: parent, FuncId: fn, Goid: goid, ParentGoid: goid, StartNs: start, EndNs: end, TraceIdLo: 0xa}
 }
 
 func TestChildrenBeforeParent(t *testing.T) {
@@ -58,8 +59,8 @@ func TestChildrenBeforeParent(t *testing.T) {
 	if !root.ParentID.IsZero() || child.ParentID != root.SpanID || leaf.ParentID != child.SpanID {
 		t.Errorf("parent links wrong: root %s child %s→%s leaf %s→%s", root.SpanID, child.SpanID, child.ParentID, leaf.SpanID, leaf.ParentID)
 	}
-	if child.TraceID != root.TraceID || leaf.TraceID != root.TraceID {
-		t.Error("spans of one tree in different traces")
+	if child.TraceID != root.TraceID || leaf.TraceID != root.TraceID || root.TraceID != (span.TraceID{15: 0xa}) {
+		t.Errorf("trace ids %s %s %s, want the kernel's", root.TraceID, child.TraceID, leaf.TraceID)
 	}
 	if got := root.Start; !got.Equal(time.Unix(1, 10)) {
 		t.Errorf("root start %v, want monotonic 10ns + 1s offset", got)
@@ -139,6 +140,7 @@ func TestProcessesDoNotMix(t *testing.T) {
 	b.Add(ev(1, 0, 0, 1, 10, 20))
 	other := ev(1, 0, 0, 1, 10, 20)
 	other.Pid = 8
+	other.TraceIdLo = 0xb
 	b.Add(other)
 	if len(s.spans) != 2 || s.spans[0].SpanID == s.spans[1].SpanID || s.spans[0].TraceID == s.spans[1].TraceID {
 		t.Errorf("same call id in two processes collided: %+v", s.spans)

@@ -26,7 +26,8 @@ func MonoNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-func randomSalt() uint64 {
+// NewSalt returns a random span-id salt (never zero).
+func NewSalt() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:]) | 1

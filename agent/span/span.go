@@ -56,6 +56,9 @@ type Span struct {
 	TraceID  TraceID
 	SpanID   SpanID
 	ParentID SpanID // zero for a root
+	// RemoteParent: ParentID names a span in another process (the trace
+	// context arrived with the request).
+	RemoteParent bool
 	Name     string
 	Kind     Kind
 	Start    time.Time

@@ -77,7 +77,7 @@ int goroutine_created(struct pt_regs *ctx)
 	}
 	if (!link)
 		return 0;
-	if (gstate_create(&child, link_goid, link, ps->root_call_id))
+	if (gstate_create(&child, link_goid, link, ps->root_call_id, ps->trace_hi, ps->trace_lo))
 		stat_inc(STAT_GOROUTINE_LINKS);
 	return 0;
 }

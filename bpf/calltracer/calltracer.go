@@ -37,6 +37,7 @@ type Options struct {
 	WakeupBytes   uint64 // pending bytes that make the kernel wake the reader early
 	MaxGoroutines uint32 // goroutines with traced state at once, per node
 	CountHits     bool   // count probe hits per attach cookie (tests, diagnostics)
+	IDSalt        uint64 // span ids are derived from call ids with it (agent/callchain)
 }
 
 // Load loads and verifies the program with opts applied.
@@ -62,6 +63,7 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 	consts := map[string]any{
 		"min_duration_ns": opts.MinDuration,
 		"count_hits":      boolByte(opts.CountHits),
+		"id_salt":         opts.IDSalt,
 	}
 	if opts.WakeupBytes > 0 {
 		consts["wakeup_bytes"] = opts.WakeupBytes

@@ -52,8 +52,8 @@ func TestCookieLayout(t *testing.T) {
 func TestDecodeRoundTrip(t *testing.T) {
 	ev := Event{StartNs: 1, EndNs: 2, Goid: 3, CallId: 4, Pid: 5, FuncId: 6, Depth: 7, Flags: FlagUnwound}
 	raw := Encode(&ev)
-	if len(raw) != EventSize || EventSize != 80 {
-		t.Fatalf("event size %d, C struct is 80 bytes", EventSize)
+	if len(raw) != EventSize || EventSize != 96 {
+		t.Fatalf("event size %d, C struct is 96 bytes", EventSize)
 	}
 	got, ok := Decode(raw)
 	if !ok || *got != ev {

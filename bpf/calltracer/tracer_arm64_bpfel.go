@@ -32,6 +32,8 @@ type TracerCallEvent struct {
 	Depth        uint16
 	Pad2         uint16
 	Pad3         uint32
+	TraceIdHi    uint64
+	TraceIdLo    uint64
 }
 
 type TracerCallFlags uint32
@@ -56,6 +58,8 @@ type TracerGstate struct {
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
 	Frames       [32]struct {
 		_       structs.HostLayout
 		StartNs uint64
@@ -197,6 +201,7 @@ type TracerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerVariableSpecs struct {
 	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
 	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
@@ -258,6 +263,7 @@ func (m *TracerMaps) Close() error {
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerVariables struct {
 	CountHits        *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
 	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`

@@ -13,7 +13,7 @@
  * returns below them closes them, flagged CALL_UNWOUND.
  *
  * A goroutine inherits the frame that ran its go statement, and with it
- * the chain's root call (the request). The link holds only while that
+ * the chain's root call (the request) and trace id. The link holds only while that
  * root runs: a goroutine created during a request and still working after
  * it (a pool worker, a connection's read loop) starts new roots, so
  * unrelated requests never merge into one trace.
@@ -79,6 +79,8 @@ struct call_event {
 	__u16 depth;          /* frame index within its goroutine */
 	__u16 _pad2;
 	__u32 _pad3;
+	__u64 trace_id_hi;    /* W3C trace id, big-endian halves */
+	__u64 trace_id_lo;
 };
 
 /*
@@ -122,6 +124,8 @@ struct gstate {
 	__u64 parent_goid;     /* creator goroutine, when linked */
 	__u64 parent_call_id;  /* creator's frame at go statement, 0 if none */
 	__u64 root_call_id;    /* the chain's root (request), 0 if none */
+	__u64 trace_hi;        /* the chain's trace id: random at its root, */
+	__u64 trace_lo;        /* inherited, or continued from a request's traceparent */
 	struct frame frames[MAX_DEPTH];
 };
 
@@ -135,6 +139,7 @@ struct rootkey {
 const volatile __u64 min_duration_ns = 0;
 const volatile __u64 wakeup_bytes = 256 * 1024;
 const volatile __u8 count_hits = 0;
+const volatile __u64 id_salt = 0; /* span ids: see span_id() and agent/callchain */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -216,6 +221,24 @@ struct {
 	__type(value, struct lib_fields);
 } lib_offsets SEC(".maps");
 
+/* splitmix64's finalizer, as agent/callchain's mix. */
+static __always_inline __u64 mix64(__u64 x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* The span id of a call, computed the same way in user space. */
+static __always_inline __u64 span_id(__u32 pid, __u64 call_id)
+{
+	__u64 v = mix64(id_salt ^ ((__u64)pid << 32) ^ mix64(call_id));
+	return v ? v : 1;
+}
+
 static __always_inline void stat_inc(__u32 stat)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
@@ -268,7 +291,8 @@ static __always_inline int current_goroutine(struct pt_regs *ctx, struct proc_co
 }
 
 static __always_inline struct gstate *gstate_create(struct gkey *key, __u64 parent_goid,
-						    __u64 parent_call_id, __u64 root_call_id)
+						    __u64 parent_call_id, __u64 root_call_id,
+						    __u64 trace_hi, __u64 trace_lo)
 {
 	__u32 zero = 0;
 	struct gstate *gs = bpf_map_lookup_elem(&gstate_scratch, &zero);
@@ -279,6 +303,8 @@ static __always_inline struct gstate *gstate_create(struct gkey *key, __u64 pare
 	gs->parent_goid = parent_goid;
 	gs->parent_call_id = parent_call_id;
 	gs->root_call_id = root_call_id;
+	gs->trace_hi = trace_hi;
+	gs->trace_lo = trace_lo;
 	if (bpf_map_update_elem(&goroutines, key, gs, BPF_ANY)) {
 		stat_inc(STAT_GOROUTINE_TABLE_FULL);
 		return 0;
@@ -335,6 +361,8 @@ static __always_inline void emit(struct gstate *gs, struct gkey *key, __u32 idx,
 	e->start_tid = f->tid;
 	e->depth = idx;
 	e->flags = flags | f->flags;
+	e->trace_id_hi = gs->trace_hi;
+	e->trace_id_lo = gs->trace_lo;
 	__u64 wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 			     ? BPF_RB_FORCE_WAKEUP
 			     : BPF_RB_NO_WAKEUP;
@@ -389,7 +417,7 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64
 
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
 	if (!gs) {
-		gs = gstate_create(&key, 0, 0, 0);
+		gs = gstate_create(&key, 0, 0, 0, 0, 0);
 		if (!gs)
 			return 0;
 	}
@@ -411,12 +439,16 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64
 			stat_inc(STAT_LINKS_EXPIRED);
 		}
 		if (!gs->parent_call_id) {
+			/* A new chain: a new trace. */
+			gs->trace_hi = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+			gs->trace_lo = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32() | 1;
 			__u8 one = 1;
 			rk.call_id = call_id;
 			if (bpf_map_update_elem(&live_roots, &rk, &one, BPF_ANY) == 0) {
 				gs->root_call_id = call_id;
 				flags = CALL_ROOT;
 			} else {
+				gs->root_call_id = 0;
 				stat_inc(STAT_ROOTS_TABLE_FULL);
 			}
 		}

@@ -58,6 +58,8 @@ type NethttpGstate struct {
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
 	Frames       [32]struct {
 		_       structs.HostLayout
 		StartNs uint64
@@ -226,6 +228,7 @@ type NethttpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpVariableSpecs struct {
 	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
 	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
 	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
@@ -294,6 +297,7 @@ func (m *NethttpMaps) Close() error {
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpVariables struct {
 	CountHits        *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
 	LibId            *ebpf.Variable `ebpf:"lib_id"`
 	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
