@@ -84,8 +84,8 @@ type proc struct {
 	npend   int
 	arrived map[uint64]*call       // calls that arrived but wait for an ancestor
 	libs    map[uint64][]libRecord // library records waiting for their call
-	recent  map[uint64]struct{} // emitted calls that started goroutines
-	ring    []uint64            // insertion order of recent
+	recent  map[uint64]struct{}    // emitted calls that started goroutines
+	ring    []uint64               // insertion order of recent
 	next    int
 }
 

@@ -59,11 +59,11 @@ type Span struct {
 	// RemoteParent: ParentID names a span in another process (the trace
 	// context arrived with the request).
 	RemoteParent bool
-	Name     string
-	Kind     Kind
-	Start    time.Time
-	End      time.Time
-	Status   StatusCode
+	Name         string
+	Kind         Kind
+	Start        time.Time
+	End          time.Time
+	Status       StatusCode
 	// StatusMessage explains an error status.
 	StatusMessage string
 
