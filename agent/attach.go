@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -119,7 +118,11 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		}
 		funcs = append(funcs, f)
 	}
-	if !slices.ContainsFunc(funcs, func(f *symbolizer.Func) bool { return f != nil }) {
+	used := false
+	for i, pr := range lib.Probes {
+		used = used || pr.Callee == "" && funcs[i] != nil
+	}
+	if !used {
 		return nil // the program does not use the library
 	}
 	offs, source, err := p.Binary.FieldOffsets(lib.Module, lib.Fields)
@@ -142,6 +145,12 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 			continue
 		}
 		coll := t.libs[id]
+		if pr.Callee != "" {
+			if err := t.attachReturned(p, exe, lib, funcs[i], pr, coll.Programs[pr.Returned]); err != nil {
+				return err
+			}
+			continue
+		}
 		entry, exit := coll.Programs[pr.Entry], coll.Programs[pr.Exit]
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
@@ -150,6 +159,31 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 			return err
 		}
 		probed[pr.Symbol] = true
+	}
+	return nil
+}
+
+// attachReturned runs prog wherever caller's direct calls to pr.Callee
+// have just returned. Without such a call (a version that inlined it or
+// changed it) the hook is off, said once.
+func (t *Tracer) attachReturned(p *Process, exe *link.Executable, lib *library.Library, caller *symbolizer.Func, pr library.Probe, prog *ebpf.Program) error {
+	if prog == nil {
+		return fmt.Errorf("%s: program %s not in its object", lib.Name, pr.Returned)
+	}
+	callee, err := p.Binary.Lookup(pr.Callee)
+	if err != nil {
+		t.log.Warn("library hook off: function not found", "library", lib.Name, "func", pr.Callee)
+		return nil
+	}
+	sites, err := p.Binary.CallReturnSites(caller, callee)
+	if err != nil {
+		t.log.Warn("library hook off", "library", lib.Name, "hook", pr.Returned, "err", err)
+		return nil
+	}
+	for _, s := range sites {
+		if err := t.probe(p, exe, prog, s, 0, pr.Callee); err != nil {
+			return err
+		}
 	}
 	return nil
 }

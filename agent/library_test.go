@@ -98,6 +98,17 @@ func TestNetHTTP(t *testing.T) {
 					if !strings.HasPrefix(path, "/items/") || attr(s, "http.response.status_code") != want || s.Status == span.StatusError {
 						t.Errorf("server span %q path %v status %v (%v)", s.Name, path, attr(s, "http.response.status_code"), s.Status)
 					}
+					// Item 2's request carried a traceparent: the server
+					// span continues that trace under the caller's span.
+					wantTrace, wantParent, remote := s.TraceID.String(), s.ParentID.String(), false
+					if path == "/items/2" {
+						wantTrace, wantParent, remote = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", true
+					} else if !s.ParentID.IsZero() {
+						t.Errorf("server span %s has parent %s without a traceparent", path, s.ParentID)
+					}
+					if s.TraceID.String() != wantTrace || s.ParentID.String() != wantParent || s.RemoteParent != remote {
+						t.Errorf("server span %s: trace %s parent %s remote %v; want %s %s %v", path, s.TraceID, s.ParentID, s.RemoteParent, wantTrace, wantParent, remote)
+					}
 					if attr(s, "client.address") != "127.0.0.1" {
 						t.Errorf("client.address %v", attr(s, "client.address"))
 					}

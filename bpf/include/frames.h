@@ -399,7 +399,11 @@ static long close_frame(__u64 i, void *arg)
  * the reason counted); arg is kept in the frame for its exit probe. At an entry site SP + the cookie's SP delta is SP
  * at the function's first instruction.
  */
-static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64 arg)
+/* frame_push_chain options */
+#define PUSH_NEW_CHAIN 1 /* at depth 0, start a new chain even if linked (a server request) */
+
+static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie, __u64 arg,
+					      int opts, struct gstate **gsp)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -432,7 +436,10 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64
 	if (d == 0) {
 		/* A link is good for the life of the request it came from. */
 		struct rootkey rk = {.pid = key.pid, .call_id = gs->root_call_id};
-		if (gs->parent_call_id && !bpf_map_lookup_elem(&live_roots, &rk)) {
+		if (gs->parent_call_id && (opts & PUSH_NEW_CHAIN)) {
+			gs->parent_call_id = 0;
+			gs->parent_goid = 0;
+		} else if (gs->parent_call_id && !bpf_map_lookup_elem(&live_roots, &rk)) {
 			gs->parent_call_id = 0;
 			gs->parent_goid = 0;
 			gs->root_call_id = 0;
@@ -462,7 +469,14 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64
 	f->flags = flags;
 	f->arg = arg;
 	gs->depth = d + 1;
+	if (gsp)
+		*gsp = gs;
 	return call_id;
+}
+
+static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64 arg)
+{
+	return frame_push_chain(ctx, cookie, arg, 0, 0);
 }
 
 /* What frame_find learned, for frame_pop. */

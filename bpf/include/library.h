@@ -85,3 +85,57 @@ static __always_inline __u64 read_gostring(void *base, __u64 off, void *buf, __u
 	}
 	return s.len;
 }
+
+/* W3C trace context, as received or to be sent. */
+struct trace_ctx {
+	__u64 trace_hi;
+	__u64 trace_lo;
+	__u64 span_id;
+	__u8 flags;
+	__u8 valid;
+	__u8 _pad[6];
+};
+
+static __always_inline int hexval(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1; /* W3C: lowercase hex only */
+}
+
+/* Parses n hex digits at v into *out; 0 on success. */
+static __always_inline int parse_hex(const __u8 *v, int n, __u64 *out)
+{
+	__u64 x = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= n)
+			break;
+		int d = hexval(v[i]);
+		if (d < 0)
+			return -1;
+		x = (x << 4) | d;
+	}
+	*out = x;
+	return 0;
+}
+
+#define TRACEPARENT_LEN 55 /* 00-<32 hex>-<16 hex>-<2 hex> */
+
+/* Parses a traceparent value (version 00); 0 on success. */
+static __always_inline int parse_traceparent(const __u8 *v, struct trace_ctx *tc)
+{
+	__u64 flags;
+	if (v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-')
+		return -1;
+	if (parse_hex(v + 3, 16, &tc->trace_hi) || parse_hex(v + 19, 16, &tc->trace_lo) ||
+	    parse_hex(v + 36, 16, &tc->span_id) || parse_hex(v + 53, 2, &flags))
+		return -1;
+	if ((tc->trace_hi | tc->trace_lo) == 0 || tc->span_id == 0)
+		return -1; /* all-zero ids are invalid */
+	tc->flags = flags;
+	tc->valid = 1;
+	return 0;
+}

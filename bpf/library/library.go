@@ -14,11 +14,17 @@ import (
 )
 
 // Probe is one probed function: the programs (by name in the library's
-// object) run at its entry site and at each of its exit sites.
+// object) run at its entry site and at each of its exit sites; its calls
+// are traced frames. Or, with Callee set, a hook: program Returned runs
+// wherever Symbol's direct calls to Callee have just returned (the
+// callee's results still in registers; no frame).
 type Probe struct {
 	Symbol string // e.g. "net/http.serverHandler.ServeHTTP"
 	Entry  string
 	Exit   string
+
+	Callee   string
+	Returned string
 }
 
 // Library is one instrumented library.

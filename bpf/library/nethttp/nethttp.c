@@ -39,6 +39,7 @@ enum nethttp_probe {
 
 struct server_request {
 	struct lib_header h;
+	struct trace_ctx parent; /* from the request's traceparent header, if valid */
 	__u8 method[16];
 	__u8 path[128];
 	__u8 host[64];
@@ -77,6 +78,58 @@ const struct client_response *unused_cresp __attribute__((unused));
 const enum nethttp_field *unused_field __attribute__((unused));
 const enum nethttp_probe *unused_probe __attribute__((unused));
 
+/* A traceparent header line read on a goroutine, until its request is served. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct gkey);
+	__type(value, struct trace_ctx);
+} incoming SEC(".maps");
+
+/*
+ * Where net/textproto.readMIMEHeader's call to
+ * func (r *Reader) readContinuedLineSlice(lim int64, validateFirstLine func([]byte) error) ([]byte, error)
+ * has just returned (a call-return site, emulated): RAX, RBX = the header
+ * line's bytes and length. A "traceparent:" line is parsed and kept for
+ * the goroutine, which serves the request next (HTTP/1: conn.serve reads
+ * and serves on one goroutine).
+ */
+SEC("uprobe")
+int header_line(struct pt_regs *ctx)
+{
+	__u64 len = GO_PARAM2(ctx);
+	if (len < 12 + TRACEPARENT_LEN || len > 12 + 4 + TRACEPARENT_LEN)
+		return 0;
+	__u8 line[12 + 4 + TRACEPARENT_LEN];
+	if (bpf_probe_read_user(line, sizeof(line), (void *)GO_PARAM1(ctx)))
+		return 0;
+	const char name[] = "traceparent:";
+#pragma unroll
+	for (int i = 0; i < 12; i++) {
+		__u8 c = line[i];
+		if (c >= 'A' && c <= 'Z')
+			c += 'a' - 'A';
+		if (c != name[i])
+			return 0;
+	}
+	int v = 12;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (line[v] == ' ' || line[v] == '\t')
+			v++;
+	}
+	struct trace_ctx tc = {};
+	if (v > 16 || parse_traceparent(line + v, &tc))
+		return 0;
+	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
+	__u64 stack_hi;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
+	if (!pc || current_goroutine(ctx, pc, &key, &stack_hi))
+		return 0;
+	bpf_map_update_elem(&incoming, &key, &tc, BPF_ANY);
+	return 0;
+}
+
 /*
  * func (sh serverHandler) ServeHTTP(rw ResponseWriter, req *Request)
  * serverHandler{srv *Server} is passed in one register, rw (an interface)
@@ -90,10 +143,28 @@ int server_entry(struct pt_regs *ctx)
 	void *req = (void *)GO_PARAM4(ctx);
 	struct lib_fields *fl = lib_fields();
 	__u64 proto = fl ? read_ptr(req, FIELD(fl, F_REQUEST_PROTO_MAJOR)) : 0;
-	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), proto == 1 ? (__u64)rw : 0);
-	if (!call_id || !fl)
+	struct gstate *gs = 0;
+	/* A request starts a chain of its own, whatever goroutine serves it. */
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), proto == 1 ? (__u64)rw : 0,
+					 PUSH_NEW_CHAIN, &gs);
+	if (!call_id || !fl || !gs)
 		return 0;
+	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
+	__u64 stack_hi;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
+	struct trace_ctx *in = 0;
+	if (pc && current_goroutine(ctx, pc, &key, &stack_hi) == 0)
+		in = bpf_map_lookup_elem(&incoming, &key);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
+	if (in && in->valid && gs->depth == 1) {
+		/* Continue the caller's trace. */
+		gs->trace_hi = in->trace_hi;
+		gs->trace_lo = in->trace_lo;
+		if (r)
+			r->parent = *in;
+	}
+	if (in)
+		bpf_map_delete_elem(&incoming, &key);
 	if (!r)
 		return 0;
 	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));

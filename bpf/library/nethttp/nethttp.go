@@ -6,6 +6,7 @@ package nethttp
 //go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type server_request -type server_response -type client_request -type client_response -type nethttp_field -type nethttp_probe Nethttp nethttp.c -- -I../../include
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"strconv"
@@ -24,6 +25,8 @@ var Library = &library.Library{
 	Probes: []library.Probe{
 		{Symbol: "net/http.serverHandler.ServeHTTP", Entry: "server_entry", Exit: "server_exit"},
 		{Symbol: "net/http.(*Transport).roundTrip", Entry: "client_entry", Exit: "client_exit"},
+		// Incoming traceparent: each raw header line as it is read.
+		{Symbol: "net/textproto.readMIMEHeader", Callee: "net/textproto.(*Reader).readContinuedLineSlice", Returned: "header_line"},
 	},
 	Fields: fields(),
 	Linker: linker,
@@ -34,6 +37,7 @@ var Library = &library.Library{
 const linker = `package main
 
 import (
+	"encoding/binary"
 	"net/http"
 	"os"
 )
@@ -79,6 +83,12 @@ func decode(probe uint16, p []byte, s *span.Span) {
 		}
 		method := library.CString(r.Method[:])
 		s.Kind = span.KindServer
+		if r.Parent.Valid != 0 {
+			// The request carried a traceparent: the caller's span is the
+			// parent (the kernel already continued its trace id).
+			binary.BigEndian.PutUint64(s.ParentID[:], r.Parent.SpanId)
+			s.RemoteParent = true
+		}
 		s.Name = method
 		s.Attrs = append(s.Attrs,
 			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},

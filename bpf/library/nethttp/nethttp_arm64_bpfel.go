@@ -136,6 +136,7 @@ type NethttpServerRequest struct {
 		Pid    uint32
 		CallId uint64
 	}
+	Parent        NethttpTraceCtx
 	Method        [16]uint8
 	Path          [128]uint8
 	Host          [64]uint8
@@ -158,6 +159,16 @@ type NethttpServerResponse struct {
 	Status  int64
 	Written int64
 	Pattern [64]uint8
+}
+
+type NethttpTraceCtx struct {
+	_       structs.HostLayout
+	TraceHi uint64
+	TraceLo uint64
+	SpanId  uint64
+	Flags   uint8
+	Valid   uint8
+	Pad     [6]uint8
 }
 
 // LoadNethttp returns the embedded CollectionSpec for Nethttp.
@@ -204,6 +215,7 @@ type NethttpSpecs struct {
 type NethttpProgramSpecs struct {
 	ClientEntry *ebpf.ProgramSpec `ebpf:"client_entry"`
 	ClientExit  *ebpf.ProgramSpec `ebpf:"client_exit"`
+	HeaderLine  *ebpf.ProgramSpec `ebpf:"header_line"`
 	ServerEntry *ebpf.ProgramSpec `ebpf:"server_entry"`
 	ServerExit  *ebpf.ProgramSpec `ebpf:"server_exit"`
 }
@@ -217,6 +229,7 @@ type NethttpMapSpecs struct {
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
+	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
@@ -272,6 +285,7 @@ type NethttpMaps struct {
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
+	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
@@ -285,6 +299,7 @@ func (m *NethttpMaps) Close() error {
 		m.Goroutines,
 		m.GstateScratch,
 		m.Hits,
+		m.Incoming,
 		m.LibOffsets,
 		m.LiveRoots,
 		m.Procs,
@@ -322,6 +337,7 @@ type NethttpVariables struct {
 type NethttpPrograms struct {
 	ClientEntry *ebpf.Program `ebpf:"client_entry"`
 	ClientExit  *ebpf.Program `ebpf:"client_exit"`
+	HeaderLine  *ebpf.Program `ebpf:"header_line"`
 	ServerEntry *ebpf.Program `ebpf:"server_entry"`
 	ServerExit  *ebpf.Program `ebpf:"server_exit"`
 }
@@ -330,6 +346,7 @@ func (p *NethttpPrograms) Close() error {
 	return _NethttpClose(
 		p.ClientEntry,
 		p.ClientExit,
+		p.HeaderLine,
 		p.ServerEntry,
 		p.ServerExit,
 	)

@@ -1,0 +1,65 @@
+package symbolizer
+
+import (
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// CallReturnSites returns, for every direct call from caller to callee,
+// the cheapest site in caller where callee has just returned with its
+// result registers (amd64: RAX, RBX, RCX) untouched: the first emulated
+// instruction among the next few that only read registers or set flags
+// (NOPs, TEST, CMP), else the instruction right after the call. It is
+// how a probe sees a callee's results without a single-stepped RET, for
+// callees called from known places.
+func (b *Binary) CallReturnSites(caller, callee *Func) ([]Site, error) {
+	if b.Arch != "amd64" {
+		return nil, newError(b.Path, ErrUnsupportedArch, "call-return sites are implemented for amd64 only, not %s", b.Arch)
+	}
+	code, err := b.code(caller)
+	if err != nil {
+		return nil, err
+	}
+	insns := decode(caller.Entry, code)
+	targets := branchTargets(insns, caller)
+	var sites []Site
+	for i, in := range insns {
+		if in.inst.Op != x86asm.CALL {
+			continue
+		}
+		if a, ok := in.target(); !ok || a != callee.Entry || i+1 >= len(insns) {
+			continue
+		}
+		pick := insns[i+1]
+		for j := i + 1; j < len(insns) && j <= i+3; j++ {
+			next := insns[j]
+			if j > i+1 && targets[next.addr] {
+				break // another path joins here: not only after the call
+			}
+			if emulated(next.raw) {
+				pick = next
+				break
+			}
+			if !flagsOnly(next) {
+				break
+			}
+		}
+		s, err := b.site(pick, 0)
+		if err != nil {
+			return nil, err
+		}
+		sites = append(sites, s)
+	}
+	if len(sites) == 0 {
+		return nil, newError(b.Path, ErrFuncNotFound, "%s has no direct call to %s", caller.Name, callee.Name)
+	}
+	return sites, nil
+}
+
+// flagsOnly reports instructions that change no register but the flags.
+func flagsOnly(in insn) bool {
+	switch in.inst.Op {
+	case x86asm.TEST, x86asm.CMP, x86asm.NOP:
+		return true
+	}
+	return false
+}
