@@ -152,6 +152,12 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 			continue
 		}
 		entry, exit := coll.Programs[pr.Entry], coll.Programs[pr.Exit]
+		if pr.Exit == "" {
+			if err := t.attachEntryHook(p, exe, lib, funcs[i], entry); err != nil {
+				return err
+			}
+			continue
+		}
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
 		}
@@ -161,6 +167,18 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		probed[pr.Symbol] = true
 	}
 	return nil
+}
+
+// attachEntryHook runs prog at f's entry site, outside the frame stacks.
+func (t *Tracer) attachEntryHook(p *Process, exe *link.Executable, lib *library.Library, f *symbolizer.Func, prog *ebpf.Program) error {
+	if prog == nil {
+		return fmt.Errorf("%s: entry hook for %s not in its object", lib.Name, f.Name)
+	}
+	sites, err := p.Binary.Sites(f)
+	if err != nil {
+		return err
+	}
+	return t.probe(p, exe, prog, sites.Entry, 0, f.Name)
 }
 
 // attachReturned runs prog wherever caller's direct calls to pr.Callee

@@ -29,7 +29,18 @@ func TestNetHTTP(t *testing.T) {
 	fixture.RequireRoot(t)
 	for _, tc := range fixture.Matrix() {
 		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
-			t.Run(tc+"/"+string(mode), func(t *testing.T) {
+			t.Run(tc+"/"+string(mode), func(t *testing.T) { testNetHTTP(t, tc, mode, true) })
+		}
+	}
+	// Injection off: per-process traces stay correct, and the counter says
+	// why the next service got no context.
+	t.Run("no-inject", func(t *testing.T) { testNetHTTP(t, "local", fixture.Stripped, false) })
+}
+
+func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
+	{
+		{
+			{
 				bin := fixture.Build(t, "httpapp", tc, mode)
 				var stdout bytes.Buffer
 				col := &collector{}
@@ -37,6 +48,7 @@ func TestNetHTTP(t *testing.T) {
 					Command: []string{bin}, Stdout: &stdout,
 					Patterns:  []string{"main.fetch", "main.handleItem", "main.lookup"},
 					Exporters: []span.Exporter{col},
+					Tracer:    agent.Config{Inject: inject},
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
@@ -89,6 +101,24 @@ func TestNetHTTP(t *testing.T) {
 						t.Errorf("server.address %v", attr(c, "server.address"))
 					}
 				}
+				counters := map[string]uint64{}
+				for _, c := range res.Counters {
+					counters[c.Name] = c.Value
+				}
+				wantCounters := map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_off": 0}
+				if !inject {
+					wantCounters = map[string]uint64{"propagation_injected": 0, "propagation_already_present": 0, "propagation_off": 3}
+				}
+				for k, v := range wantCounters {
+					if counters[k] != v {
+						t.Errorf("%s = %d, want %d", k, counters[k], v)
+					}
+				}
+				clientFor := map[string]*span.Span{}
+				for _, c := range clients {
+					u := fmt.Sprint(attr(c, "url.full"))
+					clientFor[u[strings.Index(u[len("http://"):], "/")+len("http://"):]] = c
+				}
 				for _, s := range servers {
 					path := fmt.Sprint(attr(s, "url.path"))
 					want := int64(200)
@@ -100,11 +130,16 @@ func TestNetHTTP(t *testing.T) {
 					}
 					// Item 2's request carried a traceparent: the server
 					// span continues that trace under the caller's span.
-					wantTrace, wantParent, remote := s.TraceID.String(), s.ParentID.String(), false
-					if path == "/items/2" {
+					// Otherwise, with injection on, the traceparent latscope put
+					// on the wire makes it a child of the client span.
+					wantTrace, wantParent, remote := s.TraceID.String(), "0000000000000000", false
+					switch c := clientFor[path]; {
+					case path == "/items/2":
 						wantTrace, wantParent, remote = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", true
-					} else if !s.ParentID.IsZero() {
-						t.Errorf("server span %s has parent %s without a traceparent", path, s.ParentID)
+					case inject && c != nil:
+						wantTrace, wantParent, remote = c.TraceID.String(), c.SpanID.String(), true
+					case inject:
+						t.Errorf("no client span for %s", path)
 					}
 					if s.TraceID.String() != wantTrace || s.ParentID.String() != wantParent || s.RemoteParent != remote {
 						t.Errorf("server span %s: trace %s parent %s remote %v; want %s %s %v", path, s.TraceID, s.ParentID, s.RemoteParent, wantTrace, wantParent, remote)
@@ -122,7 +157,7 @@ func TestNetHTTP(t *testing.T) {
 						t.Errorf("server span's child %v, want main.handleItem", handler)
 					}
 				}
-			})
+			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/latscope/latscope/agent/callchain"
@@ -36,6 +37,11 @@ type Config struct {
 	PollInterval time.Duration
 	// CountHits counts probe hits per site (tests, diagnostics).
 	CountHits bool
+	// Inject puts a traceparent naming the client span on outgoing
+	// requests (HTTP/1) so the next service continues the trace. Needs
+	// cgroup v2 and CAP_NET_ADMIN; when unavailable it is said once and
+	// counted (propagation_off).
+	Inject bool
 	// IDSalt derives span ids from call ids, in the kernel and in
 	// callchain.Builder (Options.Salt) alike; random when zero.
 	IDSalt uint64
@@ -51,11 +57,14 @@ type Config struct {
 
 // Tracer owns the loaded programs, their maps and the ring buffer reader.
 type Tracer struct {
-	cfg    Config
-	log    *slog.Logger
-	objs   *calltracer.TracerObjects
-	libs   []*ebpf.Collection // indexed like Libraries
-	reader *ringbuf.Reader
+	cfg  Config
+	log  *slog.Logger
+	objs *calltracer.TracerObjects
+	libs []*ebpf.Collection // indexed like Libraries
+	// injectLinks hold the socket programs that put trace context on
+	// outgoing requests; empty when injection is off or unavailable.
+	injectLinks []link.Link
+	reader      *ringbuf.Reader
 
 	mu    sync.Mutex
 	procs map[int]*Process
@@ -88,6 +97,30 @@ func New(cfg Config) (*Tracer, error) {
 		CountHits:     cfg.CountHits,
 		IDSalt:        cfg.IDSalt,
 	}
+	opts.Inject = cfg.Inject
+	t, err := load(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Inject {
+		if err := t.enableInjection(); err != nil {
+			cfg.Logger.Warn("trace context propagation unavailable: outgoing requests are traced but not linked to the next service (counted as propagation_off)", "reason", err)
+			t.closeInjection()
+			t.closeObjects()
+			opts.Inject = false
+			if t, err = load(cfg, opts); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+		t.closeObjects()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	return t, nil
+}
+
+func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 	objs, err := calltracer.Load(opts)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
@@ -99,10 +132,6 @@ func New(cfg Config) (*Tracer, error) {
 	if err := t.loadLibraries(opts); err != nil {
 		t.closeObjects()
 		return nil, err
-	}
-	if t.reader, err = ringbuf.NewReader(objs.Events); err != nil {
-		t.closeObjects()
-		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
 	return t, nil
 }
@@ -238,7 +267,7 @@ func (t *Tracer) Close() error {
 	for _, p := range procs {
 		errs = append(errs, t.Detach(p))
 	}
-	errs = append(errs, t.reader.Close())
+	errs = append(errs, t.closeInjection(), t.reader.Close())
 	t.closeObjects()
 	return errors.Join(errs...)
 }

@@ -38,6 +38,7 @@ type Options struct {
 	MaxGoroutines uint32 // goroutines with traced state at once, per node
 	CountHits     bool   // count probe hits per attach cookie (tests, diagnostics)
 	IDSalt        uint64 // span ids are derived from call ids with it (agent/callchain)
+	Inject        bool   // put trace context on outgoing requests (libraries that can)
 }
 
 // Load loads and verifies the program with opts applied.
@@ -64,6 +65,9 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 		"min_duration_ns": opts.MinDuration,
 		"count_hits":      boolByte(opts.CountHits),
 		"id_salt":         opts.IDSalt,
+	}
+	if _, ok := spec.Variables["inject_enabled"]; ok {
+		consts["inject_enabled"] = boolByte(opts.Inject)
 	}
 	if opts.WakeupBytes > 0 {
 		consts["wakeup_bytes"] = opts.WakeupBytes
@@ -123,6 +127,10 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_LINKS_EXPIRED:        {"goroutine_links_expired", false, "goroutines outlived the request that created them; their later calls start new traces"},
 	TracerTracerStatSTAT_ROOTS_TABLE_FULL:     {"lost_roots_table_full", true, "requests in flight beyond the live-roots table: their goroutine links are dropped"},
 	TracerTracerStatSTAT_LIB_READ_FAILED:      {"lib_read_failed", true, "library data (method, path, status...) could not be read; spans kept without it"},
+	TracerTracerStatSTAT_INJECTED:             {"propagation_injected", false, "outgoing requests given a traceparent naming their client span"},
+	TracerTracerStatSTAT_INJECT_PRESENT:       {"propagation_already_present", false, "outgoing requests that carried a traceparent already: left unchanged"},
+	TracerTracerStatSTAT_INJECT_FAILED:        {"propagation_failed", true, "outgoing requests whose traceparent could not be inserted"},
+	TracerTracerStatSTAT_INJECT_OFF:           {"propagation_off", false, "outgoing requests sent without a traceparent because injection is off (--no-inject, or unavailable: see the log)"},
 }
 
 // ReadStats sums the per-CPU counters.

@@ -130,7 +130,11 @@ const (
 	TracerTracerStatSTAT_LINKS_EXPIRED        TracerTracerStat = 11
 	TracerTracerStatSTAT_ROOTS_TABLE_FULL     TracerTracerStat = 12
 	TracerTracerStatSTAT_LIB_READ_FAILED      TracerTracerStat = 13
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 14
+	TracerTracerStatSTAT_INJECTED             TracerTracerStat = 14
+	TracerTracerStatSTAT_INJECT_PRESENT       TracerTracerStat = 15
+	TracerTracerStatSTAT_INJECT_FAILED        TracerTracerStat = 16
+	TracerTracerStatSTAT_INJECT_OFF           TracerTracerStat = 17
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 18
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

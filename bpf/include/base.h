@@ -38,3 +38,46 @@ enum bpf_map_type {
 #define BPF_RB_AVAIL_DATA 0
 
 #include <bpf/bpf_helpers.h>
+
+/* Socket program contexts (UAPI layouts; only the fields used). */
+#define __bpf_md_ptr(type, name)                                                                   \
+	union {                                                                                    \
+		type name;                                                                         \
+		__u64 : 64;                                                                        \
+	} __attribute__((aligned(8)))
+
+struct bpf_sock;
+
+struct sk_msg_md {
+	__bpf_md_ptr(void *, data);
+	__bpf_md_ptr(void *, data_end);
+	__u32 family;
+	__u32 remote_ip4; /* network byte order */
+	__u32 local_ip4;  /* network byte order */
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port; /* network byte order */
+	__u32 local_port;  /* host byte order */
+	__u32 size;        /* total size of the message */
+};
+
+struct bpf_sock_ops {
+	__u32 op;
+	union {
+		__u32 args[4];
+		__u32 reply;
+		__u32 replylong[4];
+	};
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+};
+
+#define SK_DROP 0
+#define SK_PASS 1
+#define BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
+#define AF_INET 2

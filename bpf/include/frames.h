@@ -57,6 +57,10 @@ enum tracer_stat {
 	STAT_LINKS_EXPIRED,          /* goroutine links dropped: their request had ended */
 	STAT_ROOTS_TABLE_FULL,       /* lost: too many requests in flight to bound links */
 	STAT_LIB_READ_FAILED,        /* library data could not be read (span kept) */
+	STAT_INJECTED,               /* outgoing requests given a traceparent */
+	STAT_INJECT_PRESENT,         /* outgoing requests that already had one: left alone */
+	STAT_INJECT_FAILED,          /* outgoing requests whose injection failed */
+	STAT_INJECT_OFF,             /* outgoing requests not given one: injection off */
 	STAT_MAX,
 };
 

@@ -16,6 +16,7 @@
 
 /* Set by the agent when it loads the library's object. */
 const volatile __u8 lib_id = 0;
+const volatile __u8 inject_enabled = 0; /* put trace context on outgoing requests */
 
 static __always_inline struct lib_fields *lib_fields(void)
 {

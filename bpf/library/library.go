@@ -9,15 +9,17 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/latscope/latscope/agent/span"
 )
 
 // Probe is one probed function: the programs (by name in the library's
 // object) run at its entry site and at each of its exit sites; its calls
-// are traced frames. Or, with Callee set, a hook: program Returned runs
-// wherever Symbol's direct calls to Callee have just returned (the
-// callee's results still in registers; no frame).
+// are traced frames. With Exit empty, Entry is a hook at the entry site
+// (no frame). With Callee set, a hook: program Returned runs wherever
+// Symbol's direct calls to Callee have just returned (the callee's
+// results still in registers; no frame).
 type Probe struct {
 	Symbol string // e.g. "net/http.serverHandler.ServeHTTP"
 	Entry  string
@@ -40,6 +42,10 @@ type Library struct {
 	// Linker is a Go main package that links every struct the probes read;
 	// scripts/genfields builds it with each version to tabulate offsets.
 	Linker string
+	// Inject, if set, attaches the library's programs that put trace
+	// context on outgoing requests (socket programs, once per node; the
+	// sockets are those of processes in cgroup, a cgroup v2 directory).
+	Inject func(coll *ebpf.Collection, cgroup string) ([]link.Link, error)
 	// Spec loads the library's compiled BPF object.
 	Spec func() (*ebpf.CollectionSpec, error)
 	// Decode applies one of the library's records (raw: the whole record,

@@ -36,6 +36,7 @@ func runTrace(args []string) (int, error) {
 	record := fs.String("record", "", "also write the raw kernel call records to `FILE` (for bug reports and replay benchmarks)")
 	ring := fs.Int("ring-size", 8<<20, "ring buffer size in bytes (power of two)")
 	maxG := fs.Int("max-goroutines", 16384, "goroutines with traced state at once")
+	noInject := fs.Bool("no-inject", false, "do not put a traceparent on outgoing requests (the next service then starts its own trace)")
 	verbose := fs.Bool("v", false, "log debug details")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
@@ -91,7 +92,7 @@ func runTrace(args []string) (int, error) {
 		Duration:  *dur,
 		Exporters: exporters,
 		Log:       log,
-		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW},
+		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW, Inject: !*noInject},
 		Ready: func(p *agent.Process) {
 			log.Info("tracing", "pid", p.PID, "service", p.Info.ServiceName, "go", p.Binary.GoVersion, "functions", len(p.Funcs), "probes", p.Probes())
 		},

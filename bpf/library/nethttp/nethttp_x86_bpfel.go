@@ -119,11 +119,24 @@ type NethttpProcConfig struct {
 	StackHiOff    uint64
 }
 
+type NethttpReqkey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Req uint64
+}
+
 type NethttpRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
 	Pad    uint32
 	CallId uint64
+}
+
+type NethttpScratch struct {
+	_    structs.HostLayout
+	Head [512]uint8
+	Line [80]uint8
 }
 
 type NethttpServerRequest struct {
@@ -159,6 +172,14 @@ type NethttpServerResponse struct {
 	Status  int64
 	Written int64
 	Pattern [64]uint8
+}
+
+type NethttpSockkey struct {
+	_          structs.HostLayout
+	LocalIp4   uint32
+	RemoteIp4  uint32
+	LocalPort  uint32
+	RemotePort uint32
 }
 
 type NethttpTraceCtx struct {
@@ -213,11 +234,14 @@ type NethttpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpProgramSpecs struct {
-	ClientEntry *ebpf.ProgramSpec `ebpf:"client_entry"`
-	ClientExit  *ebpf.ProgramSpec `ebpf:"client_exit"`
-	HeaderLine  *ebpf.ProgramSpec `ebpf:"header_line"`
-	ServerEntry *ebpf.ProgramSpec `ebpf:"server_entry"`
-	ServerExit  *ebpf.ProgramSpec `ebpf:"server_exit"`
+	ClientEntry       *ebpf.ProgramSpec `ebpf:"client_entry"`
+	ClientExit        *ebpf.ProgramSpec `ebpf:"client_exit"`
+	HeaderLine        *ebpf.ProgramSpec `ebpf:"header_line"`
+	InjectTraceparent *ebpf.ProgramSpec `ebpf:"inject_traceparent"`
+	RequestWrite      *ebpf.ProgramSpec `ebpf:"request_write"`
+	ServerEntry       *ebpf.ProgramSpec `ebpf:"server_entry"`
+	ServerExit        *ebpf.ProgramSpec `ebpf:"server_exit"`
+	TrackSockets      *ebpf.ProgramSpec `ebpf:"track_sockets"`
 }
 
 // NethttpMapSpecs contains maps before they are loaded into the kernel.
@@ -225,15 +249,19 @@ type NethttpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
+	ClientCtx     *ebpf.MapSpec `ebpf:"client_ctx"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
+	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
 
 // NethttpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -242,6 +270,7 @@ type NethttpMapSpecs struct {
 type NethttpVariableSpecs struct {
 	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
 	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
 	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
 	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
@@ -281,29 +310,37 @@ func (o *NethttpObjects) Close() error {
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
+	ClientCtx     *ebpf.Map `ebpf:"client_ctx"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
+	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	Sockets       *ebpf.Map `ebpf:"sockets"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	Writing       *ebpf.Map `ebpf:"writing"`
 }
 
 func (m *NethttpMaps) Close() error {
 	return _NethttpClose(
 		m.CallSeq,
+		m.ClientCtx,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
 		m.Hits,
 		m.Incoming,
+		m.InjectScratch,
 		m.LibOffsets,
 		m.LiveRoots,
 		m.Procs,
+		m.Sockets,
 		m.Stats,
+		m.Writing,
 	)
 }
 
@@ -313,6 +350,7 @@ func (m *NethttpMaps) Close() error {
 type NethttpVariables struct {
 	CountHits        *ebpf.Variable `ebpf:"count_hits"`
 	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
 	LibId            *ebpf.Variable `ebpf:"lib_id"`
 	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
@@ -335,11 +373,14 @@ type NethttpVariables struct {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpPrograms struct {
-	ClientEntry *ebpf.Program `ebpf:"client_entry"`
-	ClientExit  *ebpf.Program `ebpf:"client_exit"`
-	HeaderLine  *ebpf.Program `ebpf:"header_line"`
-	ServerEntry *ebpf.Program `ebpf:"server_entry"`
-	ServerExit  *ebpf.Program `ebpf:"server_exit"`
+	ClientEntry       *ebpf.Program `ebpf:"client_entry"`
+	ClientExit        *ebpf.Program `ebpf:"client_exit"`
+	HeaderLine        *ebpf.Program `ebpf:"header_line"`
+	InjectTraceparent *ebpf.Program `ebpf:"inject_traceparent"`
+	RequestWrite      *ebpf.Program `ebpf:"request_write"`
+	ServerEntry       *ebpf.Program `ebpf:"server_entry"`
+	ServerExit        *ebpf.Program `ebpf:"server_exit"`
+	TrackSockets      *ebpf.Program `ebpf:"track_sockets"`
 }
 
 func (p *NethttpPrograms) Close() error {
@@ -347,8 +388,11 @@ func (p *NethttpPrograms) Close() error {
 		p.ClientEntry,
 		p.ClientExit,
 		p.HeaderLine,
+		p.InjectTraceparent,
+		p.RequestWrite,
 		p.ServerEntry,
 		p.ServerExit,
+		p.TrackSockets,
 	)
 }
 
