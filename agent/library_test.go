@@ -11,6 +11,7 @@ import (
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/symbolizer"
 )
 
 func attr(s *span.Span, key string) any {
@@ -158,6 +159,36 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// symbolizer/fields.json must agree with DWARF for every library and
+// toolchain of the matrix (stripped binaries rely on it).
+func TestFieldTableMatchesDWARF(t *testing.T) {
+	for _, lib := range agent.Libraries {
+		if lib.Module != "std" {
+			continue // third-party libraries test their tabled versions themselves
+		}
+		for _, tc := range fixture.Matrix() {
+			bin := fixture.Build(t, "httpapp", tc, fixture.Default)
+			b, err := symbolizer.Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dwarf, src, err := b.FieldOffsets(lib.Module, lib.Fields)
+			if err != nil || src != "dwarf" {
+				t.Fatalf("%s %s: %v (%s)", lib.Name, tc, err, src)
+			}
+			b.HasDWARF = false
+			table, src, err := b.FieldOffsets(lib.Module, lib.Fields)
+			if err != nil || !strings.HasPrefix(src, "table:") {
+				t.Fatalf("%s %s table: %v (%s)", lib.Name, tc, err, src)
+			}
+			if fmt.Sprint(dwarf) != fmt.Sprint(table) {
+				t.Errorf("%s %s: DWARF %v, table %v", lib.Name, tc, dwarf, table)
+			}
+			b.Close()
 		}
 	}
 }

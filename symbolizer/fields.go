@@ -54,6 +54,19 @@ func (b *Binary) FieldOffsets(module string, fields []string) (offs []uint64, so
 		return nil, "", fmt.Errorf("embedded fields.json: %w", err)
 	}
 	row, ok := t[module][key]
+	if !ok && module != "std" {
+		// Offsets hold until a release changes them: take the newest
+		// tabled version not newer than the binary's, within its major.
+		best := ""
+		for v := range t[module] {
+			if !versionLess(key, v) && sameMajor(v, key) && (best == "" || versionLess(best, v)) {
+				best = v
+			}
+		}
+		if best != "" {
+			row, ok, key = t[module][best], true, best
+		}
+	}
 	if !ok {
 		return nil, "", newError(b.Path, ErrUnsupportedVersion,
 			"no struct offsets for %s %s: rebuild the table with `go run ./scripts/genfields`, or build the program with DWARF (without -ldflags=-w)", module, version)
@@ -211,6 +224,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func sameMajor(a, b string) bool {
+	pa, pb := versionParts(a), versionParts(b)
+	return len(pa) > 0 && len(pb) > 0 && pa[0] == pb[0]
 }
 
 // versionLess orders "go1.9" before "go1.10" and "v1.9.0" before "v1.10.0".

@@ -42,6 +42,10 @@ type Library struct {
 	// Linker is a Go main package that links every struct the probes read;
 	// scripts/genfields builds it with each version to tabulate offsets.
 	Linker string
+	// Versions are the module versions scripts/genfields tabulates (not
+	// for "std": every supported Go release is). A binary built with a
+	// version between two tabled ones uses the older one's offsets.
+	Versions []string
 	// Inject, if set, attaches the library's programs that put trace
 	// context on outgoing requests (socket programs, once per node; the
 	// sockets are those of processes in cgroup, a cgroup v2 directory).

@@ -28,27 +28,36 @@ func main() {
 	out := flag.String("o", "symbolizer/fields.json", "table to write")
 	flag.Parse()
 	table := symbolizer.FieldTable{}
+	add := func(module, key string, row map[string]uint64) {
+		if table[module] == nil {
+			table[module] = map[string]map[string]uint64{}
+		}
+		if table[module][key] == nil {
+			table[module][key] = map[string]uint64{}
+		}
+		for k, v := range row {
+			table[module][key][k] = v
+		}
+	}
 	for _, lib := range agent.Libraries {
-		if lib.Module != "std" {
-			fmt.Fprintf(os.Stderr, "genfields: %s: only standard-library modules are tabulated so far\n", lib.Name)
+		if lib.Module == "std" {
+			for _, tc := range toolchains {
+				key, row, err := measure(lib.Linker, tc, "", "", lib.Fields)
+				if err != nil {
+					fail(lib.Name+" with "+tc, err)
+				}
+				add("std", key, row)
+				fmt.Fprintf(os.Stderr, "%s %s: %d fields\n", lib.Name, key, len(row))
+			}
 			continue
 		}
-		for _, tc := range toolchains {
-			key, row, err := measure(lib.Linker, tc, lib.Fields)
+		for _, v := range lib.Versions {
+			_, row, err := measure(lib.Linker, "local", lib.Module, v, lib.Fields)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "genfields: %s with %s: %v\n", lib.Name, tc, err)
-				os.Exit(1)
+				fail(lib.Name+" "+v, err)
 			}
-			if table["std"] == nil {
-				table["std"] = map[string]map[string]uint64{}
-			}
-			if table["std"][key] == nil {
-				table["std"][key] = map[string]uint64{}
-			}
-			for k, v := range row {
-				table["std"][key][k] = v
-			}
-			fmt.Fprintf(os.Stderr, "%s %s: %d fields\n", lib.Name, key, len(row))
+			add(lib.Module, v, row)
+			fmt.Fprintf(os.Stderr, "%s %s: %d fields\n", lib.Name, v, len(row))
 		}
 	}
 	if err := os.WriteFile(*out, symbolizer.FormatFieldTable(table), 0o644); err != nil {
@@ -57,9 +66,15 @@ func main() {
 	}
 }
 
-// measure builds src with toolchain and returns the table key (go1.NN)
-// and the offsets of fields present in that release.
-func measure(src, toolchain string, fields []string) (string, map[string]uint64, error) {
+func fail(what string, err error) {
+	fmt.Fprintf(os.Stderr, "genfields: %s: %v\n", what, err)
+	os.Exit(1)
+}
+
+// measure builds src with toolchain (and module at version, when given)
+// and returns the Go release (go1.NN) and the offsets of the fields
+// present in that build.
+func measure(src, toolchain, module, version string, fields []string) (string, map[string]uint64, error) {
 	dir, err := os.MkdirTemp("", "genfields")
 	if err != nil {
 		return "", nil, err
@@ -72,11 +87,18 @@ func measure(src, toolchain string, fields []string) (string, map[string]uint64,
 		return "", nil, err
 	}
 	bin := filepath.Join(dir, "probe")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("go build: %v\n%s", err, out)
+	env := append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+	steps := [][]string{{"build", "-o", bin, "."}}
+	if module != "" {
+		steps = [][]string{{"get", module + "@" + version}, {"mod", "tidy"}, {"build", "-o", bin, "."}}
+	}
+	for _, args := range steps {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 	b, err := symbolizer.Open(bin)
 	if err != nil {
@@ -86,7 +108,7 @@ func measure(src, toolchain string, fields []string) (string, map[string]uint64,
 	row := map[string]uint64{}
 	for _, f := range fields {
 		name, optional := strings.CutPrefix(f, "?")
-		offs, source, err := b.FieldOffsets("std", []string{name})
+		offs, source, err := b.FieldOffsets(moduleOr(module), []string{name})
 		if err != nil || source != "dwarf" {
 			if optional {
 				continue // absent in this release
@@ -97,4 +119,11 @@ func measure(src, toolchain string, fields []string) (string, map[string]uint64,
 	}
 	minor := strings.Join(strings.SplitN(b.GoVersion, ".", 3)[:2], ".")
 	return minor, row, nil
+}
+
+func moduleOr(m string) string {
+	if m == "" {
+		return "std"
+	}
+	return m
 }

@@ -43,8 +43,6 @@ var Library = &library.Library{
 const linker = `package main
 
 import (
-	"encoding/binary"
-	"errors"
 	"net/http"
 	"os"
 )

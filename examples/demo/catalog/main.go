@@ -1,0 +1,76 @@
+// Command catalog is the demo's product service: GET /product/{id} reads the
+// product from SQLite, then asks pricing (gRPC) and reviews (HTTP) in
+// parallel and returns the combined JSON. It has no tracing code and does
+// not propagate trace context: latscope sees it only through uprobes.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/latscope/latscope/examples/demo/internal/pricingpb"
+	"github.com/latscope/latscope/examples/demo/internal/service"
+)
+
+func main() {
+	listen := flag.String("listen", service.Env("LISTEN_ADDR", "127.0.0.1:8081"), "HTTP listen address (env LISTEN_ADDR)")
+	pricingAddr := flag.String("pricing", service.Env("PRICING_ADDR", "127.0.0.1:8082"), "pricing gRPC address (env PRICING_ADDR)")
+	reviewsURL := flag.String("reviews", service.Env("REVIEWS_URL", "http://127.0.0.1:8083"), "reviews base URL (env REVIEWS_URL)")
+	dbPath := flag.String("db", service.Env("CATALOG_DB", ""), "SQLite database file, seeded at start (env CATALOG_DB; default: a fresh file in a temporary directory)")
+	products := flag.Int64("products", 100, "seed products with ids 1..N (match pricing's -products)")
+	timeout := flag.Duration("upstream-timeout", 2*time.Second, "deadline of each call to pricing and reviews")
+	flag.Parse()
+
+	log := service.Logger("catalog")
+	if err := run(log, *listen, *pricingAddr, *reviewsURL, *dbPath, *products, *timeout); err != nil {
+		log.Error("exit", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, products int64, timeout time.Duration) error {
+	ctx, stop := service.SignalContext()
+	defer stop()
+
+	if dbPath == "" {
+		dir, err := os.MkdirTemp("", "catalog-")
+		if err != nil {
+			return fmt.Errorf("create database directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		dbPath = filepath.Join(dir, "catalog.db")
+	}
+	db, err := openStore(ctx, dbPath, products)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log.Info("database seeded", "path", dbPath, "products", products)
+
+	// NewClient connects lazily: pricing may start after catalog.
+	cc, err := grpc.NewClient(pricingAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("create pricing client for %s: %w", pricingAddr, err)
+	}
+	defer cc.Close()
+
+	h := &handler{
+		store:      db,
+		pricing:    pricingpb.NewClient(cc),
+		reviewsURL: reviewsURL,
+		http:       &http.Client{Timeout: timeout},
+		timeout:    timeout,
+		log:        log,
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/product/", h)
+	return service.ServeHTTP(ctx, log, listen, mux)
+}
