@@ -125,7 +125,10 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 	if !used {
 		return nil // the program does not use the library
 	}
-	offs, source, err := p.Binary.FieldOffsets(lib.Module, lib.Fields)
+	offs, source, err := []uint64(nil), "none needed", error(nil)
+	if len(lib.Fields) > 0 {
+		offs, source, err = p.Binary.FieldOffsets(lib.Module, lib.Fields)
+	}
 	if err != nil {
 		t.log.Warn("library probes off: struct offsets unknown for this version", "library", lib.Name, "err", err)
 		return nil
@@ -350,5 +353,11 @@ func ProcessInfo(pid int, bin *symbolizer.Binary) *span.Process {
 	if v, ok := environ(pid)["OTEL_SERVICE_NAME"]; ok && v != "" {
 		name = v
 	}
-	return &span.Process{PID: pid, ServiceName: name, Executable: exe, GoVersion: bin.GoVersion}
+	mods := make(map[string]string)
+	if bin.Build != nil {
+		for _, d := range bin.Build.Deps {
+			mods[d.Path] = d.Version
+		}
+	}
+	return &span.Process{PID: pid, ServiceName: name, Executable: exe, GoVersion: bin.GoVersion, Modules: mods}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"github.com/latscope/latscope/bpf/library"
+	"github.com/latscope/latscope/bpf/library/dbsql"
 	"github.com/latscope/latscope/bpf/library/nethttp"
 )
 
@@ -9,4 +10,5 @@ import (
 // is the index). Adding one is one line here.
 var Libraries = []*library.Library{
 	nethttp.Library,
+	dbsql.Library,
 }

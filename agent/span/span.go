@@ -49,6 +49,8 @@ type Process struct {
 	ServiceName string
 	Executable  string // executable base name
 	GoVersion   string
+	// Modules are the binary's dependencies: module path → version.
+	Modules map[string]string
 }
 
 // Span is one traced call.

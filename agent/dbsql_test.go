@@ -1,0 +1,94 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/internal/fixture"
+)
+
+// database/sql spans against real SQLite: statements with literals
+// redacted, operation names, the driver's system, errors, and parents.
+func TestDatabaseSQL(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []string{"go1.21.13", "local"} {
+		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
+			t.Run(tc+"/"+string(mode), func(t *testing.T) {
+				bin := fixture.Build(t, "sqlapp", tc, mode)
+				var stdout bytes.Buffer
+				col := &collector{}
+				s := &agent.Session{
+					Command: []string{bin}, Stdout: &stdout,
+					Patterns:  []string{"main.setup", "main.loadItem", "main.broken"},
+					Exporters: []span.Exporter{col},
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				res, err := s.Run(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if stdout.String() != "secret-name other true\n" {
+					t.Fatalf("output %q", stdout.String())
+				}
+				if lost := res.Lost(); lost > 0 {
+					t.Errorf("lost %d: %+v", lost, res.Counters)
+				}
+				byID := map[span.SpanID]*span.Span{}
+				for _, s := range col.spans {
+					byID[s.SpanID] = s
+				}
+				type want struct{ parent, name, text string }
+				var got []want
+				for _, s := range col.spans {
+					if s.Kind != span.KindClient {
+						continue
+					}
+					if attr(s, "db.system.name") != "sqlite" || attr(s, "db.operation.name") != s.Name {
+						t.Errorf("span %s: system %v operation %v", s.Name, attr(s, "db.system.name"), attr(s, "db.operation.name"))
+					}
+					text := attr(s, "db.query.text").(string)
+					if strings.Contains(text, "secret") || strings.Contains(text, "'") {
+						t.Errorf("literal not redacted: %q", text)
+					}
+					if wantErr := strings.Contains(text, "missing_table"); (s.Status == span.StatusError) != wantErr {
+						t.Errorf("%q: status %v", text, s.Status)
+					}
+					p := byID[s.ParentID]
+					if p == nil || p.TraceID != s.TraceID {
+						t.Fatalf("%q: parent %v", text, p)
+					}
+					got = append(got, want{p.Name, s.Name, text})
+				}
+				wantSpans := []want{
+					{"main.setup", "CREATE", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)"},
+					{"main.setup", "INSERT", "INSERT INTO items VALUES (?, ?), (?, ?)"},
+					{"main.loadItem", "SELECT", "SELECT name FROM items WHERE id = ?"},
+					{"main.loadItem", "SELECT", "SELECT name FROM items WHERE id = ?"},
+					{"main.broken", "SELECT", "SELECT * FROM missing_table"},
+				}
+				if len(got) != len(wantSpans) {
+					t.Fatalf("got %d database spans %v, want %v", len(got), got, wantSpans)
+				}
+				for _, w := range wantSpans {
+					found := false
+					for i, g := range got {
+						if g == w {
+							got = append(got[:i], got[i+1:]...)
+							found = true
+							break
+						}
+					}
+					if !found {
+						t.Errorf("missing span %+v", w)
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+//go:build ignore
+
+/*
+ * database/sql: every query and exec a *sql.DB, *sql.Conn or *sql.Tx runs
+ * (span kind client). Both paths end in one DB method that receives the
+ * query text in registers, so no struct field is read. Prepared
+ * statements (*sql.Stmt) take another path and are not covered yet.
+ * Checked against Go 1.21 - 1.27.
+ */
+
+#include "library.h"
+
+char __license[] SEC("license") = "GPL";
+
+enum dbsql_probe {
+	P_QUERY = 1, /* the statement, at entry */
+	P_DONE,      /* its outcome, at return */
+};
+
+#define QUERY_MAX 256
+
+struct query {
+	struct lib_header h;
+	__u64 len; /* full length: the text was truncated when larger */
+	__u8 text[QUERY_MAX];
+};
+
+struct done {
+	struct lib_header h;
+	__u64 err; /* non-zero: the call returned an error */
+};
+
+const struct query *unused_query __attribute__((unused));
+const struct done *unused_done __attribute__((unused));
+const enum dbsql_probe *unused_probe __attribute__((unused));
+
+static __always_inline int send_query(struct pt_regs *ctx, __u64 ptr, __u64 len)
+{
+	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
+	if (!call_id)
+		return 0;
+	struct query *r = LIB_RECORD(struct query, P_QUERY, call_id);
+	if (!r)
+		return 0;
+	r->len = len;
+	__u64 n = len < QUERY_MAX ? len : QUERY_MAX;
+	if (n && bpf_probe_read_user(r->text, n, (void *)ptr))
+		stat_inc(STAT_LIB_READ_FAILED);
+	lib_submit(r);
+	return 0;
+}
+
+static __always_inline int send_done(struct pt_regs *ctx, __u64 err)
+{
+	struct frame_exit x;
+	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
+		return 0;
+	struct done *r = LIB_RECORD(struct done, P_DONE, x.call_id);
+	if (r) {
+		r->err = err;
+		lib_submit(r);
+	}
+	frame_pop(&x);
+	return 0;
+}
+
+/*
+ * func (db *DB) queryDC(ctx, txctx context.Context, dc *driverConn,
+ *     releaseConn func(error), query string, args []any) (*Rows, error)
+ * db: RAX; ctx: RBX, RCX; txctx: RDI, RSI; dc: R8; releaseConn: R9;
+ * query: R10, R11 (args no longer fit in registers).
+ */
+SEC("uprobe")
+int query_entry(struct pt_regs *ctx)
+{
+	return send_query(ctx, GO_PARAM8(ctx), GO_PARAM9(ctx));
+}
+
+/* Results: *Rows in RAX, error (itab, data) in RBX, RCX. */
+SEC("uprobe")
+int query_exit(struct pt_regs *ctx)
+{
+	return send_done(ctx, GO_PARAM2(ctx));
+}
+
+/*
+ * func (db *DB) execDC(ctx context.Context, dc *driverConn,
+ *     release func(error), query string, args []any) (res Result, err error)
+ * db: RAX; ctx: RBX, RCX; dc: RDI; release: RSI; query: R8, R9.
+ */
+SEC("uprobe")
+int exec_entry(struct pt_regs *ctx)
+{
+	return send_query(ctx, GO_PARAM6(ctx), GO_PARAM7(ctx));
+}
+
+/* Results: Result (itab, data) in RAX, RBX; error in RCX, RDI. */
+SEC("uprobe")
+int exec_exit(struct pt_regs *ctx)
+{
+	return send_done(ctx, GO_PARAM3(ctx));
+}
