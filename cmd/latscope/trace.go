@@ -16,6 +16,7 @@ import (
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/exporter/otlpjson"
 	"github.com/latscope/latscope/exporter/tree"
 )
@@ -70,6 +71,14 @@ func runTrace(args []string) (int, error) {
 		}
 		exporters = append(exporters, otlpjson.New(f))
 	}
+	var exp *otlp.Exporter
+	if otlp.Enabled() {
+		if exp, err = otlp.New(context.Background(), otlp.Options{}); err != nil {
+			return 1, fmt.Errorf("trace: %w", err)
+		}
+		exporters = append(exporters, exp)
+		log.Info("exporting spans over OTLP", "endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")+os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+	}
 
 	var recordW io.Writer
 	if *record != "" {
@@ -102,6 +111,13 @@ func runTrace(args []string) (int, error) {
 		return 1, err
 	}
 	summarize(os.Stderr, res)
+	if exp != nil {
+		sent, dropped, failed := exp.Stats()
+		fmt.Fprintf(os.Stderr, "  otlp_spans_exported\t%d\n  otlp_spans_dropped\t%d\n  otlp_spans_failed\t%d\n", sent, dropped, failed)
+	}
+	if res.ExportErr != nil {
+		fmt.Fprintln(os.Stderr, "latscope: export:", res.ExportErr)
+	}
 	if len(command) > 0 {
 		return res.ExitCode, nil
 	}

@@ -1,0 +1,292 @@
+// Package e2e runs the demo system end to end: Jaeger v2, redis, the four
+// demo services, and the latscope binary tracing catalog and pricing, and
+// checks in Jaeger that every request is one trace across all of them.
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/internal/jaegertest"
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func build(t *testing.T, dir string, out string, pkgs ...string) {
+	t.Helper()
+	args := append([]string{"build", "-o", out + string(os.PathSeparator)}, pkgs...)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build in %s: %v\n%s", dir, err, b)
+	}
+}
+
+// proc is a started process whose output is kept and scanned for lines.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	line chan string
+	done chan struct{}
+}
+
+func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, line: make(chan string, 1024), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	r, w := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			select {
+			case p.line <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { p.cmd.Wait(); w.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// await waits for a line containing s and returns it.
+func (p *proc) await(t *testing.T, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l := <-p.line:
+			if strings.Contains(l, s) {
+				return l
+			}
+		case <-p.done:
+			t.Fatalf("%s exited waiting for %q:\n%s", p.name, s, p.output())
+		case <-deadline:
+			t.Fatalf("%s: no %q after %v:\n%s", p.name, s, timeout, p.output())
+		}
+	}
+}
+
+// interrupt sends SIGINT and waits for a clean exit.
+func (p *proc) interrupt(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not exit on SIGINT", p.name)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("%s exited %d:\n%s", p.name, code, p.output())
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestDemoInJaeger: requests through gateway (OTel SDK) to catalog
+// (traced by latscope, no tracing code), which queries SQLite and calls
+// reviews (OTel SDK) over HTTP, are each one trace in Jaeger, with
+// catalog's spans between the SDKs' spans.
+func TestDemoInJaeger(t *testing.T) {
+	fixture.RequireRoot(t)
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true but redis-server is not installed (.ci/run installs it)")
+		}
+		t.Skip("SKIP: redis-server not installed: apt-get install -y redis-server")
+	}
+	bin := t.TempDir()
+	build(t, filepath.Join(repoRoot(), "examples", "demo"), bin, "./gateway", "./catalog", "./pricing", "./reviews")
+	build(t, repoRoot(), bin, "./cmd/latscope")
+	j := jaegertest.Start(t)
+
+	redisPort := freePort(t)
+	redis := start(t, "redis", nil, redisBin, "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	redis.await(t, "Ready to accept connections", 10*time.Second)
+
+	otlp := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + j.OTLPHTTP, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_BSP_SCHEDULE_DELAY=100"}
+	addr := func(p *proc) string {
+		l := p.await(t, "msg=listening", 20*time.Second)
+		_, a, _ := strings.Cut(l, "addr=")
+		return strings.Fields(a)[0]
+	}
+	pricing := start(t, "pricing", nil, filepath.Join(bin, "pricing"), "-listen", "127.0.0.1:0", "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
+	pricingAddr := addr(pricing)
+	reviews := start(t, "reviews", otlp, filepath.Join(bin, "reviews"), "-listen", "127.0.0.1:0")
+	reviewsAddr := addr(reviews)
+	catalog := start(t, "catalog", nil, filepath.Join(bin, "catalog"), "-listen", "127.0.0.1:0", "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	catalogAddr := addr(catalog)
+	gateway := start(t, "gateway", otlp, filepath.Join(bin, "gateway"), "-listen", "127.0.0.1:0", "-catalog", "http://"+catalogAddr)
+	gatewayAddr := addr(gateway)
+
+	// latscope exports over OTLP/gRPC, configured as any OTel component.
+	lsEnv := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.OTLPGRPC, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
+	var tracers []*proc
+	for _, target := range []*proc{catalog, pricing} {
+		p := start(t, "latscope "+target.name, lsEnv, filepath.Join(bin, "latscope"), "trace", "--pid", strconv.Itoa(target.cmd.Process.Pid),
+			"--funcs", "main.*", "--tree", "/dev/null")
+		p.await(t, "msg=tracing", 60*time.Second)
+		tracers = append(tracers, p)
+	}
+
+	const requests = 20
+	for i := 1; i <= requests; i++ {
+		resp, err := http.Get(fmt.Sprintf("http://%s/product/%d", gatewayAddr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
+	}
+	for _, p := range tracers {
+		p.interrupt(t)
+		if out := p.output(); strings.Contains(out, "LOSS") {
+			t.Errorf("%s lost events:\n%s", p.name, out)
+		}
+	}
+
+	traces := j.WaitForTraces(t, "gateway", requests, 30*time.Second)
+	if len(traces) != requests {
+		t.Fatalf("%d gateway traces, want %d", len(traces), requests)
+	}
+	for i, tr := range traces {
+		full := j.Trace(t, tr.TraceID)
+		if i == 0 {
+			t.Logf("trace %s: %v", full.TraceID, names(full.Spans))
+		}
+		checkTrace(t, full)
+	}
+}
+
+// checkTrace: one request's trace, rooted at gateway's server span.
+func checkTrace(t *testing.T, tr jaegertest.Trace) {
+	t.Helper()
+	byID := map[string]jaegertest.Span{}
+	for _, s := range tr.Spans {
+		byID[s.SpanID] = s
+	}
+	var roots []jaegertest.Span
+	for _, s := range tr.Spans {
+		p := s.Parent()
+		if p == "" {
+			roots = append(roots, s)
+			continue
+		}
+		parent, ok := byID[p]
+		if !ok {
+			t.Errorf("trace %s: orphan span %s/%s (parent %s missing)", tr.TraceID, s.ServiceName, s.OperationName, p)
+			continue
+		}
+		// Child inside parent, allowing 2ms of clock skew between processes.
+		const skew = 2000
+		if s.StartTime < parent.StartTime-skew || s.StartTime+s.Duration > parent.StartTime+parent.Duration+skew {
+			t.Errorf("trace %s: %s/%s [%d+%d] outside parent %s/%s [%d+%d]", tr.TraceID, s.ServiceName, s.OperationName, s.StartTime, s.Duration,
+				parent.ServiceName, parent.OperationName, parent.StartTime, parent.Duration)
+		}
+	}
+	if len(roots) != 1 || roots[0].ServiceName != "gateway" || roots[0].Tags["span.kind"] != "server" {
+		t.Fatalf("trace %s: roots %v, want gateway's server span", tr.TraceID, names(roots))
+	}
+	find := func(service, kind string, match func(jaegertest.Span) bool) jaegertest.Span {
+		for _, s := range tr.Spans {
+			if s.ServiceName == service && s.Tags["span.kind"] == kind && (match == nil || match(s)) {
+				return s
+			}
+		}
+		t.Fatalf("trace %s: no %s %s span among %v", tr.TraceID, service, kind, names(tr.Spans))
+		return jaegertest.Span{}
+	}
+	gwClient := find("gateway", "client", nil)
+	catServer := find("catalog", "server", nil)
+	if catServer.Parent() != gwClient.SpanID {
+		t.Errorf("catalog's server span is not a child of gateway's client span")
+	}
+	db := find("catalog", "client", func(s jaegertest.Span) bool { return s.Tags["db.system.name"] == "sqlite" })
+	if q := fmt.Sprint(db.Tags["db.query.text"]); !strings.Contains(q, "FROM products WHERE id = ?") {
+		t.Errorf("query text %q", q)
+	}
+	revClient := find("catalog", "client", func(s jaegertest.Span) bool { return strings.Contains(fmt.Sprint(s.Tags["url.full"]), "/reviews/") })
+	revServer := find("reviews", "server", nil)
+	if revServer.Parent() != revClient.SpanID {
+		t.Errorf("reviews' server span (parent %s) is not a child of catalog's client span %s", revServer.Parent(), revClient.SpanID)
+	}
+	for _, s := range []jaegertest.Span{db, revClient} {
+		if !isDescendant(byID, s, catServer.SpanID) {
+			t.Errorf("%s is not under catalog's server span", s.OperationName)
+		}
+	}
+}
+
+func isDescendant(byID map[string]jaegertest.Span, s jaegertest.Span, ancestor string) bool {
+	for i := 0; i < 64; i++ {
+		p := s.Parent()
+		if p == ancestor {
+			return true
+		}
+		var ok bool
+		if s, ok = byID[p]; !ok {
+			return false
+		}
+	}
+	return false
+}
+
+func names(spans []jaegertest.Span) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.ServiceName+"/"+s.OperationName)
+	}
+	return out
+}
