@@ -19,7 +19,7 @@ import (
 func TestTracePIDUntilExit(t *testing.T) {
 	fixture.RequireRoot(t)
 	bin := fixture.Build(t, "calls", "local", fixture.Default)
-	cmd := exec.Command(bin, "loop", "300") // nested() every 10ms for ~3s
+	cmd := exec.Command(bin, "loop", "800") // nested() every 10ms for ~8s: longer than loading and attaching
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_INJECT_PRESENT:       {"propagation_already_present", false, "outgoing requests that carried a traceparent already: left unchanged"},
 	TracerTracerStatSTAT_INJECT_FAILED:        {"propagation_failed", true, "outgoing requests whose traceparent could not be inserted"},
 	TracerTracerStatSTAT_INJECT_OFF:           {"propagation_off", false, "outgoing requests sent without a traceparent because injection is off (--no-inject, or unavailable: see the log)"},
+	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 
 // ReadStats sums the per-CPU counters.

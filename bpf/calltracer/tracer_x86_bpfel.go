@@ -134,7 +134,8 @@ const (
 	TracerTracerStatSTAT_INJECT_PRESENT       TracerTracerStat = 15
 	TracerTracerStatSTAT_INJECT_FAILED        TracerTracerStat = 16
 	TracerTracerStatSTAT_INJECT_OFF           TracerTracerStat = 17
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 18
+	TracerTracerStatSTAT_INJECT_SOCKET_BUSY   TracerTracerStat = 18
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 19
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

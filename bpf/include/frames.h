@@ -61,6 +61,7 @@ enum tracer_stat {
 	STAT_INJECT_PRESENT,         /* outgoing requests that already had one: left alone */
 	STAT_INJECT_FAILED,          /* outgoing requests whose injection failed */
 	STAT_INJECT_OFF,             /* outgoing requests not given one: injection off */
+	STAT_INJECT_SOCKET_BUSY,     /* connections another sk_msg program owns: no injection on them */
 	STAT_MAX,
 };
 
@@ -483,6 +484,33 @@ static __always_inline __u64 frame_push(struct pt_regs *ctx, __u64 cookie, __u64
 	return frame_push_chain(ctx, cookie, arg, 0, 0);
 }
 
+/*
+ * The search for the returning frame runs in a bpf_loop callback, like
+ * closing frames: checked once by the verifier, not once per unrolled
+ * path of every library's exit program (it halved load time).
+ */
+struct find_ctx {
+	struct gstate *gs;
+	__u32 depth;
+	__u32 sp_off;
+	__u32 func_id;
+	int match;
+};
+
+static long find_frame(__u64 i, void *arg)
+{
+	struct find_ctx *c = arg;
+	if (i >= c->depth)
+		return 1;
+	__u32 idx = c->depth - 1 - i;
+	struct frame *f = &c->gs->frames[idx & (MAX_DEPTH - 1)];
+	if (f->sp_off > c->sp_off)
+		return 0; /* deeper frame: unwound past */
+	if (f->sp_off == c->sp_off && f->func_id == c->func_id)
+		c->match = idx;
+	return 1;
+}
+
 /* What frame_find learned, for frame_pop. */
 struct frame_exit {
 	struct gstate *gs;
@@ -525,18 +553,9 @@ static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct 
 	__u32 depth = gs->depth;
 	if (depth > MAX_DEPTH)
 		return -1;
-	int match = -1;
-	for (int i = 0; i < MAX_DEPTH; i++) {
-		if (i >= depth)
-			break;
-		__u32 idx = depth - 1 - i;
-		struct frame *f = &gs->frames[idx & (MAX_DEPTH - 1)];
-		if (f->sp_off > sp_off)
-			continue; /* deeper frame: unwound past */
-		if (f->sp_off == sp_off && f->func_id == func_id)
-			match = idx;
-		break;
-	}
+	struct find_ctx fc = {.gs = gs, .depth = depth, .sp_off = sp_off, .func_id = func_id, .match = -1};
+	bpf_loop(MAX_DEPTH, find_frame, &fc, 0);
+	int match = fc.match;
 	if (match < 0) {
 		/* Frames deeper than the recorded ones were never pushed. */
 		if (gs->overflow > 0 &&

@@ -40,6 +40,9 @@ func main() {
 		}
 	}
 	for _, lib := range agent.Libraries {
+		if len(lib.Fields) == 0 {
+			continue // reads registers only
+		}
 		if lib.Module == "std" {
 			for _, tc := range toolchains {
 				key, row, err := measure(lib.Linker, tc, "", "", lib.Fields)

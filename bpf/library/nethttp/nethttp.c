@@ -330,7 +330,10 @@ int track_sockets(struct bpf_sock_ops *skops)
 		return 1;
 	struct sockkey k = {.local_ip4 = skops->local_ip4, .remote_ip4 = skops->remote_ip4,
 			    .local_port = skops->local_port, .remote_port = skops->remote_port};
-	bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST);
+	/* Fails when the socket is in another program's sockmap already
+	 * (e.g. a second latscope with injection on this node). */
+	if (bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST))
+		stat_inc(STAT_INJECT_SOCKET_BUSY);
 	return 1;
 }
 
