@@ -3,6 +3,8 @@ package agent
 import (
 	"github.com/latscope/latscope/bpf/library"
 	"github.com/latscope/latscope/bpf/library/dbsql"
+	"github.com/latscope/latscope/bpf/library/goredis"
+	grpclib "github.com/latscope/latscope/bpf/library/grpc"
 	"github.com/latscope/latscope/bpf/library/nethttp"
 )
 
@@ -11,4 +13,6 @@ import (
 var Libraries = []*library.Library{
 	nethttp.Library,
 	dbsql.Library,
+	grpclib.Library,
+	goredis.Library,
 }

@@ -1,0 +1,142 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/internal/fixture"
+)
+
+// gRPC spans from a process that serves demo.Pricing on loopback and
+// calls it three times (one NotFound, one carrying a traceparent in its
+// metadata), with the oldest and newest tabled grpc releases, each built
+// with a toolchain that can build it, with DWARF and stripped (the field
+// table then).
+func TestGRPC(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []struct{ toolchain, grpc string }{
+		{"go1.21.13", "v1.67.3"}, // grpc >= v1.68 needs Go >= 1.22
+		{"local", "v1.85.0"},
+	} {
+		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
+			t.Run(tc.grpc+"/"+tc.toolchain+"/"+string(mode), func(t *testing.T) {
+				bin := fixture.BuildWith(t, "grpcapp", tc.toolchain, mode, map[string]string{"google.golang.org/grpc": tc.grpc})
+				testGRPC(t, bin)
+			})
+		}
+	}
+}
+
+func testGRPC(t *testing.T, bin string) {
+	var stdout bytes.Buffer
+	col := &collector{}
+	s := &agent.Session{
+		Command: []string{bin}, Stdout: &stdout,
+		Patterns:  []string{"main.callPrice", "main.getPrice"},
+		Exporters: []span.Exporter{col},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "OK apple 120\nOK pear 95\nNotFound missing\n"; stdout.String() != want {
+		t.Fatalf("output %q, want %q", stdout.String(), want)
+	}
+	if lost := res.Lost(); lost > 0 {
+		t.Errorf("lost %d: %+v", lost, res.Counters)
+	}
+	byID := map[span.SpanID]*span.Span{}
+	var servers, clients []*span.Span
+	for _, s := range col.spans {
+		byID[s.SpanID] = s
+		switch s.Kind {
+		case span.KindServer:
+			servers = append(servers, s)
+		case span.KindClient:
+			clients = append(clients, s)
+		}
+	}
+	if len(servers) != 3 || len(clients) != 3 {
+		t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
+	}
+	// And per RPC one main.callPrice and one main.getPrice: nothing else.
+	if len(col.spans) != 12 {
+		t.Errorf("%d spans, want 12", len(col.spans))
+	}
+	// The calls are sequential: apple, pear, missing.
+	byStart := func(ss []*span.Span) {
+		sort.Slice(ss, func(i, j int) bool { return ss[i].Start.Before(ss[j].Start) })
+	}
+	byStart(servers)
+	byStart(clients)
+	codes := []int64{0, 0, 5} // OK, OK, NotFound
+	port := attr(clients[0], "server.port")
+	if p, ok := port.(int64); !ok || p <= 0 {
+		t.Fatalf("client server.port %v", port)
+	}
+	common := map[string]any{"rpc.system": "grpc", "rpc.service": "demo.Pricing", "rpc.method": "GetPrice", "server.address": "127.0.0.1", "server.port": port}
+	check := func(s *span.Span, i int) {
+		t.Helper()
+		if s.Name != "demo.Pricing/GetPrice" {
+			t.Errorf("%v span %d name %q", s.Kind, i, s.Name)
+		}
+		for k, v := range common {
+			if attr(s, k) != v {
+				t.Errorf("%v span %d: %s = %v, want %v", s.Kind, i, k, attr(s, k), v)
+			}
+		}
+		if attr(s, "rpc.grpc.status_code") != codes[i] {
+			t.Errorf("%v span %d: rpc.grpc.status_code = %v, want %d", s.Kind, i, attr(s, "rpc.grpc.status_code"), codes[i])
+		}
+	}
+	for i, c := range clients {
+		check(c, i)
+		// A client counts every non-OK code as an error.
+		if (c.Status == span.StatusError) != (codes[i] != 0) {
+			t.Errorf("client span %d status %v %q", i, c.Status, c.StatusMessage)
+		}
+		if p := byID[c.ParentID]; p == nil || p.Name != "main.callPrice" || p.TraceID != c.TraceID {
+			t.Errorf("client span %d's parent %v, want main.callPrice", i, p)
+		}
+	}
+	traces := map[span.TraceID]bool{}
+	for i, s := range servers {
+		check(s, i)
+		// NotFound is the client's doing: not a server error (OTel gRPC conventions).
+		if s.Status == span.StatusError {
+			t.Errorf("server span %d status %v %q", i, s.Status, s.StatusMessage)
+		}
+		if attr(s, "client.address") != "127.0.0.1" {
+			t.Errorf("server span %d client.address %v", i, attr(s, "client.address"))
+		}
+		// Only pear's call carried a traceparent: its server span continues
+		// that trace; the others start their own (no outgoing propagation).
+		if i == 1 {
+			if s.TraceID.String() != "0af7651916cd43dd8448eb211c80319c" || s.ParentID.String() != "b7ad6b7169203331" || !s.RemoteParent {
+				t.Errorf("server span %d: trace %s parent %s remote %v; want the caller's", i, s.TraceID, s.ParentID, s.RemoteParent)
+			}
+		} else if !s.ParentID.IsZero() || s.RemoteParent || s.TraceID == clients[i].TraceID {
+			t.Errorf("server span %d: trace %s parent %s remote %v; want a trace of its own", i, s.TraceID, s.ParentID, s.RemoteParent)
+		}
+		if traces[s.TraceID] {
+			t.Errorf("server span %d shares trace %s", i, s.TraceID)
+		}
+		traces[s.TraceID] = true
+		var handler *span.Span
+		for _, c := range col.spans {
+			if c.ParentID == s.SpanID {
+				handler = c
+			}
+		}
+		if handler == nil || handler.Name != "main.getPrice" || handler.TraceID != s.TraceID {
+			t.Errorf("server span %d's child %v, want main.getPrice", i, handler)
+		}
+	}
+}

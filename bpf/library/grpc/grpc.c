@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: GPL-2.0
+//go:build ignore
+
+/*
+ * google.golang.org/grpc: RPCs a grpc-go server handles (span kind server)
+ * and unary calls of a ClientConn (span kind client), with the incoming
+ * W3C traceparent of a server RPC continued. Checked against grpc v1.67.3
+ * - v1.85.0 built with Go 1.21 - 1.26 (amd64: go tool objdump of every
+ * probed function's entry; registers below).
+ */
+
+#include "library.h"
+
+char __license[] SEC("license") = "GPL";
+
+/* Struct fields read, in lib_offsets order (see grpc.go). */
+enum grpc_field {
+	F_STREAM_METHOD,        /* transport.Stream.method string */
+	F_STREAM_ID,            /* transport.Stream.id uint32 */
+	F_STREAM_ST,            /* transport.Stream.st ServerTransport (<= v1.68; 0 = absent) */
+	F_SERVERSTREAM_STREAM,  /* transport.ServerStream.Stream: *Stream (v1.69 - v1.76) or Stream (>= v1.77) */
+	F_SERVERSTREAM_ST,      /* transport.ServerStream.st (>= v1.69; 0 = absent) */
+	F_SERVER_PEER,          /* transport.http2Server.peer peer.Peer */
+	F_PEER_ADDR,            /* peer.Peer.Addr net.Addr */
+	F_PEER_LOCAL_ADDR,      /* peer.Peer.LocalAddr net.Addr */
+	F_TCPADDR_IP,           /* net.TCPAddr.IP []byte */
+	F_TCPADDR_PORT,         /* net.TCPAddr.Port int */
+	F_META_HEADERS_FRAME,   /* http2.MetaHeadersFrame.HeadersFrame *HeadersFrame */
+	F_META_FIELDS,          /* http2.MetaHeadersFrame.Fields []hpack.HeaderField */
+	F_HEADERS_FRAME_HEADER, /* http2.HeadersFrame.FrameHeader */
+	F_FRAME_STREAM_ID,      /* http2.FrameHeader.StreamID uint32 */
+	F_HEADER_FIELD_NAME,    /* hpack.HeaderField.Name string */
+	F_HEADER_FIELD_VALUE,   /* hpack.HeaderField.Value string */
+	F_STATUS_ERROR_S,       /* internal/status.Error.s *Status */
+	F_STATUS_S,             /* internal/status.Status.s *spb.Status */
+	F_SPB_STATUS_CODE,      /* genproto/googleapis/rpc/status.Status.Code int32 */
+	F_CLIENTCONN_TARGET,    /* grpc.ClientConn.target string */
+	F_FIELD_MAX,
+};
+
+/* Records, by lib_header.probe. */
+enum grpc_probe {
+	P_SERVER_REQUEST = 1,
+	P_SERVER_STATUS,
+	P_CLIENT_REQUEST,
+	P_CLIENT_RESPONSE,
+};
+
+struct server_request {
+	struct lib_header h;
+	struct trace_ctx parent; /* from the RPC's traceparent metadata, if valid */
+	__u8 method[128];        /* "/service/method" */
+	__u64 method_len;        /* full length: method was truncated when larger */
+	__u8 local_ip[16];
+	__u8 remote_ip[16];
+	__u64 local_ip_len; /* 4 or 16; 0: not a TCP address */
+	__u64 remote_ip_len;
+	__s64 local_port;
+	__s64 remote_port;
+};
+
+struct server_status {
+	struct lib_header h;
+	__u32 code; /* the gRPC status code the server wrote */
+	__u32 _pad;
+};
+
+struct client_request {
+	struct lib_header h;
+	__u8 method[128];
+	__u64 method_len;
+	__u8 target[64]; /* the ClientConn's dial target */
+};
+
+struct client_response {
+	struct lib_header h;
+	__u64 err;        /* non-zero: Invoke returned an error */
+	__u32 code;       /* its gRPC status code, when code_known */
+	__u8 code_known;  /* the error was a *status.Error with a valid code */
+	__u8 _pad[3];
+};
+
+const struct server_request *unused_sreq __attribute__((unused));
+const struct server_status *unused_sstatus __attribute__((unused));
+const struct client_request *unused_creq __attribute__((unused));
+const struct client_response *unused_cresp __attribute__((unused));
+const enum grpc_field *unused_field __attribute__((unused));
+const enum grpc_probe *unused_probe __attribute__((unused));
+
+/*
+ * A stream is named by its transport (*http2Server) and its HTTP/2 stream
+ * id: operateHeaders, on the connection's reader goroutine, knows both
+ * before the stream exists; handleStream, on the goroutine that runs the
+ * handler, reads both from the stream. Stream ids never repeat on a
+ * connection, so the key is unique while the transport lives.
+ */
+struct streamkey {
+	__u32 pid;
+	__u32 stream_id;
+	__u64 transport;
+};
+
+/* A traceparent received with a stream's headers, until its handler starts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct streamkey);
+	__type(value, struct trace_ctx);
+} incoming SEC(".maps");
+
+#define HEADER_FIELD_SIZE 40 /* hpack.HeaderField{Name, Value string; Sensitive bool}, unchanged since 2015 */
+#define MAX_HEADER_FIELDS 32 /* gRPC sends ~8 pseudo/reserved headers before metadata */
+
+struct header_scan {
+	__u64 fields; /* the []hpack.HeaderField's array */
+	__u64 n;
+	__u64 name_off;
+	__u64 value_off;
+	struct trace_ctx tc;
+};
+
+/* One header field: is it "traceparent" with a valid value? */
+static long scan_header(__u64 i, void *arg)
+{
+	struct header_scan *s = arg;
+	if (i >= s->n)
+		return 1;
+	void *f = (void *)(s->fields + i * HEADER_FIELD_SIZE);
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} name = {}, value = {};
+	if (bpf_probe_read_user(&name, sizeof(name), f + s->name_off)) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 1;
+	}
+	if (name.len != 11)
+		return 0;
+	__u8 nb[11];
+	if (bpf_probe_read_user(nb, sizeof(nb), (void *)name.ptr)) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 1;
+	}
+	/* HTTP/2 field names are lower case on the wire (RFC 9113 8.2.1). */
+	const char want[] = "traceparent";
+	for (int j = 0; j < 11; j++) {
+		if (nb[j] != want[j])
+			return 0;
+	}
+	__u8 v[TRACEPARENT_LEN];
+	if (bpf_probe_read_user(&value, sizeof(value), f + s->value_off) || value.len != TRACEPARENT_LEN ||
+	    bpf_probe_read_user(v, sizeof(v), (void *)value.ptr))
+		return 1;
+	parse_traceparent(v, &s->tc);
+	return 1;
+}
+
+/*
+ * func (t *http2Server) operateHeaders(ctx context.Context,
+ *         frame *http2.MetaHeadersFrame, handle func(*Stream|*ServerStream)) error
+ * RAX = t, RBX/RCX = ctx, RDI = frame. Runs on the connection's reader
+ * goroutine for each new stream's headers, before the stream's handler
+ * goroutine is started (by handle): a traceparent found here is in the
+ * map before handleStream can look for it. Entry hook only.
+ */
+SEC("uprobe")
+int operate_headers(struct pt_regs *ctx)
+{
+	void *t = (void *)GO_PARAM1(ctx);
+	void *frame = (void *)GO_PARAM4(ctx);
+	struct lib_fields *fl = lib_fields();
+	if (!fl || !frame)
+		return 0;
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} fields = {};
+	if (bpf_probe_read_user(&fields, sizeof(fields), frame + FIELD(fl, F_META_FIELDS))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	struct header_scan s = {.fields = fields.ptr, .n = fields.len,
+				.name_off = FIELD(fl, F_HEADER_FIELD_NAME), .value_off = FIELD(fl, F_HEADER_FIELD_VALUE)};
+	bpf_loop(MAX_HEADER_FIELDS, scan_header, &s, 0);
+	if (!s.tc.valid)
+		return 0;
+	void *hf = (void *)read_ptr(frame, FIELD(fl, F_META_HEADERS_FRAME));
+	struct streamkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .transport = (__u64)t};
+	if (!hf || bpf_probe_read_user(&k.stream_id, sizeof(k.stream_id),
+				       hf + FIELD(fl, F_HEADERS_FRAME_HEADER) + FIELD(fl, F_FRAME_STREAM_ID))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	bpf_map_update_elem(&incoming, &k, &s.tc, BPF_ANY);
+	return 0;
+}
+
+/* Copies a *net.TCPAddr held in the interface at base+off; its IP length (0: none). */
+static __always_inline __u64 read_tcp_addr(struct lib_fields *fl, void *base, __u64 off, __u8 ip[16], __s64 *port)
+{
+	__u64 addr = 0;
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} b = {};
+	/* An interface: (itab, data); data is *net.TCPAddr for TCP listeners. */
+	if (bpf_probe_read_user(&addr, sizeof(addr), base + off + 8) || !addr)
+		return 0;
+	if (bpf_probe_read_user(&b, sizeof(b), (void *)addr + FIELD(fl, F_TCPADDR_IP)) ||
+	    bpf_probe_read_user(port, sizeof(*port), (void *)addr + FIELD(fl, F_TCPADDR_PORT)))
+		return 0;
+	if (b.len != 4 && b.len != 16)
+		return 0; /* not an IP: another net.Addr (a unix socket) */
+	if (bpf_probe_read_user(ip, b.len & 16 ? 16 : 4, (void *)b.ptr))
+		return 0;
+	return b.len;
+}
+
+/*
+ * func (s *Server) handleStream(t transport.ServerTransport, stream *transport.Stream)
+ * (>= v1.69: stream *transport.ServerStream). RAX = s, RBX/RCX = t,
+ * RDI = stream, kept in the frame: the status hook finds its RPC by it.
+ * Runs once per RPC on the goroutine that calls the handler.
+ */
+SEC("uprobe")
+int server_entry(struct pt_regs *ctx)
+{
+	void *ss = (void *)GO_PARAM4(ctx);
+	struct gstate *gs = 0;
+	/* An RPC starts a chain of its own, whatever goroutine serves it. */
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), (__u64)ss, PUSH_NEW_CHAIN, &gs);
+	struct lib_fields *fl = lib_fields();
+	if (!call_id || !fl || !gs || !ss)
+		return 0;
+	/*
+	 * The method and id live in transport.Stream. Up to v1.68 the handler
+	 * gets a *Stream, which holds the transport (st). From v1.69 it gets a
+	 * *ServerStream holding st and embedding Stream: by pointer until
+	 * v1.76 (st then follows an 8-byte field), by value from v1.77.
+	 */
+	void *stream = ss;
+	__u64 st_off = FIELD(fl, F_STREAM_ST);
+	__u64 sst = FIELD(fl, F_SERVERSTREAM_ST), emb = FIELD(fl, F_SERVERSTREAM_STREAM);
+	if (sst) {
+		st_off = sst;
+		stream = sst - emb == 8 ? (void *)read_ptr(ss, emb) : ss + emb;
+	}
+	void *t = (void *)read_ptr(ss, st_off + 8); /* the interface's data: *http2Server */
+	struct streamkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .transport = (__u64)t};
+	if (stream && bpf_probe_read_user(&k.stream_id, sizeof(k.stream_id), stream + FIELD(fl, F_STREAM_ID)))
+		stat_inc(STAT_LIB_READ_FAILED);
+	struct trace_ctx *in = bpf_map_lookup_elem(&incoming, &k);
+	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
+	if (in && in->valid && gs->depth == 1) {
+		/* Continue the caller's trace. */
+		gs->trace_hi = in->trace_hi;
+		gs->trace_lo = in->trace_lo;
+		if (r)
+			r->parent = *in;
+	}
+	if (in)
+		bpf_map_delete_elem(&incoming, &k);
+	if (!r)
+		return 0;
+	r->method_len = read_gostring(stream, FIELD(fl, F_STREAM_METHOD), r->method, sizeof(r->method));
+	if (t) {
+		void *peer = t + FIELD(fl, F_SERVER_PEER);
+		r->local_ip_len = read_tcp_addr(fl, peer, FIELD(fl, F_PEER_LOCAL_ADDR), r->local_ip, &r->local_port);
+		r->remote_ip_len = read_tcp_addr(fl, peer, FIELD(fl, F_PEER_ADDR), r->remote_ip, &r->remote_port);
+	}
+	lib_submit(r);
+	return 0;
+}
+
+/*
+ * func (t *http2Server) WriteStatus(s *Stream, st *status.Status) error (<= v1.68)
+ * func (t *http2Server) writeStatus(s *ServerStream, st *status.Status) error (>= v1.69)
+ * RAX = t, RBX = s, RCX = st. The handler's goroutine writes its RPC's
+ * status (OK included) before handleStream returns: the RPC's frame is
+ * the one holding s. Entry hook only.
+ */
+SEC("uprobe")
+int write_status(struct pt_regs *ctx)
+{
+	__u64 s = GO_PARAM2(ctx);
+	void *st = (void *)GO_PARAM3(ctx);
+	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
+	__u64 stack_hi;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
+	if (!pc || current_goroutine(ctx, pc, &key, &stack_hi))
+		return 0;
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
+	struct lib_fields *fl = lib_fields();
+	if (!gs || !fl || !s)
+		return 0;
+	__u64 call_id = 0;
+	__u32 depth = gs->depth;
+	for (int i = 0; i < MAX_DEPTH; i++) {
+		if (i >= depth)
+			break;
+		struct frame *f = &gs->frames[(depth - 1 - i) & (MAX_DEPTH - 1)];
+		if (f->arg == s) {
+			call_id = f->call_id;
+			break;
+		}
+	}
+	if (!call_id)
+		return 0; /* a status written outside a traced handleStream */
+	void *sp = (void *)read_ptr(st, FIELD(fl, F_STATUS_S));
+	struct server_status *r = sp ? LIB_RECORD(struct server_status, P_SERVER_STATUS, call_id) : 0;
+	if (!r)
+		return 0;
+	if (bpf_probe_read_user(&r->code, sizeof(r->code), sp + FIELD(fl, F_SPB_STATUS_CODE))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	lib_submit(r);
+	return 0;
+}
+
+/*
+ * func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
+ *                              opts ...CallOption) error
+ * RAX = cc, RBX/RCX = ctx, RDI/RSI = method; opts on the stack.
+ */
+SEC("uprobe")
+int client_entry(struct pt_regs *ctx)
+{
+	void *cc = (void *)GO_PARAM1(ctx);
+	__u64 mptr = GO_PARAM4(ctx), mlen = GO_PARAM5(ctx);
+	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
+	struct lib_fields *fl = lib_fields();
+	if (!call_id || !fl)
+		return 0;
+	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
+	if (!r)
+		return 0;
+	r->method_len = mlen;
+	__u64 n = mlen;
+	if (n > sizeof(r->method))
+		n = sizeof(r->method);
+	if (n && bpf_probe_read_user(r->method, n, (void *)mptr))
+		stat_inc(STAT_LIB_READ_FAILED);
+	read_gostring(cc, FIELD(fl, F_CLIENTCONN_TARGET), r->target, sizeof(r->target));
+	lib_submit(r);
+	return 0;
+}
+
+/*
+ * Invoke's result: error (itab, data) in RAX, RBX. gRPC returns a
+ * *status.Error (status.Error{s *Status}, Status{s *spb.Status}); another
+ * error type (an interceptor's own) cannot be told apart from here: its
+ * code is kept only when the chain reads and lands on a valid code
+ * (1..16), else the code is unknown. These reads are guesses, not
+ * failures: not counted.
+ *
+ * A global function: the verifier checks it once, on its own, so its
+ * branches do not multiply the paths through frame_pop in call_exit.
+ */
+__noinline int send_client_response(__u64 call_id, __u64 itab, __u64 data)
+{
+	struct lib_fields *fl = lib_fields();
+	struct client_response *r = fl ? LIB_RECORD(struct client_response, P_CLIENT_RESPONSE, call_id) : 0;
+	if (!r)
+		return 0;
+	r->err = itab;
+	__u64 s = 0, sp = 0;
+	__u32 code = 0;
+	if (itab && data &&
+	    !bpf_probe_read_user(&s, sizeof(s), (void *)data + FIELD(fl, F_STATUS_ERROR_S)) && s &&
+	    !bpf_probe_read_user(&sp, sizeof(sp), (void *)s + FIELD(fl, F_STATUS_S)) && sp &&
+	    !bpf_probe_read_user(&code, sizeof(code), (void *)sp + FIELD(fl, F_SPB_STATUS_CODE)) &&
+	    code >= 1 && code <= 16) {
+		r->code = code;
+		r->code_known = 1;
+	}
+	lib_submit(r);
+	return 0;
+}
+
+/*
+ * The exit of both traced calls: handleStream's (no results; its frame
+ * keeps the stream, never 0) and Invoke's (its frame keeps 0). One
+ * program, because frame_find + frame_pop cost the verifier ~300k
+ * instructions (~0.4 s of load time here) per exit program.
+ */
+SEC("uprobe")
+int call_exit(struct pt_regs *ctx)
+{
+	__u64 itab = GO_RESULT1(ctx);
+	__u64 data = GO_PARAM2(ctx);
+	struct frame_exit x;
+	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
+		return 0;
+	if (!x.arg)
+		send_client_response(x.call_id, itab, data);
+	frame_pop(&x);
+	return 0;
+}
