@@ -26,7 +26,7 @@ func TestTracePIDUntilExit(t *testing.T) {
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	col := &collector{}
-	s := &agent.Session{PID: cmd.Process.Pid, Patterns: []string{"main.nested", "main.middle", "main.leaf"}, Exporters: []span.Exporter{col}}
+	s := &agent.Session{PIDs: []int{cmd.Process.Pid}, Patterns: []string{"main.nested", "main.middle", "main.leaf"}, Exporters: []span.Exporter{col}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := s.Run(ctx)
@@ -76,7 +76,7 @@ func TestAttachErrors(t *testing.T) {
 	if !errors.Is(err, symbolizer.ErrFuncNotFound) || !strings.Contains(err.Error(), "main.noSuchFunction") {
 		t.Errorf("missing function: %v", err)
 	}
-	s = &agent.Session{PID: 1 << 22, Patterns: []string{"main.*"}}
+	s = &agent.Session{PIDs: []int{1 << 22}, Patterns: []string{"main.*"}}
 	_, err = s.Run(context.Background())
 	if !errors.Is(err, symbolizer.ErrProcessGone) {
 		t.Errorf("gone process: %v", err)

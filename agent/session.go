@@ -16,11 +16,12 @@ import (
 	"github.com/latscope/latscope/symbolizer"
 )
 
-// Session is one `latscope trace` run: a process (found by pid, or a
-// command started stopped at exec) traced until it exits, the context is
-// cancelled or Duration passes.
+// Session is one `latscope trace` run: processes (found by pid, or a
+// command started stopped at exec) traced until they exit, the context is
+// cancelled or Duration passes. One session traces any number of
+// processes with one set of programs: a node should run one latscope.
 type Session struct {
-	PID     int      // trace this running process, or
+	PIDs    []int    // trace these running processes, or
 	Command []string // start this command and trace it from its first instruction
 	// Stdout and Stderr of the command; nil: latscope's own.
 	Stdout, Stderr io.Writer
@@ -39,7 +40,7 @@ type Session struct {
 
 // Result says how a session ended and what it counted.
 type Result struct {
-	PID       int
+	PIDs      []int
 	Probes    int
 	Funcs     []TracedFunc
 	Stopped   string    // why tracing stopped
@@ -61,13 +62,13 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 	}
 	res := &Result{ExitCode: -1}
 	var launched *Launched
-	pid := s.PID
+	pids := s.PIDs
 	if len(s.Command) > 0 {
 		var err error
 		if launched, err = Launch(s.Command, s.Stdout, s.Stderr); err != nil {
 			return nil, err
 		}
-		pid = launched.PID
+		pids = []int{launched.PID}
 		// Whatever happens below, never leave the command stopped.
 		defer func() {
 			if launched != nil {
@@ -76,23 +77,16 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			}
 		}()
 	}
-	res.PID = pid
-
-	bin, err := symbolizer.OpenPID(pid)
-	if err != nil {
-		return nil, err
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("no process to trace: give a pid or a command")
 	}
-	defer bin.Close()
+	res.PIDs = pids
+
 	tr, err := New(s.Tracer)
 	if err != nil {
 		return nil, err
 	}
 	defer tr.Close()
-	proc, err := tr.Attach(pid, bin, s.Patterns)
-	if err != nil {
-		return nil, err
-	}
-	res.Probes, res.Funcs = proc.Probes(), proc.Funcs
 
 	var exportMu sync.Mutex
 	out := func(spans []*span.Span) {
@@ -107,13 +101,28 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 		}
 	}
 	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: tr.IDSalt()})
-	funcs := make([]callchain.Func, len(proc.Funcs))
-	for i, f := range proc.Funcs {
-		funcs[i] = callchain.Func{Name: f.Func.Name, File: f.Func.File, Line: f.Func.Line}
-	}
-	b.AddProcess(uint32(pid), proc.Info, funcs)
-	if s.Ready != nil {
-		s.Ready(proc)
+	var procs []*Process
+	for _, pid := range pids {
+		bin, err := symbolizer.OpenPID(pid)
+		if err != nil {
+			return nil, err
+		}
+		defer bin.Close()
+		proc, err := tr.Attach(pid, bin, s.Patterns)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, proc)
+		res.Probes += proc.Probes()
+		res.Funcs = append(res.Funcs, proc.Funcs...)
+		funcs := make([]callchain.Func, len(proc.Funcs))
+		for i, f := range proc.Funcs {
+			funcs[i] = callchain.Func{Name: f.Func.Name, File: f.Func.File, Line: f.Func.Line}
+		}
+		b.AddProcess(uint32(pid), proc.Info, funcs)
+		if s.Ready != nil {
+			s.Ready(proc)
+		}
 	}
 
 	// Watch for the end of the process.
@@ -134,11 +143,20 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			close(exited)
 		}()
 	} else {
-		ch, err := Exited(pid)
-		if err != nil {
-			return nil, err
+		var chans []<-chan struct{}
+		for _, pid := range pids {
+			ch, err := Exited(pid)
+			if err != nil {
+				return nil, err
+			}
+			chans = append(chans, ch)
 		}
-		go func() { <-ch; close(exited) }()
+		go func() {
+			for _, ch := range chans {
+				<-ch
+			}
+			close(exited)
+		}()
 	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -154,7 +172,10 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 	}
 	select {
 	case <-exited:
-		res.Stopped = fmt.Sprintf("process %d exited", pid)
+		res.Stopped = fmt.Sprintf("process %d exited", pids[0])
+		if len(pids) > 1 {
+			res.Stopped = fmt.Sprintf("all %d processes exited", len(pids))
+		}
 	case <-ctx.Done():
 		res.Stopped = "interrupted"
 	case <-timeout:
@@ -170,9 +191,10 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 		s.Hits(h)
 	}
 	// Detach first so nothing new arrives, then drain the ring buffer.
-	detachErr := tr.Detach(proc)
-	if detachErr != nil {
-		log.Warn("detach", "pid", pid, "err", detachErr)
+	for _, proc := range procs {
+		if err := tr.Detach(proc); err != nil {
+			log.Warn("detach", "pid", proc.PID, "err", err)
+		}
 	}
 	stopRun()
 	if err := <-runErr; err != nil {

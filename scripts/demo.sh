@@ -39,24 +39,24 @@ run catalog "$BIN/catalog" -listen 127.0.0.1:8081 -pricing 127.0.0.1:8082 -revie
 run gateway "${OTLP[@]}" "$BIN/gateway" -listen 127.0.0.1:8080 -catalog http://127.0.0.1:8081
 for s in pricing reviews catalog gateway; do wait_for $s "msg=listening"; done
 
-for s in catalog pricing; do
-	run "latscope-$s" env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-		"$BIN/latscope" trace --pid "${pid_of[$s]}" --funcs 'main.*' --tree "$LOG/$s.trees"
-	wait_for "latscope-$s" "msg=tracing"
-done
+# One latscope traces both services (one per node: it owns the socket
+# programs that carry trace context).
+run latscope env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+	"$BIN/latscope" trace --pid "${pid_of[catalog]},${pid_of[pricing]}" --funcs 'main.*' --tree "$LOG/trees"
+wait_for latscope "msg=tracing"
 
 cat <<MSG
 
 demo: running. gateway http://127.0.0.1:8080/product/7  (OTel SDK)
       catalog and pricing have no tracing code: latscope traces them.
       Jaeger's query API: http://127.0.0.1:16686/api/traces?service=catalog
-      latscope's call trees: $LOG/catalog.trees, $LOG/pricing.trees
+      latscope's call trees: $LOG/trees
       logs: $LOG/
 demo: sending load (20 s, 4 concurrent), then idling until Ctrl-C
 MSG
 "$BIN/loadgen" -url 'http://127.0.0.1:8080/product/%d' -ids 1-20 -c 4 -n 100000 -duration 20s
 sleep 2
-echo; echo "demo: one trace, as latscope saw it in catalog:"
-awk '/^trace /{n++} n==3' "$LOG/catalog.trees" | head -40
+echo; echo "demo: one trace of catalog, as latscope saw it:"
+awk '/^trace /{n++; show = ($0 ~ /pid '"${pid_of[catalog]}"' /)} show && n>=3' "$LOG/trees" | head -30
 echo; echo "demo: Ctrl-C to stop"
 while sleep 3600; do :; done

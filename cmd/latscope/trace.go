@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -28,7 +29,7 @@ func runTrace(args []string) (int, error) {
 		fmt.Fprintln(fs.Output(), "Usage: latscope trace (--pid PID | -- CMD ARGS...) --funcs PATTERNS [flags]")
 		fs.PrintDefaults()
 	}
-	pid := fs.Int("pid", 0, "trace the running process `PID`")
+	pidList := fs.String("pid", "", "trace the running processes `PID[,PID...]` (one latscope per node traces them all)")
 	funcs := fs.String("funcs", "", "comma-separated Go symbol globs to trace, e.g. 'main.*,github.com/x/y.(*Cache).Get'")
 	minDur := fs.Duration("min-duration", 0, "do not report calls shorter than this (filtered in the kernel)")
 	dur := fs.Duration("duration", 0, "stop tracing after this long (default: until the process exits or Ctrl-C)")
@@ -43,12 +44,23 @@ func runTrace(args []string) (int, error) {
 		return 2, err
 	}
 	command := fs.Args()
+	var pids []int
+	for _, p := range strings.Split(*pidList, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return 2, fmt.Errorf("trace: --pid %q: not a process id", p)
+		}
+		pids = append(pids, n)
+	}
 	switch {
 	case *funcs == "":
 		return 2, fmt.Errorf("trace: --funcs is required (e.g. --funcs 'main.*')")
-	case *pid == 0 && len(command) == 0:
+	case len(pids) == 0 && len(command) == 0:
 		return 2, fmt.Errorf("trace: give --pid PID or a command after --")
-	case *pid != 0 && len(command) > 0:
+	case len(pids) > 0 && len(command) > 0:
 		return 2, fmt.Errorf("trace: give either --pid or a command, not both")
 	}
 
@@ -95,7 +107,7 @@ func runTrace(args []string) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s := &agent.Session{
-		PID:       *pid,
+		PIDs:      pids,
 		Command:   command,
 		Patterns:  strings.Split(*funcs, ","),
 		Duration:  *dur,
