@@ -15,7 +15,7 @@ import (
 const usage = `latscope: where did the latency of a Go service go?
 
 Usage:
-  latscope trace (--pid PID | -- CMD ARGS...) --funcs PATTERNS [flags]
+  latscope trace (--pid PID[,PID...] | -- CMD ARGS...) [--funcs PATTERNS] [flags]
   latscope symbols (BINARY | --pid PID) [--match REGEX]
   latscope version
 

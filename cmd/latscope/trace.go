@@ -26,11 +26,11 @@ import (
 func runTrace(args []string) (int, error) {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: latscope trace (--pid PID | -- CMD ARGS...) --funcs PATTERNS [flags]")
+		fmt.Fprintln(fs.Output(), "Usage: latscope trace (--pid PID[,PID...] | -- CMD ARGS...) [--funcs PATTERNS] [flags]")
 		fs.PrintDefaults()
 	}
 	pidList := fs.String("pid", "", "trace the running processes `PID[,PID...]` (one latscope per node traces them all)")
-	funcs := fs.String("funcs", "", "comma-separated Go symbol globs to trace, e.g. 'main.*,github.com/x/y.(*Cache).Get'")
+	funcs := fs.String("funcs", "", "comma-separated Go symbol globs to trace besides the instrumented libraries, e.g. 'main.*,github.com/x/y.(*Cache).Get'")
 	minDur := fs.Duration("min-duration", 0, "do not report calls shorter than this (filtered in the kernel)")
 	dur := fs.Duration("duration", 0, "stop tracing after this long (default: until the process exits or Ctrl-C)")
 	output := fs.String("output", "", "also write spans as OTLP/JSON to `FILE` (one ExportTraceServiceRequest per line)")
@@ -56,8 +56,6 @@ func runTrace(args []string) (int, error) {
 		pids = append(pids, n)
 	}
 	switch {
-	case *funcs == "":
-		return 2, fmt.Errorf("trace: --funcs is required (e.g. --funcs 'main.*')")
 	case len(pids) == 0 && len(command) == 0:
 		return 2, fmt.Errorf("trace: give --pid PID or a command after --")
 	case len(pids) > 0 && len(command) > 0:
@@ -109,7 +107,7 @@ func runTrace(args []string) (int, error) {
 	s := &agent.Session{
 		PIDs:      pids,
 		Command:   command,
-		Patterns:  strings.Split(*funcs, ","),
+		Patterns:  patterns(*funcs),
 		Duration:  *dur,
 		Exporters: exporters,
 		Log:       log,
@@ -134,6 +132,16 @@ func runTrace(args []string) (int, error) {
 		return res.ExitCode, nil
 	}
 	return 0, nil
+}
+
+func patterns(list string) []string {
+	var out []string
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func treeWriter(path string, command bool) (io.Writer, error) {
