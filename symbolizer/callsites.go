@@ -1,6 +1,9 @@
 package symbolizer
 
 import (
+	"bytes"
+	"strings"
+
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -62,4 +65,39 @@ func flagsOnly(in insn) bool {
 		return true
 	}
 	return false
+}
+
+// DirectCallers returns the functions whose name starts with prefix that
+// call callee directly (a CALL rel32 to its entry). Indirect calls are
+// not found: use it where every call is known to be direct (the runtime's
+// own internals).
+func (b *Binary) DirectCallers(callee *Func, prefix string) ([]*Func, error) {
+	if b.Arch != "amd64" {
+		return nil, newError(b.Path, ErrUnsupportedArch, "call scanning is implemented for amd64 only, not %s", b.Arch)
+	}
+	var out []*Func
+	for i := range b.Funcs {
+		f := &b.Funcs[i]
+		if !strings.HasPrefix(f.Name, prefix) {
+			continue
+		}
+		code, err := b.code(f)
+		if err != nil {
+			continue
+		}
+		// Quick reject: a rel32 CALL is E8 followed by the displacement.
+		if !bytes.Contains(code, []byte{0xe8}) {
+			continue
+		}
+		for _, in := range decode(f.Entry, code) {
+			if in.inst.Op != x86asm.CALL {
+				continue
+			}
+			if a, ok := in.target(); ok && a == callee.Entry {
+				out = append(out, f)
+				break
+			}
+		}
+	}
+	return out, nil
 }

@@ -44,6 +44,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "untraced/traced pairs")
 	seconds := flag.Int("seconds", 10, "load per run")
 	conc := flag.Int("c", 8, "concurrent requests")
+	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
 	flag.Parse()
 	bin, err := os.MkdirTemp("", "benchdemo")
 	if err != nil {
@@ -93,7 +94,7 @@ func main() {
 		done := make(chan error, 1)
 		s := &agent.Session{
 			PIDs:   []int{catalog.Process.Pid},
-			Tracer: agent.Config{Inject: true},
+			Tracer: agent.Config{Inject: *inject},
 			Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Ready:  func(*agent.Process) { close(ready) },
 		}
@@ -123,7 +124,7 @@ func main() {
 		return rps, cpu
 	}
 	r0, c0 := row("untraced", untraced)
-	r1, c1 := row("latscope (library probes, spans built, not exported)", traced)
+	r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v; spans built, not exported)", *inject), traced)
 	fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 }
 
