@@ -1,11 +1,8 @@
 package agent_test
 
 import (
-	"bytes"
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
@@ -20,32 +17,11 @@ func TestDatabaseSQL(t *testing.T) {
 		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				bin := fixture.Build(t, "sqlapp", tc, mode)
-				var stdout bytes.Buffer
-				col := &collector{}
-				s := &agent.Session{
-					Command: []string{bin}, Stdout: &stdout,
-					Patterns:  []string{"main.setup", "main.loadItem", "main.broken"},
-					Exporters: []span.Exporter{col},
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				res, err := s.Run(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if stdout.String() != "secret-name other true\n" {
-					t.Fatalf("output %q", stdout.String())
-				}
-				if lost := res.Lost(); lost > 0 {
-					t.Errorf("lost %d: %+v", lost, res.Counters)
-				}
-				byID := map[span.SpanID]*span.Span{}
-				for _, s := range col.spans {
-					byID[s.SpanID] = s
-				}
+				tr := traceCommand(t, agent.Config{}, []string{"main.setup", "main.loadItem", "main.broken"}, "secret-name other true\n", bin)
+				byID := tr.byID
 				type want struct{ parent, name, text string }
 				var got []want
-				for _, s := range col.spans {
+				for _, s := range tr.spans {
 					if s.Kind != span.KindClient {
 						continue
 					}

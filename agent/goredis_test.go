@@ -1,8 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -53,31 +51,11 @@ func TestGoRedis(t *testing.T) {
 }
 
 func testGoRedis(t *testing.T, bin, addr string) {
-	var stdout bytes.Buffer
-	col := &collector{}
-	s := &agent.Session{
-		Command: []string{bin, addr}, Stdout: &stdout,
-		Patterns:  []string{"main.connect", "main.cachePut", "main.cacheGet", "main.bump", "main.batch", "main.transfer"},
-		Exporters: []span.Exporter{col},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := s.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "true\nhit secret-value\nmiss\nerror\n3 commands\n2\n"; stdout.String() != want {
-		t.Fatalf("output %q, want %q", stdout.String(), want)
-	}
-	if lost := res.Lost(); lost > 0 {
-		t.Errorf("lost %d: %+v", lost, res.Counters)
-	}
+	tr := traceCommand(t, agent.Config{}, []string{"main.connect", "main.cachePut", "main.cacheGet", "main.bump", "main.batch", "main.transfer"},
+		"true\nhit secret-value\nmiss\nerror\n3 commands\n2\n", bin, addr)
 	_, port, _ := net.SplitHostPort(addr)
 	wantPort, _ := strconv.Atoi(port)
-	byID := map[span.SpanID]*span.Span{}
-	for _, s := range col.spans {
-		byID[s.SpanID] = s
-	}
+	byID := tr.byID
 	// Commands run by the traced functions, in order: exactly these.
 	type call struct {
 		parent, name string
@@ -95,7 +73,7 @@ func testGoRedis(t *testing.T, bin, addr string) {
 	}
 	var got []call
 	var clients []*span.Span
-	for _, s := range col.spans {
+	for _, s := range tr.spans {
 		if s.Kind == span.KindClient {
 			clients = append(clients, s)
 		}

@@ -1,11 +1,8 @@
 package agent_test
 
 import (
-	"bytes"
-	"context"
 	"sort"
 	"testing"
-	"time"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
@@ -33,29 +30,10 @@ func TestGRPC(t *testing.T) {
 }
 
 func testGRPC(t *testing.T, bin string) {
-	var stdout bytes.Buffer
-	col := &collector{}
-	s := &agent.Session{
-		Command: []string{bin}, Stdout: &stdout,
-		Patterns:  []string{"main.callPrice", "main.getPrice"},
-		Exporters: []span.Exporter{col},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := s.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "OK apple 120\nOK pear 95\nNotFound missing\n"; stdout.String() != want {
-		t.Fatalf("output %q, want %q", stdout.String(), want)
-	}
-	if lost := res.Lost(); lost > 0 {
-		t.Errorf("lost %d: %+v", lost, res.Counters)
-	}
-	byID := map[span.SpanID]*span.Span{}
+	tr := traceCommand(t, agent.Config{}, []string{"main.callPrice", "main.getPrice"}, "OK apple 120\nOK pear 95\nNotFound missing\n", bin)
+	byID := tr.byID
 	var servers, clients []*span.Span
-	for _, s := range col.spans {
-		byID[s.SpanID] = s
+	for _, s := range tr.spans {
 		switch s.Kind {
 		case span.KindServer:
 			servers = append(servers, s)
@@ -67,8 +45,8 @@ func testGRPC(t *testing.T, bin string) {
 		t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
 	}
 	// And per RPC one main.callPrice and one main.getPrice: nothing else.
-	if len(col.spans) != 12 {
-		t.Errorf("%d spans, want 12", len(col.spans))
+	if len(tr.spans) != 12 {
+		t.Errorf("%d spans, want 12", len(tr.spans))
 	}
 	// The calls are sequential: apple, pear, missing.
 	byStart := func(ss []*span.Span) {
@@ -130,7 +108,7 @@ func testGRPC(t *testing.T, bin string) {
 		}
 		traces[s.TraceID] = true
 		var handler *span.Span
-		for _, c := range col.spans {
+		for _, c := range tr.spans {
 			if c.ParentID == s.SpanID {
 				handler = c
 			}

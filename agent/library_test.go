@@ -1,12 +1,9 @@
 package agent_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
@@ -43,32 +40,11 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 		{
 			{
 				bin := fixture.Build(t, "httpapp", tc, mode)
-				var stdout bytes.Buffer
-				col := &collector{}
-				s := &agent.Session{
-					Command: []string{bin}, Stdout: &stdout,
-					Patterns:  []string{"main.fetch", "main.handleItem", "main.lookup"},
-					Exporters: []span.Exporter{col},
-					Tracer:    agent.Config{Inject: inject},
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				res, err := s.Run(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := "200 item-1\n200 item-2\n404 404 page not found\n"; stdout.String() != want {
-					t.Fatalf("output %q", stdout.String())
-				}
-				if lost := res.Lost(); lost > 0 {
-					t.Errorf("lost %d: %+v", lost, res.Counters)
-				}
-				byID := map[span.SpanID]*span.Span{}
-				for _, s := range col.spans {
-					byID[s.SpanID] = s
-				}
+				tr := traceCommand(t, agent.Config{Inject: inject}, []string{"main.fetch", "main.handleItem", "main.lookup"},
+					"200 item-1\n200 item-2\n404 404 page not found\n", bin)
+				res, byID := tr.res, tr.byID
 				var servers, clients []*span.Span
-				for _, s := range col.spans {
+				for _, s := range tr.spans {
 					switch s.Kind {
 					case span.KindServer:
 						servers = append(servers, s)
@@ -149,7 +125,7 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 						t.Errorf("client.address %v", attr(s, "client.address"))
 					}
 					var handler *span.Span
-					for _, c := range col.spans {
+					for _, c := range tr.spans {
 						if c.ParentID == s.SpanID {
 							handler = c
 						}

@@ -1,0 +1,45 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+)
+
+// traced is what tracing a fixture command produced.
+type traced struct {
+	res   *agent.Result
+	spans []*span.Span
+	byID  map[span.SpanID]*span.Span
+}
+
+// traceCommand runs argv under a Session tracing patterns (and every
+// instrumented library), checks its stdout is want and nothing was lost,
+// and returns the spans.
+func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string, argv ...string) traced {
+	t.Helper()
+	var stdout bytes.Buffer
+	col := &collector{}
+	s := &agent.Session{Command: argv, Stdout: &stdout, Patterns: patterns, Exporters: []span.Exporter{col}, Tracer: cfg}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != want {
+		t.Fatalf("output %q, want %q", stdout.String(), want)
+	}
+	if lost := res.Lost(); lost > 0 {
+		t.Errorf("lost %d: %+v", lost, res.Counters)
+	}
+	tr := traced{res: res, spans: col.spans, byID: map[span.SpanID]*span.Span{}}
+	for _, s := range col.spans {
+		tr.byID[s.SpanID] = s
+	}
+	return tr
+}
