@@ -44,6 +44,7 @@ type TracedFunc struct {
 const (
 	fnNewproc1 = "runtime.newproc1" // returns the new g: links it to its creator's frame
 	fnGoexit1  = "runtime.goexit1"  // a goroutine ends: its state is dropped
+	fnRunqput  = "runtime.runqput"  // newproc queues the new g right after newproc1
 )
 
 // Attach probes the functions of bin (the executable of pid) that match
@@ -300,12 +301,13 @@ func (t *Tracer) attachRuntime(p *Process, exe *link.Executable) error {
 	return nil
 }
 
-// hookNewproc1 sees each new goroutine where runtime.newproc1 has just
-// returned it to its caller: newproc1 is only called directly from inside
-// the runtime, so these call-return sites (emulated instructions, ~0.7 µs)
-// see every goroutine creation, where its RET (single-stepped, ~10 µs on
-// this kind of VM) would cost one trap per goroutine. Falls back to the
-// return sites if no caller is found.
+// hookNewproc1 sees each new goroutine right after runtime.newproc1 made
+// it, at cheap (emulated) sites: newproc1 is only called directly, from
+// inside the runtime. Where the caller then queues the goroutine
+// (newproc: runqput(pp, newg, true)) the probe is that CALL, with newg an
+// argument; elsewhere (newcoro, debugCallWrap: rare) it is where newproc1
+// has returned. Its own RET, single-stepped (~10 µs on this kind of VM,
+// once per goroutine), is the fallback when no caller is found.
 func (t *Tracer) hookNewproc1(p *Process, exe *link.Executable, hook func(string, *ebpf.Program, bool) error) error {
 	f, err := p.Binary.Lookup(fnNewproc1)
 	if err != nil {
@@ -315,13 +317,23 @@ func (t *Tracer) hookNewproc1(p *Process, exe *link.Executable, hook func(string
 	if err != nil || len(callers) == 0 {
 		return hook(fnNewproc1, t.objs.GoroutineCreated, true)
 	}
+	runqput, _ := p.Binary.Lookup(fnRunqput)
 	for _, c := range callers {
-		sites, err := p.Binary.CallReturnSites(c, f)
-		if err != nil {
-			return err
+		var queued []symbolizer.Site
+		if runqput != nil {
+			if queued, err = p.Binary.CallSites(c, runqput); err != nil {
+				return err
+			}
+		}
+		prog, sites := t.objs.GoroutineQueued, queued
+		if len(queued) != 1 {
+			prog = t.objs.GoroutineCreated
+			if sites, err = p.Binary.CallReturnSites(c, f); err != nil {
+				return err
+			}
 		}
 		for _, s := range sites {
-			if err := t.probe(p, exe, t.objs.GoroutineCreated, s, 0, fnNewproc1); err != nil {
+			if err := t.probe(p, exe, prog, s, 0, fnNewproc1); err != nil {
 				return err
 			}
 		}

@@ -101,3 +101,30 @@ func (b *Binary) DirectCallers(callee *Func, prefix string) ([]*Func, error) {
 	}
 	return out, nil
 }
+
+// CallSites returns the sites of caller's direct calls to callee: the CALL
+// instructions themselves, which the kernel emulates and where callee's
+// arguments are in their registers.
+func (b *Binary) CallSites(caller, callee *Func) ([]Site, error) {
+	if b.Arch != "amd64" {
+		return nil, newError(b.Path, ErrUnsupportedArch, "call sites are implemented for amd64 only, not %s", b.Arch)
+	}
+	code, err := b.code(caller)
+	if err != nil {
+		return nil, err
+	}
+	var sites []Site
+	for _, in := range decode(caller.Entry, code) {
+		if in.inst.Op != x86asm.CALL {
+			continue
+		}
+		if a, ok := in.target(); ok && a == callee.Entry {
+			s, err := b.site(in, 0)
+			if err != nil {
+				return nil, err
+			}
+			sites = append(sites, s)
+		}
+	}
+	return sites, nil
+}

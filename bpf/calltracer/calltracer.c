@@ -41,21 +41,18 @@ int call_exit(struct pt_regs *ctx)
 }
 
 /*
- * runtime.newproc1 returns the new goroutine's g (Go 1.21..1.27:
- * func newproc1(fn *funcval, callergp *g, callerpc uintptr[, parked bool,
- * waitreason waitReason]) *g). It runs on the system stack (g register =
- * g0), so the creator is found through newg.parentGoid, which newproc1
- * sets. Probed at its return sites, before newproc puts newg on a run
- * queue, so the child cannot run before it is linked.
+ * Links a new goroutine to its creator's innermost traced frame (or to the
+ * creator's own link), so chains continue across go statements. newg is
+ * the new goroutine's g; its creator is found through newg.parentGoid,
+ * which runtime.newproc1 sets (Go 1.21..1.27). Called before the new
+ * goroutine is on a run queue, so it cannot run before it is linked.
  */
-SEC("uprobe")
-int goroutine_created(struct pt_regs *ctx)
+static __always_inline int link_goroutine(void *newg)
 {
 	struct gkey parent = {.pid = bpf_get_current_pid_tgid() >> 32};
 	struct proc_config *pc = bpf_map_lookup_elem(&procs, &parent.pid);
 	if (!pc)
 		return 0;
-	void *newg = (void *)GO_RESULT1(ctx);
 	struct gkey child = {.pid = parent.pid};
 	if (bpf_probe_read_user(&child.goid, sizeof(child.goid), newg + pc->goid_off) ||
 	    bpf_probe_read_user(&parent.goid, sizeof(parent.goid), newg + pc->parent_goid_off)) {
@@ -80,6 +77,28 @@ int goroutine_created(struct pt_regs *ctx)
 	if (gstate_create(&child, link_goid, link, ps->root_call_id, ps->trace_hi, ps->trace_lo))
 		stat_inc(STAT_GOROUTINE_LINKS);
 	return 0;
+}
+
+/*
+ * Where runtime.newproc1 (func newproc1(fn *funcval, callergp *g,
+ * callerpc uintptr[, parked bool, waitreason waitReason]) *g) has returned
+ * the new g: RAX. newproc1 runs on the system stack (g register = g0).
+ */
+SEC("uprobe")
+int goroutine_created(struct pt_regs *ctx)
+{
+	return link_goroutine((void *)GO_RESULT1(ctx));
+}
+
+/*
+ * At newproc's call runqput(pp *p, gp *g, next bool) right after newproc1:
+ * the new g is the second argument, RBX. A CALL is emulated by the kernel;
+ * the instructions right after newproc1's return are not (~10 us here).
+ */
+SEC("uprobe")
+int goroutine_queued(struct pt_regs *ctx)
+{
+	return link_goroutine((void *)GO_PARAM2(ctx));
 }
 
 /*

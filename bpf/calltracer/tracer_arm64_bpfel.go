@@ -184,6 +184,7 @@ type TracerProgramSpecs struct {
 	CallExit         *ebpf.ProgramSpec `ebpf:"call_exit"`
 	GoroutineCreated *ebpf.ProgramSpec `ebpf:"goroutine_created"`
 	GoroutineExit    *ebpf.ProgramSpec `ebpf:"goroutine_exit"`
+	GoroutineQueued  *ebpf.ProgramSpec `ebpf:"goroutine_queued"`
 }
 
 // TracerMapSpecs contains maps before they are loaded into the kernel.
@@ -288,6 +289,7 @@ type TracerPrograms struct {
 	CallExit         *ebpf.Program `ebpf:"call_exit"`
 	GoroutineCreated *ebpf.Program `ebpf:"goroutine_created"`
 	GoroutineExit    *ebpf.Program `ebpf:"goroutine_exit"`
+	GoroutineQueued  *ebpf.Program `ebpf:"goroutine_queued"`
 }
 
 func (p *TracerPrograms) Close() error {
@@ -296,6 +298,7 @@ func (p *TracerPrograms) Close() error {
 		p.CallExit,
 		p.GoroutineCreated,
 		p.GoroutineExit,
+		p.GoroutineQueued,
 	)
 }
 
