@@ -87,3 +87,37 @@ func TestAttachErrors(t *testing.T) {
 		t.Errorf("non-Go command: %v", err)
 	}
 }
+
+// A probe on a function's first byte fires twice when morestack re-enters
+// it (the naive site latscope avoids). The second entry finds the first
+// frame at the same stack depth: that frame cannot still be running, so
+// it is closed at once as exit_missed instead of parenting later calls.
+// At the chosen site the same call is one clean span.
+func TestMissedExitIsClosed(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "calls", "local", fixture.Default)
+	for _, naive := range []bool{false, true} {
+		col := &collector{}
+		s := &agent.Session{
+			Command: []string{bin, "bigframe"}, Stdout: &strings.Builder{},
+			Patterns: []string{"main.bigFrame"}, Exporters: []span.Exporter{col},
+			Tracer: agent.Config{NaiveSites: naive},
+		}
+		res, err := s.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSpans, wantMissed := 1, uint64(0)
+		if naive {
+			wantSpans, wantMissed = 2, 1
+		}
+		if len(col.spans) != wantSpans || res.Counter("exit_missed") != wantMissed {
+			t.Errorf("naive=%v: %d spans, exit_missed %d; want %d and %d", naive, len(col.spans), res.Counter("exit_missed"), wantSpans, wantMissed)
+		}
+		for _, sp := range col.spans {
+			if !sp.ParentID.IsZero() {
+				t.Errorf("naive=%v: span %s has a parent: the stale frame parented it", naive, sp.Name)
+			}
+		}
+	}
+}

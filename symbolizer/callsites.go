@@ -46,7 +46,9 @@ func (b *Binary) CallReturnSites(caller, callee *Func) ([]Site, error) {
 				break
 			}
 		}
-		s, err := b.site(pick, 0)
+		// The callee's return popped the return address: SP is 8 above
+		// SP at its first instruction.
+		s, err := b.site(pick, -8)
 		if err != nil {
 			return nil, err
 		}

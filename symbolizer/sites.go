@@ -14,8 +14,8 @@ type Site struct {
 	Emulated bool   // the kernel emulates it instead of single-stepping (see emulated)
 	// SPDelta is what to add to SP at this site to get SP at the
 	// function's first instruction: 0 at entry and at RET, 8 at POPQ BP,
-	// 8+n at ADDQ $n, SP.
-	SPDelta uint64
+	// 8+n at ADDQ $n, SP, -8 in a caller right after the call returned.
+	SPDelta int64
 }
 
 // ExitPath is one way out of a function: a RET, or a tail jump to
@@ -259,7 +259,7 @@ func (b *Binary) exitPath(insns []insn, i int, targets map[uint64]bool) (ExitPat
 			break
 		}
 		delta += eff
-		s, err := b.site(in, delta)
+		s, err := b.site(in, int64(delta))
 		if err != nil {
 			return ExitPath{}, err
 		}
@@ -304,7 +304,7 @@ func chooseExit(candidates []Site) Site {
 }
 
 // site describes in as a probe site.
-func (b *Binary) site(in insn, spDelta uint64) (Site, error) {
+func (b *Binary) site(in insn, spDelta int64) (Site, error) {
 	off, err := b.FileOffset(in.addr)
 	if err != nil {
 		return Site{}, err

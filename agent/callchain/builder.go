@@ -351,6 +351,9 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 		s.Unwound = true
 		s.Status = span.StatusError
 		s.StatusMessage = "unwound: a panic or runtime.Goexit skipped this function's return"
+		if ev.Flags&calltracer.FlagExitMissed != 0 {
+			s.StatusMessage = "return not seen: closed when a later call started on its goroutine; its end is late"
+		}
 	}
 	return s
 }

@@ -28,6 +28,9 @@ type (
 const (
 	FlagUnwound = uint16(TracerCallFlagsCALL_UNWOUND)
 	FlagSpawned = uint16(TracerCallFlagsCALL_SPAWNED)
+	// FlagExitMissed: the call's return was not seen; it was closed when a
+	// later call started on its goroutine (its end time is late).
+	FlagExitMissed = uint16(TracerCallFlagsCALL_EXIT_MISSED)
 )
 
 // Options tunes the program at load time.
@@ -131,6 +134,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_INJECT_PRESENT:       {"propagation_already_present", false, "outgoing requests that carried a traceparent already: left unchanged"},
 	TracerTracerStatSTAT_INJECT_FAILED:        {"propagation_failed", true, "outgoing requests whose traceparent could not be inserted"},
 	TracerTracerStatSTAT_INJECT_OFF:           {"propagation_off", false, "outgoing requests sent without a traceparent because injection is off (--no-inject, or unavailable: see the log)"},
+	TracerTracerStatSTAT_EXIT_MISSED:          {"exit_missed", true, "calls whose return no exit probe saw, closed late when a later call started (please report: a return path is not covered)"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 
@@ -153,11 +157,11 @@ func ReadStats(m *ebpf.Map) ([TracerTracerStatSTAT_MAX]uint64, error) {
 // calltracer.c): the function id, how far SP at the site is below SP at
 // the function's entry, and a site index that makes every cookie unique
 // so hits can be counted per site.
-func Cookie(funcID uint32, spDelta uint64, site uint16) (uint64, error) {
-	if spDelta > 0xffff {
+func Cookie(funcID uint32, spDelta int64, site uint16) (uint64, error) {
+	if spDelta < -0x8000 || spDelta > 0x7fff {
 		return 0, fmt.Errorf("SP delta %d does not fit the attach cookie", spDelta)
 	}
-	return uint64(funcID) | spDelta<<32 | uint64(site)<<48, nil
+	return uint64(funcID) | uint64(uint16(spDelta))<<32 | uint64(site)<<48, nil
 }
 
 // EventSize is the size of a call_event record.

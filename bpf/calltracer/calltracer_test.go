@@ -44,8 +44,11 @@ func TestCookieLayout(t *testing.T) {
 	if err != nil || c != 0x0003_0040_12345678 {
 		t.Errorf("cookie %#x, %v", c, err)
 	}
-	if _, err := Cookie(1, 1<<16, 0); err == nil {
-		t.Error("SP delta over 16 bits accepted")
+	if c, err := Cookie(1, -8, 0); err != nil || c != 0x0000_fff8_00000001 {
+		t.Errorf("negative SP delta: cookie %#x, %v", c, err)
+	}
+	if _, err := Cookie(1, 1<<15, 0); err == nil {
+		t.Error("SP delta over 15 bits accepted")
 	}
 }
 

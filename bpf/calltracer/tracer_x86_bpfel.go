@@ -39,9 +39,10 @@ type TracerCallEvent struct {
 type TracerCallFlags uint32
 
 const (
-	TracerCallFlagsCALL_UNWOUND TracerCallFlags = 1
-	TracerCallFlagsCALL_SPAWNED TracerCallFlags = 2
-	TracerCallFlagsCALL_ROOT    TracerCallFlags = 4
+	TracerCallFlagsCALL_UNWOUND     TracerCallFlags = 1
+	TracerCallFlagsCALL_SPAWNED     TracerCallFlags = 2
+	TracerCallFlagsCALL_ROOT        TracerCallFlags = 4
+	TracerCallFlagsCALL_EXIT_MISSED TracerCallFlags = 8
 )
 
 type TracerGkey struct {
@@ -135,7 +136,8 @@ const (
 	TracerTracerStatSTAT_INJECT_FAILED        TracerTracerStat = 16
 	TracerTracerStatSTAT_INJECT_OFF           TracerTracerStat = 17
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY   TracerTracerStat = 18
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 19
+	TracerTracerStatSTAT_EXIT_MISSED          TracerTracerStat = 19
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 20
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

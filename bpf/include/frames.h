@@ -27,7 +27,8 @@
 
 /* Attach cookie layout, written by the agent for every probe site. */
 #define COOKIE_FUNC(c) ((__u32)(c))
-#define COOKIE_SP_DELTA(c) (((c) >> 32) & 0xffff)
+/* Signed: a site after the function returned sees SP 8 bytes above entry. */
+#define COOKIE_SP_DELTA(c) ((__s64)(__s16)(((c) >> 32) & 0xffff))
 
 /* The first byte of every ring buffer record says what follows. */
 enum record_type {
@@ -39,6 +40,7 @@ enum call_flags {
 	CALL_UNWOUND = 1 << 0, /* never returned: unwound by a panic or Goexit */
 	CALL_SPAWNED = 1 << 1, /* started goroutines: they may return after it */
 	CALL_ROOT = 1 << 2,    /* first frame of a chain (a request) */
+	CALL_EXIT_MISSED = 1 << 3, /* its return was not seen: closed when a later call started */
 };
 
 /* Every outcome worth knowing is counted; user space sums the per-CPU slots. */
@@ -62,6 +64,7 @@ enum tracer_stat {
 	STAT_INJECT_FAILED,          /* outgoing requests whose injection failed */
 	STAT_INJECT_OFF,             /* outgoing requests not given one: injection off */
 	STAT_INJECT_SOCKET_BUSY,     /* connections another sk_msg program owns: no injection on them */
+	STAT_EXIT_MISSED,            /* frames whose return was not seen, closed by a later call */
 	STAT_MAX,
 };
 
@@ -398,6 +401,26 @@ static long close_frame(__u64 i, void *arg)
 	return 0;
 }
 
+struct stale_ctx {
+	struct gstate *gs;
+	struct gkey *key;
+	__u64 now;
+	__u32 sp_off;
+};
+
+/* Closes the top frame while it is not above sp_off (see frame_push). */
+static long close_stale(__u64 i, void *arg)
+{
+	struct stale_ctx *c = arg;
+	__u32 d = c->gs->depth;
+	if (d == 0 || d > MAX_DEPTH || c->gs->frames[(d - 1) & (MAX_DEPTH - 1)].sp_off < c->sp_off)
+		return 1;
+	emit(c->gs, c->key, d - 1, c->now, CALL_UNWOUND | CALL_EXIT_MISSED);
+	stat_inc(STAT_EXIT_MISSED);
+	c->gs->depth = d - 1;
+	return 0;
+}
+
 /*
  * frame_push records the entry of the function the cookie names on the
  * current goroutine and returns the new frame's call id (0: not recorded,
@@ -430,7 +453,19 @@ static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie,
 		if (!gs)
 			return 0;
 	}
+	__u32 sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
 	__u32 d = gs->depth;
+	/*
+	 * A new call is deeper than every call still running on its goroutine.
+	 * Frames at or below its SP have returned unseen (a return path no exit
+	 * probe covers): close them now, flagged, rather than let them parent
+	 * later calls.
+	 */
+	if (d > 0 && d <= MAX_DEPTH && gs->frames[(d - 1) & (MAX_DEPTH - 1)].sp_off >= sp_off) {
+		struct stale_ctx sc = {.gs = gs, .key = &key, .now = now, .sp_off = sp_off};
+		bpf_loop(MAX_DEPTH, close_stale, &sc, 0);
+		d = gs->depth;
+	}
 	if (d >= MAX_DEPTH) {
 		gs->overflow += 1;
 		stat_inc(STAT_STACK_TOO_DEEP);
@@ -468,7 +503,7 @@ static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie,
 	struct frame *f = &gs->frames[d & (MAX_DEPTH - 1)];
 	f->start_ns = now;
 	f->call_id = call_id;
-	f->sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
+	f->sp_off = sp_off;
 	f->func_id = COOKIE_FUNC(cookie);
 	f->tid = (__u32)pid_tgid;
 	f->flags = flags;
