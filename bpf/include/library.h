@@ -64,6 +64,29 @@ static __always_inline __u64 read_ptr(void *base, __u64 off)
 }
 
 /*
+ * Copies the Go string (ptr, len) at base+off into buf (size n),
+ * truncated; returns the string's full length, 0 when it could not be
+ * read. Not counted: a caller that can retry later uses it directly.
+ * (A uprobe cannot fault pages in: a string in a page the program has not
+ * touched yet, such as a constant in .rodata, reads as missing.)
+ */
+static __always_inline __u64 try_gostring(void *base, __u64 off, void *buf, __u32 n)
+{
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} s = {};
+	if (!base || bpf_probe_read_user(&s, sizeof(s), base + off))
+		return 0;
+	__u64 len = s.len;
+	if (len > n)
+		len = n;
+	if (len && bpf_probe_read_user(buf, len, (void *)s.ptr))
+		return 0;
+	return s.len;
+}
+
+/*
  * Copies the Go string (ptr, len) at base+off into buf (size n, a power
  * of two), truncated; returns the string's full length.
  */

@@ -61,6 +61,8 @@ struct result {
 	__u64 err;         /* non-zero: an error was returned (itab) */
 	__u64 err_len;     /* its message's full length, when it has one */
 	__u8 err_head[16]; /* the message's start: "redis: nil", "ERR ...", "WRONGTYPE ..." */
+	__u8 name[32];     /* the command name, when it could not be read at entry */
+	__u64 name_len;
 };
 
 const struct command *unused_command __attribute__((unused));
@@ -71,6 +73,7 @@ const enum goredis_probe *unused_probe __attribute__((unused));
 
 /* A command's own frame: its record was sent by an outer probe of the same command. */
 #define ARG_SEEN 1ULL
+#define ARG_NAME_LATE 2ULL /* the name was unreadable at entry: read it at the return */
 
 static __always_inline void read_server(void *client, struct lib_fields *fl, struct server *s)
 {
@@ -91,6 +94,16 @@ static __always_inline void read_server(void *client, struct lib_fields *fl, str
  * command name, a string (not pointer-shaped: the eface data points to
  * the string header). Keys and values (args[1:]) are never read.
  */
+/* args[0] of cmd (an eface {type, data}; data -> string header). */
+static __always_inline __u64 command_name(void *cmd, struct lib_fields *fl, __u8 *buf, __u32 n)
+{
+	__u64 args = 0, name = 0;
+	if (!cmd || bpf_probe_read_user(&args, sizeof(args), cmd + FIELD(fl, F_CMD_ARGS)) || !args ||
+	    bpf_probe_read_user(&name, sizeof(name), (void *)args + 8) || !name)
+		return 0;
+	return try_gostring((void *)name, 0, buf, n);
+}
+
 SEC("uprobe")
 int command_entry(struct pt_regs *ctx)
 {
@@ -106,7 +119,7 @@ int command_entry(struct pt_regs *ctx)
 	 * inner frame stays a plain call, the command is described once.
 	 */
 	__u32 d = gs->depth;
-	if (d >= 2 && d <= MAX_DEPTH && (gs->frames[(d - 2) & (MAX_DEPTH - 1)].arg & ~ARG_SEEN) == cmd) {
+	if (d >= 2 && d <= MAX_DEPTH && (gs->frames[(d - 2) & (MAX_DEPTH - 1)].arg & ~3ULL) == cmd) {
 		gs->frames[(d - 1) & (MAX_DEPTH - 1)].arg = cmd | ARG_SEEN;
 		return 0;
 	}
@@ -117,11 +130,12 @@ int command_entry(struct pt_regs *ctx)
 	if (!r)
 		return 0;
 	read_server(client, fl, &r->srv);
-	void *args = (void *)read_ptr((void *)cmd, FIELD(fl, F_CMD_ARGS));
-	/* args[0]: eface {type, data}; data -> string header. */
-	void *name = args ? (void *)read_ptr(args, 8) : 0;
-	if (name)
-		r->name_len = read_gostring(name, 0, r->name, sizeof(r->name));
+	r->name_len = command_name((void *)cmd, fl, r->name, sizeof(r->name));
+	if (!r->name_len) {
+		/* Often a constant in a page not yet touched; by the command's
+		 * return it has been written out, so its page is there. */
+		gs->frames[(d - 1) & (MAX_DEPTH - 1)].arg = cmd | ARG_NAME_LATE;
+	}
 	lib_submit(r);
 	return 0;
 }
@@ -176,12 +190,18 @@ int pipeline_entry_tx(struct pt_regs *ctx)
  * result_exit (inlined, with frame_find's former unrolled search: 803k
  * verified instructions, 1.5 s of load time here).
  */
-__noinline int send_result(__u64 call_id, __u64 err, __u64 data)
+__noinline int send_result(__u64 call_id, __u64 err, __u64 data, __u64 late_cmd)
 {
 	struct result *r = LIB_RECORD(struct result, P_RESULT, call_id);
 	if (!r)
 		return 0;
 	r->err = err;
+	struct lib_fields *fl = lib_fields();
+	if (late_cmd && fl) {
+		r->name_len = command_name((void *)late_cmd, fl, r->name, sizeof(r->name));
+		if (!r->name_len)
+			stat_inc(STAT_LIB_READ_FAILED);
+	}
 	struct {
 		__u64 ptr;
 		__u64 len;
@@ -205,7 +225,7 @@ int result_exit(struct pt_regs *ctx)
 	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
 		return 0;
 	if (!(x.arg & ARG_SEEN))
-		send_result(x.call_id, err, data);
+		send_result(x.call_id, err, data, x.arg & ARG_NAME_LATE ? x.arg & ~3ULL : 0);
 	frame_pop(&x);
 	return 0;
 }

@@ -118,6 +118,12 @@ func decode(probe uint16, p []byte, s *span.Span) {
 		}
 		s.Attrs = appendServer(s.Attrs, &r.Srv)
 	case GoredisGoredisProbeP_RESULT:
+		if r := library.Record[GoredisResult](p); r != nil && r.NameLen > 0 && s.Name == "redis" {
+			if name, ok := commandName(library.CString(r.Name[:]), r.NameLen); ok {
+				s.Name = name
+				s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.DBOperationNameKey), Value: name})
+			}
+		}
 		r := library.Record[GoredisResult](p)
 		if r == nil || r.Err == 0 {
 			return

@@ -122,6 +122,8 @@ type GoredisResult struct {
 	Err     uint64
 	ErrLen  uint64
 	ErrHead [16]uint8
+	Name    [32]uint8
+	NameLen uint64
 }
 
 type GoredisRootkey struct {
