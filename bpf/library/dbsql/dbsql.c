@@ -35,19 +35,46 @@ const struct query *unused_query __attribute__((unused));
 const struct done *unused_done __attribute__((unused));
 const enum dbsql_probe *unused_probe __attribute__((unused));
 
-static __always_inline int send_query(struct pt_regs *ctx, __u64 ptr, __u64 len)
+/*
+ * Reads the query text into a record for call_id; 0 when the text could
+ * not be read (not counted here: the caller may retry).
+ */
+static __always_inline int query_record(__u64 call_id, __u64 ptr, __u64 len)
 {
-	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
-	if (!call_id)
-		return 0;
 	struct query *r = LIB_RECORD(struct query, P_QUERY, call_id);
 	if (!r)
-		return 0;
+		return 1; /* the ring was full: counted, nothing to retry */
 	r->len = len;
 	__u64 n = len < QUERY_MAX ? len : QUERY_MAX;
-	if (n && bpf_probe_read_user(r->text, n, (void *)ptr))
-		stat_inc(STAT_LIB_READ_FAILED);
+	if (n && bpf_probe_read_user(r->text, n, (void *)ptr)) {
+		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
 	lib_submit(r);
+	return 1;
+}
+
+/*
+ * The text is usually a constant in .rodata that nothing has read yet
+ * when the query starts, and a uprobe cannot fault its page in. If it
+ * cannot be read at entry, the frame keeps where it is (pointer and
+ * length packed: user addresses fit in 48 bits) and the exit, after the
+ * driver has read it, tries again.
+ */
+#define LATE_LEN_SHIFT 48
+
+static __always_inline int send_query(struct pt_regs *ctx, __u64 ptr, __u64 len)
+{
+	struct gstate *gs = 0;
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, 0, &gs);
+	if (!call_id || !gs)
+		return 0;
+	if (!query_record(call_id, ptr, len)) {
+		__u32 d = gs->depth;
+		__u64 l = len < 0xffff ? len : 0xffff;
+		if (d > 0 && d <= MAX_DEPTH)
+			gs->frames[(d - 1) & (MAX_DEPTH - 1)].arg = ptr | (l << LATE_LEN_SHIFT);
+	}
 	return 0;
 }
 
@@ -56,6 +83,8 @@ static __always_inline int send_done(struct pt_regs *ctx, __u64 err)
 	struct frame_exit x;
 	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
 		return 0;
+	if (x.arg && !query_record(x.call_id, x.arg & ((1ULL << LATE_LEN_SHIFT) - 1), x.arg >> LATE_LEN_SHIFT))
+		stat_inc(STAT_LIB_READ_FAILED);
 	struct done *r = LIB_RECORD(struct done, P_DONE, x.call_id);
 	if (r) {
 		r->err = err;
