@@ -32,15 +32,7 @@ func TestGRPC(t *testing.T) {
 func testGRPC(t *testing.T, bin string) {
 	tr := traceCommand(t, agent.Config{}, []string{"main.callPrice", "main.getPrice"}, "OK apple 120\nOK pear 95\nNotFound missing\n", bin)
 	byID := tr.byID
-	var servers, clients []*span.Span
-	for _, s := range tr.spans {
-		switch s.Kind {
-		case span.KindServer:
-			servers = append(servers, s)
-		case span.KindClient:
-			clients = append(clients, s)
-		}
-	}
+	servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
 	if len(servers) != 3 || len(clients) != 3 {
 		t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
 	}

@@ -43,3 +43,14 @@ func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string
 	}
 	return tr
 }
+
+// ofKind returns the spans of kind k, in arrival order.
+func (tr traced) ofKind(k span.Kind) []*span.Span {
+	var out []*span.Span
+	for _, s := range tr.spans {
+		if s.Kind == k {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -43,15 +43,7 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 				tr := traceCommand(t, agent.Config{Inject: inject}, []string{"main.fetch", "main.handleItem", "main.lookup"},
 					"200 item-1\n200 item-2\n404 404 page not found\n", bin)
 				res, byID := tr.res, tr.byID
-				var servers, clients []*span.Span
-				for _, s := range tr.spans {
-					switch s.Kind {
-					case span.KindServer:
-						servers = append(servers, s)
-					case span.KindClient:
-						clients = append(clients, s)
-					}
-				}
+				servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
 				if len(servers) != 3 || len(clients) != 3 {
 					t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
 				}

@@ -187,8 +187,7 @@ int pipeline_entry_tx(struct pt_regs *ctx)
  *
  * A global function: the verifier checks it once, on its own, so its
  * branches never multiply the paths through frame_find and frame_pop in
- * result_exit (inlined, with frame_find's former unrolled search: 803k
- * verified instructions, 1.5 s of load time here).
+ * result_exit.
  */
 __noinline int send_result(__u64 call_id, __u64 err, __u64 data, __u64 late_cmd)
 {

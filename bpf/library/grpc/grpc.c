@@ -381,9 +381,8 @@ __noinline int send_client_response(__u64 call_id, __u64 itab, __u64 data)
 
 /*
  * The exit of both traced calls: handleStream's (no results; its frame
- * keeps the stream, never 0) and Invoke's (its frame keeps 0). One
- * program, because frame_find + frame_pop cost the verifier ~300k
- * instructions (~0.4 s of load time here) per exit program.
+ * keeps the stream, never 0) and Invoke's (its frame keeps 0): one
+ * program serves both.
  */
 SEC("uprobe")
 int call_exit(struct pt_regs *ctx)
