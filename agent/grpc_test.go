@@ -13,7 +13,10 @@ import (
 // calls it three times (one NotFound, one carrying a traceparent in its
 // metadata), with the oldest and newest tabled grpc releases, each built
 // with a toolchain that can build it, with DWARF and stripped (the field
-// table then).
+// table then). The client's HEADERS frames carry the traceparent
+// latscope puts in them (HPACK, by the sk_msg program), so each server
+// span continues its client span's trace; with injection off each starts
+// its own and the counter says why.
 func TestGRPC(t *testing.T) {
 	fixture.RequireRoot(t)
 	for _, tc := range []struct{ toolchain, grpc string }{
@@ -23,14 +26,17 @@ func TestGRPC(t *testing.T) {
 		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
 			t.Run(tc.grpc+"/"+tc.toolchain+"/"+string(mode), func(t *testing.T) {
 				bin := fixture.BuildWith(t, "grpcapp", tc.toolchain, mode, map[string]string{"google.golang.org/grpc": tc.grpc})
-				testGRPC(t, bin)
+				testGRPC(t, bin, true)
 			})
 		}
 	}
+	t.Run("no-inject", func(t *testing.T) {
+		testGRPC(t, fixture.BuildWith(t, "grpcapp", "local", fixture.Stripped, map[string]string{"google.golang.org/grpc": "v1.85.0"}), false)
+	})
 }
 
-func testGRPC(t *testing.T, bin string) {
-	tr := traceCommand(t, agent.Config{}, []string{"main.callPrice", "main.getPrice"}, "OK apple 120\nOK pear 95\nNotFound missing\n", bin)
+func testGRPC(t *testing.T, bin string, inject bool) {
+	tr := traceCommand(t, agent.Config{Inject: inject}, []string{"main.callPrice", "main.getPrice"}, "OK apple 120\nOK pear 95\nNotFound missing\n", bin)
 	byID := tr.byID
 	servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
 	if len(servers) != 3 || len(clients) != 3 {
@@ -76,6 +82,19 @@ func testGRPC(t *testing.T, bin string) {
 			t.Errorf("client span %d's parent %v, want main.callPrice", i, p)
 		}
 	}
+	counters := map[string]uint64{}
+	for _, c := range tr.res.Counters {
+		counters[c.Name] = c.Value
+	}
+	wantCounters := map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_off": 0, "propagation_failed": 0}
+	if !inject {
+		wantCounters = map[string]uint64{"propagation_injected": 0, "propagation_already_present": 0, "propagation_off": 3}
+	}
+	for k, v := range wantCounters {
+		if counters[k] != v {
+			t.Errorf("%s = %d, want %d", k, counters[k], v)
+		}
+	}
 	traces := map[span.TraceID]bool{}
 	for i, s := range servers {
 		check(s, i)
@@ -86,13 +105,19 @@ func testGRPC(t *testing.T, bin string) {
 		if attr(s, "client.address") != "127.0.0.1" {
 			t.Errorf("server span %d client.address %v", i, attr(s, "client.address"))
 		}
-		// Only pear's call carried a traceparent: its server span continues
-		// that trace; the others start their own (no outgoing propagation).
-		if i == 1 {
+		// Pear's call carried the application's traceparent: its server
+		// span continues that trace. The others continue their client
+		// span's trace with injection on, and start their own without.
+		switch {
+		case i == 1:
 			if s.TraceID.String() != "0af7651916cd43dd8448eb211c80319c" || s.ParentID.String() != "b7ad6b7169203331" || !s.RemoteParent {
 				t.Errorf("server span %d: trace %s parent %s remote %v; want the caller's", i, s.TraceID, s.ParentID, s.RemoteParent)
 			}
-		} else if !s.ParentID.IsZero() || s.RemoteParent || s.TraceID == clients[i].TraceID {
+		case inject:
+			if s.TraceID != clients[i].TraceID || s.ParentID != clients[i].SpanID || !s.RemoteParent {
+				t.Errorf("server span %d: trace %s parent %s remote %v; want client span %s %s", i, s.TraceID, s.ParentID, s.RemoteParent, clients[i].TraceID, clients[i].SpanID)
+			}
+		case !s.ParentID.IsZero() || s.RemoteParent || s.TraceID == clients[i].TraceID:
 			t.Errorf("server span %d: trace %s parent %s remote %v; want a trace of its own", i, s.TraceID, s.ParentID, s.RemoteParent)
 		}
 		if traces[s.TraceID] {

@@ -8,24 +8,16 @@ import (
 	"strings"
 )
 
-// enableInjection attaches every library's trace-context injection to
-// the root cgroup v2. It returns why injection is unavailable, if it is.
+// enableInjection attaches the socket programs that put trace context on
+// outgoing requests to the root cgroup v2. It returns why injection is
+// unavailable, if it is.
 func (t *Tracer) enableInjection() error {
 	cg, err := cgroup2Root()
 	if err != nil {
 		return err
 	}
-	for id, lib := range Libraries {
-		if lib.Inject == nil {
-			continue
-		}
-		links, err := lib.Inject(t.libs[id], cg)
-		if err != nil {
-			return fmt.Errorf("%s: %w", lib.Name, err)
-		}
-		t.injectLinks = append(t.injectLinks, links...)
-	}
-	return nil
+	t.injectLinks, err = t.prop.Attach(cg)
+	return err
 }
 
 func (t *Tracer) closeInjection() error {

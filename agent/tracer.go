@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/bpf/propagation"
 )
 
 // Config tunes a Tracer.
@@ -61,6 +63,7 @@ type Tracer struct {
 	log  *slog.Logger
 	objs *calltracer.TracerObjects
 	libs []*ebpf.Collection // indexed like Libraries
+	prop *propagation.PropagationObjects
 	// injectLinks hold the socket programs that put trace context on
 	// outgoing requests; empty when injection is off or unavailable.
 	injectLinks []link.Link
@@ -129,6 +132,10 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, procs: make(map[int]*Process)}
+	if t.prop, err = propagation.Load(opts, objs.SharedMaps()); err != nil {
+		objs.Close()
+		return nil, err
+	}
 	if err := t.loadLibraries(opts); err != nil {
 		t.closeObjects()
 		return nil, err
@@ -137,9 +144,10 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 }
 
 // loadLibraries loads every instrumented library's object sharing the
-// call tracer's maps.
+// call tracer's maps and those where client calls leave their context.
 func (t *Tracer) loadLibraries(opts calltracer.Options) error {
 	shared := t.objs.SharedMaps()
+	maps.Copy(shared, t.prop.SharedMaps())
 	for id, lib := range Libraries {
 		spec, err := lib.Spec()
 		if err != nil {
@@ -151,7 +159,7 @@ func (t *Tracer) loadLibraries(opts calltracer.Options) error {
 		if err := spec.Variables["lib_id"].Set(uint8(id)); err != nil {
 			return fmt.Errorf("%s: set lib_id: %w", lib.Name, err)
 		}
-		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: propagation.Present(spec, shared)})
 		if err != nil {
 			return fmt.Errorf("load %s BPF programs: %w", lib.Name, err)
 		}
@@ -163,6 +171,9 @@ func (t *Tracer) loadLibraries(opts calltracer.Options) error {
 func (t *Tracer) closeObjects() {
 	for _, c := range t.libs {
 		c.Close()
+	}
+	if t.prop != nil {
+		t.prop.Close()
 	}
 	t.objs.Close()
 }

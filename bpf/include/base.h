@@ -25,12 +25,19 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_SOCKHASH = 18,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
 /* bpf_map_update_elem flags */
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
+
+/* map_flags */
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+/* bpf_sk_storage_get flags */
+#define BPF_SK_STORAGE_GET_F_CREATE (1ULL << 0)
 
 /* bpf_ringbuf_submit / bpf_ringbuf_query flags */
 #define BPF_RB_NO_WAKEUP (1ULL << 0)
@@ -59,6 +66,7 @@ struct sk_msg_md {
 	__u32 remote_port; /* network byte order */
 	__u32 local_port;  /* host byte order */
 	__u32 size;        /* total size of the message */
+	__bpf_md_ptr(struct bpf_sock *, sk);
 };
 
 struct bpf_sock_ops {

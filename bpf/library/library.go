@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/latscope/latscope/agent/span"
 )
@@ -46,10 +45,6 @@ type Library struct {
 	// for "std": every supported Go release is). A binary built with a
 	// version between two tabled ones uses the older one's offsets.
 	Versions []string
-	// Inject, if set, attaches the library's programs that put trace
-	// context on outgoing requests (socket programs, once per node; the
-	// sockets are those of processes in cgroup, a cgroup v2 directory).
-	Inject func(coll *ebpf.Collection, cgroup string) ([]link.Link, error)
 	// Spec loads the library's compiled BPF object.
 	Spec func() (*ebpf.CollectionSpec, error)
 	// Decode applies one of the library's records (raw: the whole record,

@@ -9,7 +9,7 @@
  * probed function's entry; registers below).
  */
 
-#include "library.h"
+#include "propagation.h"
 
 char __license[] SEC("license") = "GPL";
 
@@ -35,6 +35,8 @@ enum grpc_field {
 	F_STATUS_S,             /* internal/status.Status.s *spb.Status */
 	F_SPB_STATUS_CODE,      /* genproto/googleapis/rpc/status.Status.Code int32 */
 	F_CLIENTCONN_TARGET,    /* grpc.ClientConn.target string */
+	F_HEADERFRAME_HF,       /* transport.headerFrame.hf []hpack.HeaderField (<= v1.81; 0 = absent) */
+	F_CLIENTHEADERS_HF,     /* transport.clientHeaders.hf, its successor (>= v1.82; 0 = absent) */
 	F_FIELD_MAX,
 };
 
@@ -117,6 +119,7 @@ struct header_scan {
 	__u64 name_off;
 	__u64 value_off;
 	struct trace_ctx tc;
+	__u8 found; /* a traceparent field is there (valid or not) */
 };
 
 /* One header field: is it "traceparent" with a valid value? */
@@ -147,6 +150,7 @@ static long scan_header(__u64 i, void *arg)
 		if (nb[j] != want[j])
 			return 0;
 	}
+	s->found = 1;
 	__u8 v[TRACEPARENT_LEN];
 	if (bpf_probe_read_user(&value, sizeof(value), f + s->value_off) || value.len != TRACEPARENT_LEN ||
 	    bpf_probe_read_user(v, sizeof(v), (void *)value.ptr))
@@ -320,6 +324,41 @@ int write_status(struct pt_regs *ctx)
 }
 
 /*
+ * The context of a unary call, from Invoke's entry until its stream's
+ * headers are queued for the transport's writer (by goroutine), then
+ * until the writer encodes them (by the headers' []hpack.HeaderField
+ * array, which the writer gets).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct gkey);
+	__type(value, struct trace_ctx);
+} calls SEC(".maps");
+
+struct hfkey {
+	__u32 pid;
+	__u32 _pad;
+	__u64 hf; /* the headers' array */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct hfkey);
+	__type(value, struct trace_ctx);
+} queued SEC(".maps");
+
+/* The goroutine a probe runs on (0 if not readable). */
+static __always_inline int goroutine_key(struct pt_regs *ctx, struct gkey *key)
+{
+	__u64 stack_hi;
+	key->pid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key->pid);
+	return pc && !current_goroutine(ctx, pc, key, &stack_hi);
+}
+
+/*
  * func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
  *                              opts ...CallOption) error
  * RAX = cc, RBX/RCX = ctx, RDI/RSI = method; opts on the stack.
@@ -329,10 +368,21 @@ int client_entry(struct pt_regs *ctx)
 {
 	void *cc = (void *)GO_PARAM1(ctx);
 	__u64 mptr = GO_PARAM4(ctx), mlen = GO_PARAM5(ctx);
-	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), 0);
+	struct gstate *gs = 0;
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, 0, &gs);
 	struct lib_fields *fl = lib_fields();
-	if (!call_id || !fl)
+	if (!call_id || !fl || !gs)
 		return 0;
+	if (inject_enabled) {
+		struct gkey k = {};
+		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
+				       .span_id = span_id(bpf_get_current_pid_tgid() >> 32, call_id),
+				       .flags = 1, .valid = 1};
+		if (goroutine_key(ctx, &k))
+			bpf_map_update_elem(&calls, &k, &tc, BPF_ANY);
+	} else {
+		stat_inc(STAT_INJECT_OFF);
+	}
 	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
 	if (!r)
 		return 0;
@@ -344,6 +394,75 @@ int client_entry(struct pt_regs *ctx)
 		stat_inc(STAT_LIB_READ_FAILED);
 	read_gostring(cc, FIELD(fl, F_CLIENTCONN_TARGET), r->target, sizeof(r->target));
 	lib_submit(r);
+	return 0;
+}
+
+/*
+ * func (c *controlBuffer) executeAndPut(f func() bool, it cbItem) (bool, error)
+ * RAX = c, RBX = f, RCX/RDI = it. The first item a traced call's
+ * goroutine queues is its stream's headers (http2Client.NewStream; a
+ * *headerFrame, a *clientHeaders since v1.82): the call's context
+ * follows their []hpack.HeaderField. Entry hook only.
+ */
+SEC("uprobe")
+int queue_headers(struct pt_regs *ctx)
+{
+	struct gkey k = {};
+	if (!goroutine_key(ctx, &k))
+		return 0;
+	struct trace_ctx *tcp = bpf_map_lookup_elem(&calls, &k);
+	if (!tcp)
+		return 0;
+	struct trace_ctx tc = *tcp;
+	bpf_map_delete_elem(&calls, &k);
+	void *hdr = (void *)GO_PARAM4(ctx);
+	struct lib_fields *fl = lib_fields();
+	if (!hdr || !fl)
+		return 0;
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} hf = {};
+	__u64 off = FIELD(fl, F_HEADERFRAME_HF) ?: FIELD(fl, F_CLIENTHEADERS_HF);
+	if (bpf_probe_read_user(&hf, sizeof(hf), hdr + off) || !hf.ptr) {
+		stat_inc(STAT_INJECT_FAILED);
+		return 0;
+	}
+	struct hfkey q = {.pid = k.pid, .hf = hf.ptr};
+	bpf_map_update_elem(&queued, &q, &tc, BPF_ANY);
+	return 0;
+}
+
+/*
+ * func (l *loopyWriter) writeHeader(streamID uint32, endStream bool,
+ *                                   hf []hpack.HeaderField, onWrite func()) error
+ * RAX = l, RBX = streamID, RCX = endStream, RDI/RSI/R8 = hf. The
+ * transport's writer goroutine encodes a stream's headers; it sends them
+ * (with what else it has queued) right after, on this thread. The frame
+ * gets the call's traceparent there (bpf/propagation), unless the
+ * application put one in its metadata. Entry hook only.
+ */
+SEC("uprobe")
+int write_headers(struct pt_regs *ctx)
+{
+	struct hfkey q = {.pid = bpf_get_current_pid_tgid() >> 32, .hf = GO_PARAM4(ctx)};
+	struct trace_ctx *tcp = bpf_map_lookup_elem(&queued, &q);
+	if (!tcp)
+		return 0;
+	struct h2_pending p = {.tc = *tcp, .at_ns = bpf_ktime_get_ns()};
+	bpf_map_delete_elem(&queued, &q);
+	struct lib_fields *fl = lib_fields();
+	if (!fl)
+		return 0;
+	struct header_scan s = {.fields = q.hf, .n = GO_PARAM5(ctx),
+				.name_off = FIELD(fl, F_HEADER_FIELD_NAME), .value_off = FIELD(fl, F_HEADER_FIELD_VALUE)};
+	bpf_loop(MAX_HEADER_FIELDS, scan_header, &s, 0);
+	if (s.found) {
+		stat_inc(STAT_INJECT_PRESENT);
+		return 0;
+	}
+	struct h2key k = {.tid = bpf_get_current_pid_tgid(), .stream_id = GO_PARAM2(ctx)};
+	bpf_map_update_elem(&h2_streams, &k, &p, BPF_ANY);
 	return 0;
 }
 

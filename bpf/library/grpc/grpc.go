@@ -1,8 +1,8 @@
 // Package grpclib instruments google.golang.org/grpc: each RPC a grpc-go
 // server handles (span kind server, continuing a traceparent received in
-// its metadata) and each unary call of a ClientConn (span kind client).
-// Outgoing calls do not carry a traceparent yet: that needs a header
-// injected into the HTTP/2 HEADERS frame.
+// its metadata) and each unary call of a ClientConn (span kind client),
+// whose stream's HEADERS frame gets a traceparent naming the client span
+// (bpf/propagation) unless the application's metadata has one.
 package grpclib
 
 //go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type server_request -type server_status -type client_request -type client_response -type grpc_field -type grpc_probe Grpc grpc.c -- -I../../include
@@ -32,6 +32,10 @@ var Library = &library.Library{
 		{Symbol: "google.golang.org/grpc.(*ClientConn).Invoke", Entry: "client_entry", Exit: "call_exit"},
 		// Incoming traceparent: a new stream's headers, on the reader goroutine.
 		{Symbol: transport + ".(*http2Server).operateHeaders", Entry: "operate_headers"},
+		// Outgoing traceparent: a call's stream headers, queued by the
+		// call's goroutine, then encoded by the transport's writer.
+		{Symbol: transport + ".(*controlBuffer).executeAndPut", Entry: "queue_headers"},
+		{Symbol: transport + ".(*loopyWriter).writeHeader", Entry: "write_headers"},
 		// The status the server writes: WriteStatus up to v1.68, writeStatus since.
 		{Symbol: transport + ".(*http2Server).WriteStatus", Entry: "write_status"},
 		{Symbol: transport + ".(*http2Server).writeStatus", Entry: "write_status"},
@@ -94,6 +98,8 @@ func fields() []string {
 		GrpcGrpcFieldF_STATUS_S:             "google.golang.org/grpc/internal/status.Status.s",
 		GrpcGrpcFieldF_SPB_STATUS_CODE:      "google.golang.org/genproto/googleapis/rpc/status.Status.Code",
 		GrpcGrpcFieldF_CLIENTCONN_TARGET:    "google.golang.org/grpc.ClientConn.target",
+		GrpcGrpcFieldF_HEADERFRAME_HF:       "?" + transport + ".headerFrame.hf",   // <= v1.81
+		GrpcGrpcFieldF_CLIENTHEADERS_HF:     "?" + transport + ".clientHeaders.hf", // >= v1.82
 	}
 	out := make([]string, GrpcGrpcFieldF_FIELD_MAX)
 	for i, name := range byEnum {

@@ -74,7 +74,9 @@ const (
 	GrpcGrpcFieldF_STATUS_S             GrpcGrpcField = 17
 	GrpcGrpcFieldF_SPB_STATUS_CODE      GrpcGrpcField = 18
 	GrpcGrpcFieldF_CLIENTCONN_TARGET    GrpcGrpcField = 19
-	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 20
+	GrpcGrpcFieldF_HEADERFRAME_HF       GrpcGrpcField = 20
+	GrpcGrpcFieldF_CLIENTHEADERS_HF     GrpcGrpcField = 21
+	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 22
 )
 
 type GrpcGrpcProbe uint32
@@ -105,6 +107,26 @@ type GrpcGstate struct {
 		Flags   uint32
 		Arg     uint64
 	}
+}
+
+type GrpcH2Pending struct {
+	_    structs.HostLayout
+	Tc   GrpcTraceCtx
+	AtNs uint64
+}
+
+type GrpcH2key struct {
+	_        structs.HostLayout
+	Tid      uint64
+	StreamId uint32
+	Pad      uint32
+}
+
+type GrpcHfkey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Hf  uint64
 }
 
 type GrpcLibFields struct {
@@ -229,7 +251,9 @@ type GrpcProgramSpecs struct {
 	CallExit       *ebpf.ProgramSpec `ebpf:"call_exit"`
 	ClientEntry    *ebpf.ProgramSpec `ebpf:"client_entry"`
 	OperateHeaders *ebpf.ProgramSpec `ebpf:"operate_headers"`
+	QueueHeaders   *ebpf.ProgramSpec `ebpf:"queue_headers"`
 	ServerEntry    *ebpf.ProgramSpec `ebpf:"server_entry"`
+	WriteHeaders   *ebpf.ProgramSpec `ebpf:"write_headers"`
 	WriteStatus    *ebpf.ProgramSpec `ebpf:"write_status"`
 }
 
@@ -238,15 +262,19 @@ type GrpcProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrpcMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
+	Calls         *ebpf.MapSpec `ebpf:"calls"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	Queued        *ebpf.MapSpec `ebpf:"queued"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
 
 // GrpcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -295,29 +323,37 @@ func (o *GrpcObjects) Close() error {
 // It can be passed to LoadGrpcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrpcMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
+	Calls         *ebpf.Map `ebpf:"calls"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
+	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	Queued        *ebpf.Map `ebpf:"queued"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	Writing       *ebpf.Map `ebpf:"writing"`
 }
 
 func (m *GrpcMaps) Close() error {
 	return _GrpcClose(
 		m.CallSeq,
+		m.Calls,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.H2Streams,
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
 		m.LiveRoots,
 		m.Procs,
+		m.Queued,
 		m.Stats,
+		m.Writing,
 	)
 }
 
@@ -353,7 +389,9 @@ type GrpcPrograms struct {
 	CallExit       *ebpf.Program `ebpf:"call_exit"`
 	ClientEntry    *ebpf.Program `ebpf:"client_entry"`
 	OperateHeaders *ebpf.Program `ebpf:"operate_headers"`
+	QueueHeaders   *ebpf.Program `ebpf:"queue_headers"`
 	ServerEntry    *ebpf.Program `ebpf:"server_entry"`
+	WriteHeaders   *ebpf.Program `ebpf:"write_headers"`
 	WriteStatus    *ebpf.Program `ebpf:"write_status"`
 }
 
@@ -362,7 +400,9 @@ func (p *GrpcPrograms) Close() error {
 		p.CallExit,
 		p.ClientEntry,
 		p.OperateHeaders,
+		p.QueueHeaders,
 		p.ServerEntry,
+		p.WriteHeaders,
 		p.WriteStatus,
 	)
 }

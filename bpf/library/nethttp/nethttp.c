@@ -6,7 +6,7 @@
  * (span kind client). Checked against Go 1.21 - 1.27.
  */
 
-#include "library.h"
+#include "propagation.h"
 
 char __license[] SEC("license") = "GPL";
 
@@ -91,43 +91,6 @@ struct {
 	__type(key, struct reqkey);
 	__type(value, struct trace_ctx);
 } client_ctx SEC(".maps");
-
-/* The context for the request a thread is about to write to a socket. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct trace_ctx);
-} writing SEC(".maps");
-
-struct sockkey {
-	__u32 local_ip4;
-	__u32 remote_ip4;
-	__u32 local_port;
-	__u32 remote_port;
-};
-
-/* Outgoing TCP connections, so the sk_msg program sees what they send. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sockkey);
-	__type(value, __u64);
-} sockets SEC(".maps");
-
-/* Room to look at a request's head and to build the header line. */
-#define HEAD_MAX 512
-struct scratch {
-	__u8 head[HEAD_MAX];
-	__u8 line[80];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} inject_scratch SEC(".maps");
 
 /* A traceparent header line read on a goroutine, until its request is served. */
 struct {
@@ -320,145 +283,4 @@ int request_write(struct pt_regs *ctx)
 	bpf_map_update_elem(&writing, &tid, tc, BPF_ANY);
 	bpf_map_delete_elem(&client_ctx, &k);
 	return 0;
-}
-
-/* Adds every outgoing IPv4 TCP connection to the sockets map. */
-SEC("sockops")
-int track_sockets(struct bpf_sock_ops *skops)
-{
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != AF_INET)
-		return 1;
-	struct sockkey k = {.local_ip4 = skops->local_ip4, .remote_ip4 = skops->remote_ip4,
-			    .local_port = skops->local_port, .remote_port = skops->remote_port};
-	/* Fails when the socket is in another program's sockmap already
-	 * (e.g. a second latscope with injection on this node). */
-	if (bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST))
-		stat_inc(STAT_INJECT_SOCKET_BUSY);
-	return 1;
-}
-
-static __always_inline void put_hex(__u8 *out, __u64 v, int digits)
-{
-	const char hex[] = "0123456789abcdef";
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		if (i >= digits)
-			break;
-		out[digits - 1 - i] = hex[(v >> (4 * i)) & 0xf];
-	}
-}
-
-struct scan_ctx {
-	struct scratch *sc;
-	__u32 n;
-	__u32 line_end; /* offset after the request line's CRLF, 0 if not found */
-	__u8 present;   /* a traceparent header is there already */
-};
-
-/* One byte of the head: find the request line's end and any traceparent line. */
-static long scan_byte(__u64 i, void *arg)
-{
-	struct scan_ctx *c = arg;
-	if (i + 1 >= c->n)
-		return 1;
-	__u8 *h = c->sc->head;
-	if (h[i & (HEAD_MAX - 1)] != '\n')
-		return 0;
-	if (!c->line_end)
-		c->line_end = i + 1;
-	const char name[] = "traceparent:";
-	for (int j = 0; j < 12; j++) {
-		__u8 ch = h[(i + 1 + j) & (HEAD_MAX - 1)];
-		if (ch >= 'A' && ch <= 'Z')
-			ch += 'a' - 'A';
-		if (ch != name[j])
-			return 0;
-	}
-	c->present = 1;
-	return 1;
-}
-
-/*
- * sk_msg: a traced process's thread sends on an outgoing connection. If
- * that thread is writing an HTTP/1 request of a traced client call, a
- * "traceparent" header naming the client span is inserted after the
- * request line, unless the request carries one already. Works under
- * kernel lockdown: nothing is written into the process's memory.
- */
-SEC("sk_msg")
-int inject_traceparent(struct sk_msg_md *msg)
-{
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct trace_ctx *tcp = bpf_map_lookup_elem(&writing, &tid);
-	if (!tcp)
-		return SK_PASS;
-	struct trace_ctx tc = *tcp;
-	bpf_map_delete_elem(&writing, &tid);
-
-	__u32 zero = 0;
-	struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
-	if (!sc)
-		return SK_PASS;
-	__u32 n = msg->size;
-	if (n > HEAD_MAX)
-		n = HEAD_MAX;
-	if (n < 16 || bpf_msg_pull_data(msg, 0, n, 0)) {
-		stat_inc(STAT_INJECT_FAILED);
-		return SK_PASS;
-	}
-	void *data = (void *)(long)msg->data;
-	void *end = (void *)(long)msg->data_end;
-	/* The pull made [0, n) linear: data + n is the end. */
-	if (data + n > end || bpf_probe_read_kernel(sc->head, n, data)) {
-		stat_inc(STAT_INJECT_FAILED);
-		return SK_PASS;
-	}
-	/* An HTTP/1 request starts with its method: upper-case letters, a space. */
-	if (sc->head[0] < 'A' || sc->head[0] > 'Z') {
-		stat_inc(STAT_INJECT_FAILED); /* TLS or another protocol */
-		return SK_PASS;
-	}
-	struct scan_ctx c = {.sc = sc, .n = n};
-	bpf_loop(HEAD_MAX, scan_byte, &c, 0);
-	if (c.present) {
-		stat_inc(STAT_INJECT_PRESENT);
-		return SK_PASS;
-	}
-	if (!c.line_end || c.line_end >= n) {
-		stat_inc(STAT_INJECT_FAILED);
-		return SK_PASS;
-	}
-
-	/* "traceparent: 00-<trace id>-<span id>-01\r\n" */
-	__u8 *l = sc->line;
-	const char pre[] = "traceparent: 00-";
-#pragma unroll
-	for (int i = 0; i < 16; i++)
-		l[i] = pre[i];
-	put_hex(l + 16, tc.trace_hi, 16);
-	put_hex(l + 32, tc.trace_lo, 16);
-	l[48] = '-';
-	put_hex(l + 49, tc.span_id, 16);
-	l[65] = '-';
-	put_hex(l + 66, tc.flags, 2);
-	l[68] = '\r';
-	l[69] = '\n';
-#define LINE_LEN 70
-
-	__u32 at = c.line_end;
-	if (bpf_msg_push_data(msg, at, LINE_LEN, 0) || bpf_msg_pull_data(msg, at, at + LINE_LEN, 0)) {
-		stat_inc(STAT_INJECT_FAILED);
-		return SK_PASS;
-	}
-	data = (void *)(long)msg->data;
-	end = (void *)(long)msg->data_end;
-	if (data + LINE_LEN > end) {
-		stat_inc(STAT_INJECT_FAILED);
-		return SK_PASS;
-	}
-#pragma unroll
-	for (int i = 0; i < LINE_LEN; i++)
-		((__u8 *)data)[i] = l[i];
-	stat_inc(STAT_INJECTED);
-	return SK_PASS;
 }

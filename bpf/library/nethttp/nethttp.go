@@ -7,14 +7,11 @@ package nethttp
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/latscope/latscope/agent/span"
@@ -35,7 +32,6 @@ var Library = &library.Library{
 	},
 	Fields: fields(),
 	Linker: linker,
-	Inject: inject,
 	Spec:   LoadNethttp,
 	Decode: decode,
 }
@@ -54,26 +50,6 @@ func main() {
 	}
 }
 `
-
-// inject attaches the HTTP/1 traceparent injection: a sock_ops program
-// adds outgoing TCP connections of cgroup to a sockhash, whose sk_msg
-// program inserts the header into requests of traced client calls.
-func inject(coll *ebpf.Collection, cgroup string) ([]link.Link, error) {
-	ops, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: ebpf.AttachCGroupSockOps, Program: coll.Programs["track_sockets"]})
-	if err != nil {
-		return nil, fmt.Errorf("attach sock_ops to cgroup %s: %w", cgroup, err)
-	}
-	msg, err := link.AttachRawLink(link.RawLinkOptions{Target: coll.Maps["sockets"].FD(), Program: coll.Programs["inject_traceparent"], Attach: ebpf.AttachSkMsgVerdict})
-	if err != nil {
-		// Kernels before 6.10 attach sk_msg to a map without a link.
-		if rerr := link.RawAttachProgram(link.RawAttachProgramOptions{Target: coll.Maps["sockets"].FD(), Program: coll.Programs["inject_traceparent"], Attach: ebpf.AttachSkMsgVerdict}); rerr != nil {
-			ops.Close()
-			return nil, fmt.Errorf("attach sk_msg program: %w", errors.Join(err, rerr))
-		}
-		return []link.Link{ops}, nil
-	}
-	return []link.Link{ops, msg}, nil
-}
 
 func fields() []string {
 	byEnum := map[NethttpNethttpField]string{

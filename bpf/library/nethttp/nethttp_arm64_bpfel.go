@@ -72,6 +72,19 @@ type NethttpGstate struct {
 	}
 }
 
+type NethttpH2Pending struct {
+	_    structs.HostLayout
+	Tc   NethttpTraceCtx
+	AtNs uint64
+}
+
+type NethttpH2key struct {
+	_        structs.HostLayout
+	Tid      uint64
+	StreamId uint32
+	Pad      uint32
+}
+
 type NethttpLibFields struct {
 	_   structs.HostLayout
 	Off [32]uint64
@@ -133,12 +146,6 @@ type NethttpRootkey struct {
 	CallId uint64
 }
 
-type NethttpScratch struct {
-	_    structs.HostLayout
-	Head [512]uint8
-	Line [80]uint8
-}
-
 type NethttpServerRequest struct {
 	_ structs.HostLayout
 	H struct {
@@ -172,14 +179,6 @@ type NethttpServerResponse struct {
 	Status  int64
 	Written int64
 	Pattern [64]uint8
-}
-
-type NethttpSockkey struct {
-	_          structs.HostLayout
-	LocalIp4   uint32
-	RemoteIp4  uint32
-	LocalPort  uint32
-	RemotePort uint32
 }
 
 type NethttpTraceCtx struct {
@@ -234,14 +233,12 @@ type NethttpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpProgramSpecs struct {
-	ClientEntry       *ebpf.ProgramSpec `ebpf:"client_entry"`
-	ClientExit        *ebpf.ProgramSpec `ebpf:"client_exit"`
-	HeaderLine        *ebpf.ProgramSpec `ebpf:"header_line"`
-	InjectTraceparent *ebpf.ProgramSpec `ebpf:"inject_traceparent"`
-	RequestWrite      *ebpf.ProgramSpec `ebpf:"request_write"`
-	ServerEntry       *ebpf.ProgramSpec `ebpf:"server_entry"`
-	ServerExit        *ebpf.ProgramSpec `ebpf:"server_exit"`
-	TrackSockets      *ebpf.ProgramSpec `ebpf:"track_sockets"`
+	ClientEntry  *ebpf.ProgramSpec `ebpf:"client_entry"`
+	ClientExit   *ebpf.ProgramSpec `ebpf:"client_exit"`
+	HeaderLine   *ebpf.ProgramSpec `ebpf:"header_line"`
+	RequestWrite *ebpf.ProgramSpec `ebpf:"request_write"`
+	ServerEntry  *ebpf.ProgramSpec `ebpf:"server_entry"`
+	ServerExit   *ebpf.ProgramSpec `ebpf:"server_exit"`
 }
 
 // NethttpMapSpecs contains maps before they are loaded into the kernel.
@@ -253,13 +250,12 @@ type NethttpMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
-	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
-	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
@@ -314,13 +310,12 @@ type NethttpMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
+	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
-	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
-	Sockets       *ebpf.Map `ebpf:"sockets"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Writing       *ebpf.Map `ebpf:"writing"`
 }
@@ -332,13 +327,12 @@ func (m *NethttpMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.H2Streams,
 		m.Hits,
 		m.Incoming,
-		m.InjectScratch,
 		m.LibOffsets,
 		m.LiveRoots,
 		m.Procs,
-		m.Sockets,
 		m.Stats,
 		m.Writing,
 	)
@@ -373,14 +367,12 @@ type NethttpVariables struct {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpPrograms struct {
-	ClientEntry       *ebpf.Program `ebpf:"client_entry"`
-	ClientExit        *ebpf.Program `ebpf:"client_exit"`
-	HeaderLine        *ebpf.Program `ebpf:"header_line"`
-	InjectTraceparent *ebpf.Program `ebpf:"inject_traceparent"`
-	RequestWrite      *ebpf.Program `ebpf:"request_write"`
-	ServerEntry       *ebpf.Program `ebpf:"server_entry"`
-	ServerExit        *ebpf.Program `ebpf:"server_exit"`
-	TrackSockets      *ebpf.Program `ebpf:"track_sockets"`
+	ClientEntry  *ebpf.Program `ebpf:"client_entry"`
+	ClientExit   *ebpf.Program `ebpf:"client_exit"`
+	HeaderLine   *ebpf.Program `ebpf:"header_line"`
+	RequestWrite *ebpf.Program `ebpf:"request_write"`
+	ServerEntry  *ebpf.Program `ebpf:"server_entry"`
+	ServerExit   *ebpf.Program `ebpf:"server_exit"`
 }
 
 func (p *NethttpPrograms) Close() error {
@@ -388,11 +380,9 @@ func (p *NethttpPrograms) Close() error {
 		p.ClientEntry,
 		p.ClientExit,
 		p.HeaderLine,
-		p.InjectTraceparent,
 		p.RequestWrite,
 		p.ServerEntry,
 		p.ServerExit,
-		p.TrackSockets,
 	)
 }
 

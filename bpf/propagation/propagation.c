@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: GPL-2.0
+//go:build ignore
+
+/*
+ * Trace context on the wire, without writing into any process's memory
+ * (kernel lockdown refuses bpf_probe_write_user). A sock_ops program puts
+ * every outgoing TCP connection in a sockhash; the sk_msg program below
+ * runs on each sendmsg on them and inserts a W3C traceparent where a
+ * library's probes have left a client call's context (propagation.h):
+ *
+ *   HTTP/1  a header line after the request line of the request head the
+ *           thread writes (nethttp: Request.write);
+ *   HTTP/2  an HPACK field at the end of the header block of the HEADERS
+ *           frame the thread sends for a stream (grpc: loopyWriter).
+ *
+ * One sk_msg program serves both: a socket has one.
+ */
+
+#include "propagation.h"
+
+char __license[] SEC("license") = "GPL";
+
+struct sockkey {
+	__u32 local_ip4;
+	__u32 remote_ip4;
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+/* Outgoing TCP connections, so the sk_msg program sees what they send. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sockkey);
+	__type(value, __u64);
+} sockets SEC(".maps");
+
+/* Adds every outgoing IPv4 TCP connection to the sockets map. */
+SEC("sockops")
+int track_sockets(struct bpf_sock_ops *skops)
+{
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != AF_INET)
+		return 1;
+	struct sockkey k = {.local_ip4 = skops->local_ip4, .remote_ip4 = skops->remote_ip4,
+			    .local_port = skops->local_port, .remote_port = skops->remote_port};
+	/* Fails when the socket is in another program's sockmap already
+	 * (e.g. a second latscope with injection on this node). */
+	if (bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST))
+		stat_inc(STAT_INJECT_SOCKET_BUSY);
+	return 1;
+}
+
+static __always_inline void put_hex(__u8 *out, __u64 v, int digits)
+{
+	const char hex[] = "0123456789abcdef";
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= digits)
+			break;
+		out[digits - 1 - i] = hex[(v >> (4 * i)) & 0xf];
+	}
+}
+
+/* "00-<trace id>-<span id>-<flags>" */
+static __always_inline void put_traceparent(__u8 *out, struct trace_ctx *tc)
+{
+	out[0] = '0';
+	out[1] = '0';
+	out[2] = '-';
+	put_hex(out + 3, tc->trace_hi, 16);
+	put_hex(out + 19, tc->trace_lo, 16);
+	out[35] = '-';
+	put_hex(out + 36, tc->span_id, 16);
+	out[52] = '-';
+	put_hex(out + 53, tc->flags, 2);
+}
+
+/* ---- HTTP/1 ---- */
+
+/* Room to look at a request's head and to build the header line. */
+#define HEAD_MAX 512
+struct scratch {
+	__u8 head[HEAD_MAX];
+	__u8 line[80];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} inject_scratch SEC(".maps");
+
+struct scan_ctx {
+	struct scratch *sc;
+	__u32 n;
+	__u32 line_end; /* offset after the request line's CRLF, 0 if not found */
+	__u8 present;   /* a traceparent header is there already */
+};
+
+/* One byte of the head: find the request line's end and any traceparent line. */
+static long scan_byte(__u64 i, void *arg)
+{
+	struct scan_ctx *c = arg;
+	if (i + 1 >= c->n)
+		return 1;
+	__u8 *h = c->sc->head;
+	if (h[i & (HEAD_MAX - 1)] != '\n')
+		return 0;
+	if (!c->line_end)
+		c->line_end = i + 1;
+	const char name[] = "traceparent:";
+	for (int j = 0; j < 12; j++) {
+		__u8 ch = h[(i + 1 + j) & (HEAD_MAX - 1)];
+		if (ch >= 'A' && ch <= 'Z')
+			ch += 'a' - 'A';
+		if (ch != name[j])
+			return 0;
+	}
+	c->present = 1;
+	return 1;
+}
+
+/*
+ * The thread writes an HTTP/1 request of a traced client call: insert a
+ * "traceparent" line naming the client span after the request line,
+ * unless the request carries one already.
+ */
+static __always_inline void inject_http1(struct sk_msg_md *msg, struct trace_ctx tc)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!sc)
+		return;
+	__u32 n = msg->size;
+	if (n > HEAD_MAX)
+		n = HEAD_MAX;
+	if (n < 16 || bpf_msg_pull_data(msg, 0, n, 0)) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+	void *data = (void *)(long)msg->data;
+	void *end = (void *)(long)msg->data_end;
+	/* The pull made [0, n) linear: data + n is the end. */
+	if (data + n > end || bpf_probe_read_kernel(sc->head, n, data)) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+	/* An HTTP/1 request starts with its method: upper-case letters, a space. */
+	if (sc->head[0] < 'A' || sc->head[0] > 'Z') {
+		stat_inc(STAT_INJECT_FAILED); /* TLS or another protocol */
+		return;
+	}
+	struct scan_ctx c = {.sc = sc, .n = n};
+	bpf_loop(HEAD_MAX, scan_byte, &c, 0);
+	if (c.present) {
+		stat_inc(STAT_INJECT_PRESENT);
+		return;
+	}
+	if (!c.line_end || c.line_end >= n) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+
+	/* "traceparent: 00-<trace id>-<span id>-01\r\n" */
+	__u8 *l = sc->line;
+	const char pre[] = "traceparent: ";
+#pragma unroll
+	for (int i = 0; i < 13; i++)
+		l[i] = pre[i];
+	put_traceparent(l + 13, &tc);
+	l[68] = '\r';
+	l[69] = '\n';
+#define LINE_LEN 70
+
+	__u32 at = c.line_end;
+	if (bpf_msg_push_data(msg, at, LINE_LEN, 0) || bpf_msg_pull_data(msg, at, at + LINE_LEN, 0)) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+	data = (void *)(long)msg->data;
+	end = (void *)(long)msg->data_end;
+	if (data + LINE_LEN > end) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+#pragma unroll
+	for (int i = 0; i < LINE_LEN; i++)
+		((__u8 *)data)[i] = l[i];
+	stat_inc(STAT_INJECTED);
+}
+
+/* ---- HTTP/2 ---- */
+
+/*
+ * To find HEADERS frames the program follows every frame a traced
+ * process sends on an HTTP/2 connection, from the connection preface on:
+ * a message can end inside a frame, even inside a frame header.
+ */
+struct h2_conn {
+	__u32 skip;  /* bytes of the current frame still to come */
+	__u8 have;   /* bytes of a frame header cut by the message's end (0..8) */
+	__u8 len[3]; /* that header's length bytes, as far as seen */
+	__u8 lost;   /* gave up following this connection's frames */
+	__u8 _pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct h2_conn);
+} h2_conns SEC(".maps");
+
+#define H2_PREFACE_LEN 24 /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
+#define H2_FRAME_HEADER 9
+#define H2_HEADERS 0x1
+#define H2_END_HEADERS 0x4
+#define H2_PADDED 0x8
+#define H2_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE's initial value */
+#define H2_MAX_INJECT 4    /* HEADERS frames given context per message */
+#define H2_MAX_FRAMES 1024 /* frames followed per message */
+
+/*
+ * The HPACK field inserted: a literal without indexing, new name, no
+ * Huffman (RFC 7541 6.2.2), so neither side's dynamic table changes.
+ */
+#define H2_FIELD_LEN (2 + 11 + 1 + TRACEPARENT_LEN)
+
+struct h2_walk {
+	struct sk_msg_md *msg;
+	__u64 tid;
+	__u64 now;
+	__u32 off;  /* the next frame header's offset */
+	__u32 size; /* the message's size */
+	__u32 n;    /* frames to inject into */
+	__u8 failed;
+	__u32 at[H2_MAX_INJECT];  /* their header offsets */
+	__u32 len[H2_MAX_INJECT]; /* their payload lengths */
+	struct trace_ctx tc[H2_MAX_INJECT];
+};
+
+/* One frame header at w->off: is it a HEADERS frame a client call awaits? */
+static long walk_frame(__u64 i, void *arg)
+{
+	struct h2_walk *w = arg;
+	__u32 off = w->off;
+	if (off + H2_FRAME_HEADER > w->size)
+		return 1;
+	if (bpf_msg_pull_data(w->msg, off, off + H2_FRAME_HEADER, 0)) {
+		w->failed = 1;
+		return 1;
+	}
+	__u8 *d = (void *)(long)w->msg->data;
+	if ((void *)(d + H2_FRAME_HEADER) > (void *)(long)w->msg->data_end) {
+		w->failed = 1;
+		return 1;
+	}
+	__u32 len = (__u32)d[0] << 16 | (__u32)d[1] << 8 | d[2];
+	__u8 type = d[3], flags = d[4];
+	struct h2key k = {.tid = w->tid,
+			  .stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8]};
+	w->off = off + H2_FRAME_HEADER + len;
+	if (type != H2_HEADERS)
+		return 0;
+	struct h2_pending *p = bpf_map_lookup_elem(&h2_streams, &k);
+	if (!p)
+		return 0;
+	struct h2_pending pending = *p;
+	bpf_map_delete_elem(&h2_streams, &k);
+	if (w->now - pending.at_ns > H2_PENDING_MAX_AGE_NS) {
+		stat_inc(STAT_INJECT_FAILED); /* its frame left from another thread */
+		return 0;
+	}
+	/* The header block must be whole, unpadded and in this message. */
+	if (!(flags & H2_END_HEADERS) || (flags & H2_PADDED) || len == 0 ||
+	    len + H2_FIELD_LEN > H2_MAX_FRAME || w->off > w->size || w->n >= H2_MAX_INJECT) {
+		stat_inc(STAT_INJECT_FAILED);
+		return 0;
+	}
+	__u32 j = w->n & (H2_MAX_INJECT - 1);
+	w->at[j] = off;
+	w->len[j] = len;
+	w->tc[j] = pending.tc;
+	w->n++;
+	return 0;
+}
+
+/*
+ * Appends the traceparent field to the header block of the HEADERS frame
+ * at `at` (payload `len` bytes) and fixes the frame's length. The bytes
+ * go in before the block's last byte, which is then moved after them:
+ * bpf_msg_push_data cannot append at the very end of a message.
+ */
+static __always_inline int inject_h2_field(struct sk_msg_md *msg, __u32 at, __u32 len, struct trace_ctx *tc)
+{
+	__u32 last = at + H2_FRAME_HEADER + len - 1;
+	if (bpf_msg_pull_data(msg, last, last + 1, 0))
+		return -1;
+	__u8 *d = (void *)(long)msg->data;
+	if ((void *)(d + 1) > (void *)(long)msg->data_end)
+		return -1;
+	__u8 last_byte = d[0];
+	if (bpf_msg_push_data(msg, last, H2_FIELD_LEN, 0) ||
+	    bpf_msg_pull_data(msg, last, last + 1 + H2_FIELD_LEN, 0))
+		return -1;
+	d = (void *)(long)msg->data;
+	if ((void *)(d + 1 + H2_FIELD_LEN) > (void *)(long)msg->data_end)
+		return -1;
+	const char name[] = "traceparent";
+	d[0] = last_byte;
+	d[1] = 0x00; /* literal, not indexed, new name */
+	d[2] = 11;
+#pragma unroll
+	for (int i = 0; i < 11; i++)
+		d[3 + i] = name[i];
+	d[14] = TRACEPARENT_LEN;
+	put_traceparent(d + 15, tc);
+
+	len += H2_FIELD_LEN;
+	if (bpf_msg_pull_data(msg, at, at + 3, 0))
+		return -1;
+	d = (void *)(long)msg->data;
+	if ((void *)(d + 3) > (void *)(long)msg->data_end)
+		return -1;
+	d[0] = len >> 16;
+	d[1] = len >> 8;
+	d[2] = len;
+	return 0;
+}
+
+/*
+ * Follows the frames of one message on an HTTP/2 connection from `off`
+ * (past the preface or the rest of a cut frame), then injects into the
+ * HEADERS frames whose streams' client calls are traced.
+ */
+static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
+{
+	struct h2_walk w = {.msg = msg, .tid = bpf_get_current_pid_tgid(), .now = bpf_ktime_get_ns(),
+			    .off = off, .size = msg->size};
+	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
+	if (w.failed || w.off + H2_FRAME_HEADER <= w.size) {
+		c->lost = 1; /* cannot tell where frames start any more */
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+	c->skip = 0;
+	c->have = 0;
+	if (w.off >= w.size) {
+		c->skip = w.off - w.size;
+	} else {
+		/* A frame header is cut by the message's end: keep its length bytes. */
+		__u32 have = w.size - w.off;
+		if (bpf_msg_pull_data(msg, w.off, w.size, 0))
+			goto lost;
+		__u8 *d = (void *)(long)msg->data;
+		if ((void *)(d + 1) > (void *)(long)msg->data_end)
+			goto lost;
+		c->len[0] = d[0];
+		if (have > 1 && (void *)(d + 2) <= (void *)(long)msg->data_end)
+			c->len[1] = d[1];
+		if (have > 2 && (void *)(d + 3) <= (void *)(long)msg->data_end)
+			c->len[2] = d[2];
+		c->have = have;
+	}
+	/* Last frame first: an insert moves only what follows it. */
+#pragma unroll
+	for (int i = H2_MAX_INJECT - 1; i >= 0; i--) {
+		if (i >= w.n)
+			continue;
+		if (inject_h2_field(msg, w.at[i], w.len[i], &w.tc[i])) {
+			stat_inc(STAT_INJECT_FAILED);
+			continue;
+		}
+		stat_inc(STAT_INJECTED);
+	}
+	return;
+lost:
+	c->lost = 1;
+	stat_inc(STAT_INJECT_FAILED);
+}
+
+/*
+ * Where the message's first frame header starts: after the rest of the
+ * frame the last message cut, or after the rest of its cut header.
+ * Returns the message's size or more when no header starts in it.
+ */
+static __always_inline __u32 h2_resume(struct sk_msg_md *msg, struct h2_conn *c)
+{
+	__u32 size = msg->size;
+	if (!c->have) {
+		__u32 skip = c->skip;
+		if (skip >= size) {
+			c->skip = skip - size;
+			return size;
+		}
+		return skip;
+	}
+	/* The cut header's remaining bytes open this message. */
+	__u32 need = H2_FRAME_HEADER - c->have;
+	__u32 n = need < size ? need : size;
+	if (c->have < 3) {
+		if (bpf_msg_pull_data(msg, 0, n < 3 ? n : 3, 0))
+			return ~0U;
+		__u8 *d = (void *)(long)msg->data;
+#pragma unroll
+		for (int i = 0; i < 3; i++) {
+			__u32 at = c->have + i;
+			if (at >= 3 || (__u32)i >= n)
+				break;
+			if ((void *)(d + i + 1) > (void *)(long)msg->data_end)
+				return ~0U;
+			c->len[at & 3] = d[i];
+		}
+	}
+	if (n < need) {
+		c->have += n;
+		return size;
+	}
+	__u32 len = (__u32)c->len[0] << 16 | (__u32)c->len[1] << 8 | c->len[2];
+	c->have = 0;
+	c->skip = 0;
+	if (need + len >= size) {
+		c->skip = need + len - size;
+		return size;
+	}
+	return need + len;
+}
+
+static __always_inline int is_h2_preface(struct sk_msg_md *msg)
+{
+	const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	if (msg->size < H2_PREFACE_LEN || bpf_msg_pull_data(msg, 0, H2_PREFACE_LEN, 0))
+		return 0;
+	__u8 *d = (void *)(long)msg->data;
+	if ((void *)(d + H2_PREFACE_LEN) > (void *)(long)msg->data_end)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < H2_PREFACE_LEN; i++) {
+		if (d[i] != preface[i])
+			return 0;
+	}
+	return 1;
+}
+
+SEC("sk_msg")
+int inject_traceparent(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	if (!sk)
+		return SK_PASS;
+	struct h2_conn *c = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+	if (c) {
+		if (c->lost)
+			return SK_PASS;
+		__u32 off = h2_resume(msg, c);
+		if (off == ~0U) {
+			c->lost = 1;
+			stat_inc(STAT_INJECT_FAILED);
+		} else if (off < msg->size) {
+			walk_h2(msg, c, off);
+		}
+		return SK_PASS;
+	}
+
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct trace_ctx *tcp = bpf_map_lookup_elem(&writing, &tid);
+	if (tcp) {
+		struct trace_ctx tc = *tcp;
+		bpf_map_delete_elem(&writing, &tid);
+		inject_http1(msg, tc);
+		return SK_PASS;
+	}
+
+	/* A traced process opens an HTTP/2 connection: follow its frames. */
+	__u32 pid = tid >> 32;
+	if (!bpf_map_lookup_elem(&procs, &pid) || !is_h2_preface(msg))
+		return SK_PASS;
+	c = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c)
+		return SK_PASS;
+	if (msg->size > H2_PREFACE_LEN)
+		walk_h2(msg, c, H2_PREFACE_LEN);
+	else
+		c->skip = 0;
+	return SK_PASS;
+}

@@ -1,0 +1,74 @@
+// Package propagation holds the socket programs that put trace context on
+// outgoing requests (propagation.c): a sock_ops program that adds
+// outgoing TCP connections to a sockhash and the sk_msg program that
+// inserts a W3C traceparent into HTTP/1 request heads and HTTP/2 HEADERS
+// frames of traced client calls. Libraries hand it their calls' context
+// through the maps in bpf/include/propagation.h.
+package propagation
+
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 Propagation propagation.c -- -I../include
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/latscope/latscope/bpf/calltracer"
+)
+
+// Load loads the socket programs with opts applied, sharing the call
+// tracer's maps (its counters and traced processes).
+func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*PropagationObjects, error) {
+	spec, err := LoadPropagation()
+	if err != nil {
+		return nil, fmt.Errorf("read propagation BPF object: %w", err)
+	}
+	if err := calltracer.Configure(spec, opts); err != nil {
+		return nil, fmt.Errorf("propagation: %w", err)
+	}
+	var objs PropagationObjects
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: Present(spec, shared)}); err != nil {
+		return nil, fmt.Errorf("load propagation BPF programs: %w", err)
+	}
+	return &objs, nil
+}
+
+// Present keeps the maps of m that spec declares: MapReplacements must
+// name only those.
+func Present(spec *ebpf.CollectionSpec, m map[string]*ebpf.Map) map[string]*ebpf.Map {
+	out := make(map[string]*ebpf.Map, len(m))
+	for name, mp := range m {
+		if _, ok := spec.Maps[name]; ok {
+			out[name] = mp
+		}
+	}
+	return out
+}
+
+// SharedMaps are the maps where libraries leave client calls' contexts
+// (propagation.h), to pass as MapReplacements when loading them.
+func (o *PropagationObjects) SharedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{"writing": o.Writing, "h2_streams": o.H2Streams}
+}
+
+// Attach attaches the programs: sock_ops to cgroup (a cgroup v2
+// directory; its processes' outgoing connections are followed), sk_msg
+// to the sockhash.
+func (o *PropagationObjects) Attach(cgroup string) ([]link.Link, error) {
+	ops, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: ebpf.AttachCGroupSockOps, Program: o.TrackSockets})
+	if err != nil {
+		return nil, fmt.Errorf("attach sock_ops to cgroup %s: %w", cgroup, err)
+	}
+	msg, err := link.AttachRawLink(link.RawLinkOptions{Target: o.Sockets.FD(), Program: o.InjectTraceparent, Attach: ebpf.AttachSkMsgVerdict})
+	if err != nil {
+		// Kernels before 6.10 attach sk_msg to a map without a link.
+		if rerr := link.RawAttachProgram(link.RawAttachProgramOptions{Target: o.Sockets.FD(), Program: o.InjectTraceparent, Attach: ebpf.AttachSkMsgVerdict}); rerr != nil {
+			ops.Close()
+			return nil, fmt.Errorf("attach sk_msg program: %w", errors.Join(err, rerr))
+		}
+		return []link.Link{ops}, nil
+	}
+	return []link.Link{ops, msg}, nil
+}
