@@ -17,9 +17,15 @@ struct {
 	__type(value, struct trace_ctx);
 } writing SEC(".maps");
 
-/* HTTP/2: a HEADERS frame a thread has encoded and is about to send. */
+/*
+ * HTTP/2: a HEADERS frame a process has encoded and is about to send, by
+ * its connection's ports and its stream id. (Not by thread: grpc-go's
+ * writer yields between encoding and sending, and may resume on another.)
+ */
 struct h2key {
-	__u64 tid; /* pid_tgid */
+	__u32 pid;
+	__u16 local_port;
+	__u16 remote_port;
 	__u32 stream_id;
 	__u32 _pad;
 };
@@ -30,12 +36,12 @@ struct h2_pending {
 };
 
 /*
- * A frame is sent within microseconds of its encoding, by the same
- * goroutine, almost always on the same thread. An older entry is one
- * whose frame left from another thread: it must not name a later frame
- * that reuses the stream id on another connection of this thread.
+ * A frame is sent within microseconds to milliseconds of its encoding.
+ * An entry older than this was never seen leaving (its connection was
+ * opened before latscope attached, or its frames could not be followed);
+ * it must not name a later frame of a connection that reuses the ports.
  */
-#define H2_PENDING_MAX_AGE_NS (100ULL * 1000 * 1000)
+#define H2_PENDING_MAX_AGE_NS (1000ULL * 1000 * 1000)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -229,7 +229,7 @@ struct {
 
 struct h2_walk {
 	struct sk_msg_md *msg;
-	__u64 tid;
+	struct h2key key; /* the connection's; stream id per frame */
 	__u64 now;
 	__u32 off;  /* the next frame header's offset */
 	__u32 size; /* the message's size */
@@ -258,8 +258,8 @@ static long walk_frame(__u64 i, void *arg)
 	}
 	__u32 len = (__u32)d[0] << 16 | (__u32)d[1] << 8 | d[2];
 	__u8 type = d[3], flags = d[4];
-	struct h2key k = {.tid = w->tid,
-			  .stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8]};
+	struct h2key k = w->key;
+	k.stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8];
 	w->off = off + H2_FRAME_HEADER + len;
 	if (type != H2_HEADERS)
 		return 0;
@@ -269,7 +269,7 @@ static long walk_frame(__u64 i, void *arg)
 	struct h2_pending pending = *p;
 	bpf_map_delete_elem(&h2_streams, &k);
 	if (w->now - pending.at_ns > H2_PENDING_MAX_AGE_NS) {
-		stat_inc(STAT_INJECT_FAILED); /* its frame left from another thread */
+		stat_inc(STAT_INJECT_FAILED); /* a frame of an earlier connection on these ports */
 		return 0;
 	}
 	/* The header block must be whole, unpadded and in this message. */
@@ -336,8 +336,15 @@ static __always_inline int inject_h2_field(struct sk_msg_md *msg, __u32 at, __u3
  */
 static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
 {
-	struct h2_walk w = {.msg = msg, .tid = bpf_get_current_pid_tgid(), .now = bpf_ktime_get_ns(),
-			    .off = off, .size = msg->size};
+	struct h2_walk w = {.msg = msg, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
+	w.key.pid = bpf_get_current_pid_tgid() >> 32;
+	w.key.local_port = msg->local_port;
+	/*
+	 * remote_port is the network-order port, shifted to the upper half
+	 * on little-endian hosts (the UAPI's historical layout; tolerate both).
+	 */
+	__u32 rp = msg->remote_port;
+	w.key.remote_port = __builtin_bswap16((__u16)(rp > 0xffff ? rp >> 16 : rp));
 	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
 	if (w.failed || w.off + H2_FRAME_HEADER <= w.size) {
 		c->lost = 1; /* cannot tell where frames start any more */

@@ -57,10 +57,12 @@ type PropagationH2Pending struct {
 }
 
 type PropagationH2key struct {
-	_        structs.HostLayout
-	Tid      uint64
-	StreamId uint32
-	Pad      uint32
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
 }
 
 type PropagationLibFields struct {

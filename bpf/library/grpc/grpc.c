@@ -37,6 +37,11 @@ enum grpc_field {
 	F_CLIENTCONN_TARGET,    /* grpc.ClientConn.target string */
 	F_HEADERFRAME_HF,       /* transport.headerFrame.hf []hpack.HeaderField (<= v1.81; 0 = absent) */
 	F_CLIENTHEADERS_HF,     /* transport.clientHeaders.hf, its successor (>= v1.82; 0 = absent) */
+	F_LOOPY_CONN,           /* transport.loopyWriter.conn net.Conn */
+	F_TCPCONN_CONN,         /* net.TCPConn.conn (embedded net.conn) */
+	F_CONN_FD,              /* net.conn.fd *netFD */
+	F_NETFD_LADDR,          /* net.netFD.laddr net.Addr */
+	F_NETFD_RADDR,          /* net.netFD.raddr net.Addr */
 	F_FIELD_MAX,
 };
 
@@ -433,14 +438,26 @@ int queue_headers(struct pt_regs *ctx)
 	return 0;
 }
 
+/* The port of the *net.TCPAddr in the net.Addr at base+off; 0 if none. */
+static __always_inline __u16 addr_port(struct lib_fields *fl, __u64 base, __u64 off)
+{
+	__u64 addr = read_ptr((void *)base, off + 8);
+	__s64 port = 0;
+	if (!addr || bpf_probe_read_user(&port, sizeof(port), (void *)addr + FIELD(fl, F_TCPADDR_PORT)) ||
+	    port <= 0 || port > 0xffff)
+		return 0;
+	return port;
+}
+
 /*
  * func (l *loopyWriter) writeHeader(streamID uint32, endStream bool,
  *                                   hf []hpack.HeaderField, onWrite func()) error
  * RAX = l, RBX = streamID, RCX = endStream, RDI/RSI/R8 = hf. The
- * transport's writer goroutine encodes a stream's headers; it sends them
- * (with what else it has queued) right after, on this thread. The frame
- * gets the call's traceparent there (bpf/propagation), unless the
- * application put one in its metadata. Entry hook only.
+ * transport's writer goroutine encodes a stream's headers and sends them
+ * (with what else it has queued) soon after. The frame gets the call's
+ * traceparent on the way out (bpf/propagation), found by the
+ * connection's ports and the stream id, unless the application put one
+ * in its metadata. Entry hook only.
  */
 SEC("uprobe")
 int write_headers(struct pt_regs *ctx)
@@ -461,7 +478,18 @@ int write_headers(struct pt_regs *ctx)
 		stat_inc(STAT_INJECT_PRESENT);
 		return 0;
 	}
-	struct h2key k = {.tid = bpf_get_current_pid_tgid(), .stream_id = GO_PARAM2(ctx)};
+	/* l.conn: a *net.TCPConn (TLS or another net.Conn: no injection). */
+	__u64 conn = read_ptr((void *)GO_PARAM1(ctx), FIELD(fl, F_LOOPY_CONN) + 8);
+	__u64 fd = conn ? read_ptr((void *)conn, FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD)) : 0;
+	struct h2key k = {.pid = q.pid, .stream_id = GO_PARAM2(ctx)};
+	if (fd) {
+		k.local_port = addr_port(fl, fd, FIELD(fl, F_NETFD_LADDR));
+		k.remote_port = addr_port(fl, fd, FIELD(fl, F_NETFD_RADDR));
+	}
+	if (!k.local_port || !k.remote_port) {
+		stat_inc(STAT_INJECT_FAILED);
+		return 0;
+	}
 	bpf_map_update_elem(&h2_streams, &k, &p, BPF_ANY);
 	return 0;
 }

@@ -100,6 +100,11 @@ func fields() []string {
 		GrpcGrpcFieldF_CLIENTCONN_TARGET:    "google.golang.org/grpc.ClientConn.target",
 		GrpcGrpcFieldF_HEADERFRAME_HF:       "?" + transport + ".headerFrame.hf",   // <= v1.81
 		GrpcGrpcFieldF_CLIENTHEADERS_HF:     "?" + transport + ".clientHeaders.hf", // >= v1.82
+		GrpcGrpcFieldF_LOOPY_CONN:           transport + ".loopyWriter.conn",
+		GrpcGrpcFieldF_TCPCONN_CONN:         "net.TCPConn.conn",
+		GrpcGrpcFieldF_CONN_FD:              "net.conn.fd",
+		GrpcGrpcFieldF_NETFD_LADDR:          "net.netFD.laddr",
+		GrpcGrpcFieldF_NETFD_RADDR:          "net.netFD.raddr",
 	}
 	out := make([]string, GrpcGrpcFieldF_FIELD_MAX)
 	for i, name := range byEnum {

@@ -76,7 +76,12 @@ const (
 	GrpcGrpcFieldF_CLIENTCONN_TARGET    GrpcGrpcField = 19
 	GrpcGrpcFieldF_HEADERFRAME_HF       GrpcGrpcField = 20
 	GrpcGrpcFieldF_CLIENTHEADERS_HF     GrpcGrpcField = 21
-	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 22
+	GrpcGrpcFieldF_LOOPY_CONN           GrpcGrpcField = 22
+	GrpcGrpcFieldF_TCPCONN_CONN         GrpcGrpcField = 23
+	GrpcGrpcFieldF_CONN_FD              GrpcGrpcField = 24
+	GrpcGrpcFieldF_NETFD_LADDR          GrpcGrpcField = 25
+	GrpcGrpcFieldF_NETFD_RADDR          GrpcGrpcField = 26
+	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 27
 )
 
 type GrpcGrpcProbe uint32
@@ -116,10 +121,12 @@ type GrpcH2Pending struct {
 }
 
 type GrpcH2key struct {
-	_        structs.HostLayout
-	Tid      uint64
-	StreamId uint32
-	Pad      uint32
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
 }
 
 type GrpcHfkey struct {

@@ -79,10 +79,12 @@ type NethttpH2Pending struct {
 }
 
 type NethttpH2key struct {
-	_        structs.HostLayout
-	Tid      uint64
-	StreamId uint32
-	Pad      uint32
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
 }
 
 type NethttpLibFields struct {
