@@ -41,22 +41,50 @@ const (
 func Start(tb testing.TB) *Jaeger {
 	tb.Helper()
 	bin := Build(tb)
-	dir, err := toolsDir()
+	j, err := launch(bin, tb.TempDir()) // TempDir before Cleanup below, so removed after it
 	if err != nil {
 		tb.Fatalf("start Jaeger: %v", err)
 	}
-	logDir := tb.TempDir() // before Cleanup below, so removed after it
+	tb.Cleanup(func() {
+		if !j.Stop() {
+			tb.Logf("jaegertest: Jaeger (pid %d) did not stop within %s of SIGTERM; killed it", j.cmd.Process.Pid, stopTimeout)
+		}
+		if tb.Failed() {
+			tb.Logf("jaegertest: tail of Jaeger's log %s:\n%s", j.logPath, j.logTail(8192))
+		}
+	})
+	return j
+}
+
+// Run is Start for programs that are not tests (scripts/benchdemo): it
+// builds Jaeger if needed (progress to logf) and logs to a file in
+// logDir. End it with Stop.
+func Run(logDir string, logf func(string, ...any)) (*Jaeger, error) {
+	bin, err := build(logf)
+	if err != nil {
+		return nil, fmt.Errorf("build Jaeger: %w", err)
+	}
+	j, err := launch(bin, logDir)
+	if err != nil {
+		return nil, fmt.Errorf("start Jaeger: %w", err)
+	}
+	return j, nil
+}
+
+func launch(bin, logDir string) (*Jaeger, error) {
+	dir, err := toolsDir()
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	for try := 1; try <= startTries; try++ {
 		j, err := start(bin, filepath.Join(dir, "config.yaml"), filepath.Join(logDir, fmt.Sprintf("jaeger-%d.log", try)))
 		if err == nil {
-			tb.Cleanup(func() { j.stop(tb) })
-			return j
+			return j, nil
 		}
 		errs = append(errs, fmt.Errorf("try %d: %w", try, err))
 	}
-	tb.Fatalf("start Jaeger: %v", errors.Join(errs...))
-	return nil
+	return nil, errors.Join(errs...)
 }
 
 func start(bin, config, logPath string) (*Jaeger, error) {
@@ -141,18 +169,16 @@ func (j *Jaeger) probe(client *http.Client) error {
 	return nil
 }
 
-// stop ends the process with SIGTERM, then SIGKILL if it lingers, and
-// prints the log's tail if the test failed.
-func (j *Jaeger) stop(tb testing.TB) {
+// Stop ends the process with SIGTERM, then SIGKILL if it lingers; false
+// if it had to be killed.
+func (j *Jaeger) Stop() bool {
 	j.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-j.exited:
+		return true
 	case <-time.After(stopTimeout):
-		tb.Logf("jaegertest: Jaeger (pid %d) did not stop within %s of SIGTERM; killing it", j.cmd.Process.Pid, stopTimeout)
 		j.kill()
-	}
-	if tb.Failed() {
-		tb.Logf("jaegertest: tail of Jaeger's log %s:\n%s", j.logPath, j.logTail(8192))
+		return false
 	}
 }
 

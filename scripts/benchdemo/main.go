@@ -1,10 +1,20 @@
-// Command benchdemo measures what latscope costs a real service: the demo
+// Command benchdemo measures what tracing costs a real service: the demo
 // catalog (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
 // reviews, two goroutines per request) under a fixed-concurrency loopback
-// load, untraced and traced by latscope with every library probe (no user
-// functions), alternating, several rounds; the table shows medians.
-// Requests/s, latency percentiles and catalog's CPU per request (from
-// /proc/PID/stat). Needs root and redis-server.
+// load, in three variants run in turn, several rounds; the table shows
+// medians:
+//
+//   - untraced: the plain catalog;
+//   - latscope: the same process traced by latscope with every library
+//     probe (no user functions), spans exported over OTLP to Jaeger;
+//   - OTel SDK: catalog built with -tags otel, instrumented in-process with
+//     otelhttp (server, client) and otelgrpc (client), exporting to the
+//     same Jaeger.
+//
+// Requests/s, latency percentiles, catalog's CPU per request (from
+// /proc/PID/stat; it includes the BPF programs, which run in catalog's
+// context) and latscope's own user-space CPU per request. Needs root,
+// redis-server and the Jaeger build of internal/jaegertest.
 //
 //	go run ./scripts/benchdemo [-rounds 3] [-seconds 10] [-c 8]
 package main
@@ -29,15 +39,19 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/exporter/otlp"
+	"github.com/latscope/latscope/internal/jaegertest"
 )
 
 type result struct {
-	RPS   float64 `json:"rps"`
-	P50ms float64 `json:"p50_ms"`
-	P99ms float64 `json:"p99_ms"`
-	Reqs  int     `json:"requests"`
-	Errs  int     `json:"errors"`
-	cpuUS float64 // catalog CPU µs per request
+	RPS     float64 `json:"rps"`
+	P50ms   float64 `json:"p50_ms"`
+	P99ms   float64 `json:"p99_ms"`
+	Reqs    int     `json:"requests"`
+	Errs    int     `json:"errors"`
+	cpuUS   float64 // catalog CPU µs per request
+	agentUS float64 // latscope's (this process's) CPU µs per request
 }
 
 func main() {
@@ -51,26 +65,44 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(bin)
-	build := exec.Command("go", "build", "-o", bin+"/", "./catalog", "./pricing", "./reviews", "./loadgen")
-	build.Dir = "examples/demo"
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		log.Fatalf("build demo: %v\n%s", err, out)
+	for _, args := range [][]string{
+		{"-o", bin + "/", "./catalog", "./pricing", "./reviews", "./loadgen"},
+		{"-tags", "otel", "-o", filepath.Join(bin, "catalog-otel"), "./catalog"},
+	} {
+		build := exec.Command("go", append([]string{"build"}, args...)...)
+		build.Dir = "examples/demo"
+		build.Env = append(os.Environ(), "GOWORK=off")
+		if out, err := build.CombinedOutput(); err != nil {
+			log.Fatalf("build demo: %v\n%s", err, out)
+		}
+	}
+	jaeger, err := jaegertest.Run(bin, log.Printf)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer jaeger.Stop()
+	// latscope (in this process) and catalog-otel export to it over OTLP/gRPC.
+	otlpEnv := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + jaeger.OTLPGRPC, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
+	for _, kv := range otlpEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
 	}
 
 	redisPort := freePort()
 	redis := start("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	defer stop(redis)
 	time.Sleep(300 * time.Millisecond)
-	pricing, pricingAddr := startService(filepath.Join(bin, "pricing"), "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
+	pricing, pricingAddr := startService(filepath.Join(bin, "pricing"), nil, "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
 	defer stop(pricing)
-	reviews, reviewsAddr := startService(filepath.Join(bin, "reviews"), "-delay", "0")
+	reviews, reviewsAddr := startService(filepath.Join(bin, "reviews"), nil, "-delay", "0")
 	defer stop(reviews)
-	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
 	defer stop(catalog)
+	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	defer stop(catalogSDK)
 
-	load := func() result {
-		before := cpuTicks(catalog.Process.Pid)
+	load := func(catalog *exec.Cmd, catalogAddr string) result {
+		before, self := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid())
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+"/product/%d", "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", *seconds), "-json").Output()
 		if err != nil {
@@ -82,21 +114,30 @@ func main() {
 		}
 		ticks := cpuTicks(catalog.Process.Pid) - before
 		r.cpuUS = float64(ticks) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
+		r.agentUS = float64(cpuTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
 		return r
 	}
-	load() // warm up caches and connections
+	// Warm up caches and connections.
+	load(catalog, catalogAddr)
+	load(catalogSDK, catalogSDKAddr)
 
-	var untraced, traced []result
+	var untraced, traced, sdk []result
+	var exported, dropped, failed uint64
 	for i := 0; i < *rounds; i++ {
-		untraced = append(untraced, load())
+		untraced = append(untraced, load(catalog, catalogAddr))
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan struct{})
 		done := make(chan error, 1)
+		exp, err := otlp.New(ctx, otlp.Options{})
+		if err != nil {
+			log.Fatal(err)
+		}
 		s := &agent.Session{
-			PIDs:   []int{catalog.Process.Pid},
-			Tracer: agent.Config{Inject: *inject},
-			Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready:  func(*agent.Process) { close(ready) },
+			PIDs:      []int{catalog.Process.Pid},
+			Tracer:    agent.Config{Inject: *inject},
+			Exporters: []span.Exporter{exp},
+			Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Ready:     func(*agent.Process) { close(ready) },
 		}
 		go func() { _, err := s.Run(ctx); done <- err }()
 		select {
@@ -104,28 +145,41 @@ func main() {
 		case err := <-done:
 			log.Fatalf("latscope: %v", err)
 		}
-		traced = append(traced, load())
+		traced = append(traced, load(catalog, catalogAddr))
 		cancel()
 		if err := <-done; err != nil {
 			log.Fatalf("latscope: %v", err)
 		}
+		if err := exp.Close(); err != nil {
+			log.Printf("OTLP exporter: %v", err)
+		}
+		e, d, f := exp.Stats()
+		exported, dropped, failed = exported+e, dropped+d, failed+f
+		sdk = append(sdk, load(catalogSDK, catalogSDKAddr))
 	}
-	fmt.Printf("catalog, %d concurrent, %d s per run, %d rounds (medians; untraced and traced runs alternate)\n\n", *conc, *seconds, *rounds)
-	fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
-	row := func(name string, rs []result) (float64, float64) {
+	fmt.Printf("catalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", *conc, *seconds, *rounds)
+	fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | errors |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	row := func(name string, rs []result, agentCPU bool) (float64, float64) {
 		rps, cpu := med(rs, func(r result) float64 { return r.RPS }), med(rs, func(r result) float64 { return r.cpuUS })
 		errs := 0
 		for _, r := range rs {
 			errs += r.Errs
 		}
-		fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %d |\n", name, rps,
-			med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, errs)
+		agentCol := "—"
+		if agentCPU {
+			agentCol = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.agentUS }))
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %d |\n", name, rps,
+			med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol, errs)
 		return rps, cpu
 	}
-	r0, c0 := row("untraced", untraced)
-	r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v; spans built, not exported)", *inject), traced)
-	fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
+	r0, c0 := row("untraced", untraced, false)
+	r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v, OTLP to Jaeger)", *inject), traced, true)
+	r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
+	fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
+	fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
+	fmt.Printf("latscope spans: %d exported, %d dropped, %d failed\n", exported, dropped, failed)
 }
 
 func med(rs []result, f func(result) float64) float64 {
@@ -171,10 +225,11 @@ func start(name string, args ...string) *exec.Cmd {
 }
 
 // startService starts a demo service on a free loopback port and returns
-// the address it logged.
-func startService(bin string, args ...string) (*exec.Cmd, string) {
+// the address it logged. Its SDK (if it has one) exports nothing unless
+// env says otherwise.
+func startService(bin string, env []string, args ...string) (*exec.Cmd, string) {
 	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	cmd.Env = append(append(os.Environ(), "OTEL_TRACES_EXPORTER=none"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StderrPipe()
 	if err != nil {

@@ -2,9 +2,12 @@
 // product from SQLite, then asks pricing (gRPC) and reviews (HTTP) in
 // parallel and returns the combined JSON. It has no tracing code and does
 // not propagate trace context: latscope sees it only through uprobes.
+// (Built with -tags otel it is instead instrumented with the OpenTelemetry
+// SDK, for the overhead comparison in scripts/benchdemo; see trace_otel.go.)
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -55,8 +58,14 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 	defer db.Close()
 	log.Info("database seeded", "path", dbPath, "products", products)
 
+	shutdown, err := setupTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
+
 	// NewClient connects lazily: pricing may start after catalog.
-	cc, err := grpc.NewClient(pricingAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(pricingAddr, append(tracedDialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return fmt.Errorf("create pricing client for %s: %w", pricingAddr, err)
 	}
@@ -66,11 +75,11 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 		store:      db,
 		pricing:    pricingpb.NewClient(cc),
 		reviewsURL: reviewsURL,
-		http:       &http.Client{Timeout: timeout},
+		http:       &http.Client{Transport: tracedTransport(http.DefaultTransport), Timeout: timeout},
 		timeout:    timeout,
 		log:        log,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/product/", h)
-	return service.ServeHTTP(ctx, log, listen, mux)
+	return service.ServeHTTP(ctx, log, listen, tracedHandler(mux))
 }
