@@ -32,11 +32,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
@@ -59,6 +63,8 @@ func main() {
 	seconds := flag.Int("seconds", 10, "load per run")
 	conc := flag.Int("c", 8, "concurrent requests")
 	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
+	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run to this file")
+	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
 	flag.Parse()
 	bin, err := os.MkdirTemp("", "benchdemo")
 	if err != nil {
@@ -139,6 +145,20 @@ func main() {
 			Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Ready:     func(*agent.Process) { close(ready) },
 		}
+		if *cpuProfile != "" && i == 0 {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+			defer f.Close()
+		}
+		var stats io.Closer
+		if *bpfStats && i == 0 {
+			if stats, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+				log.Fatalf("enable BPF stats: %v", err)
+			}
+		}
 		go func() { _, err := s.Run(ctx); done <- err }()
 		select {
 		case <-ready:
@@ -146,6 +166,13 @@ func main() {
 			log.Fatalf("latscope: %v", err)
 		}
 		traced = append(traced, load(catalog, catalogAddr))
+		if *cpuProfile != "" && i == 0 {
+			pprof.StopCPUProfile()
+		}
+		if stats != nil {
+			printBPFStats(traced[0].Reqs)
+			stats.Close()
+		}
 		cancel()
 		if err := <-done; err != nil {
 			log.Fatalf("latscope: %v", err)
@@ -180,6 +207,36 @@ func main() {
 	fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 	fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
 	fmt.Printf("latscope spans: %d exported, %d dropped, %d failed\n", exported, dropped, failed)
+}
+
+// printBPFStats prints the run counts and times of the loaded BPF
+// programs latscope owns (by name), per request.
+func printBPFStats(reqs int) {
+	out, err := exec.Command("bpftool", "prog", "show", "--json").Output()
+	if err != nil {
+		log.Fatalf("bpftool prog show: %v", err)
+	}
+	var progs []struct {
+		Name    string `json:"name"`
+		RunCnt  uint64 `json:"run_cnt"`
+		RunTime uint64 `json:"run_time_ns"`
+	}
+	if err := json.Unmarshal(out, &progs); err != nil {
+		log.Fatalf("bpftool output: %v", err)
+	}
+	sort.Slice(progs, func(i, j int) bool { return progs[i].RunTime > progs[j].RunTime })
+	fmt.Println("| BPF program | runs/request | ns/run | µs/request |")
+	fmt.Println("|---|---:|---:|---:|")
+	var total float64
+	for _, p := range progs {
+		if p.RunCnt == 0 {
+			continue
+		}
+		perReq := float64(p.RunTime) / 1e3 / float64(reqs)
+		total += perReq
+		fmt.Printf("| %s | %.2f | %d | %.2f |\n", p.Name, float64(p.RunCnt)/float64(reqs), p.RunTime/p.RunCnt, perReq)
+	}
+	fmt.Printf("| total | | | %.2f |\n\n", total)
 }
 
 func med(rs []result, f func(result) float64) float64 {

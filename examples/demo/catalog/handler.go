@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -107,7 +108,12 @@ func (h *handler) reviews(ctx context.Context, id int64) ([]Review, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", url, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Read to EOF so the connection goes back to the pool: a body
+		// closed unread closes its connection.
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("get %s: status %s", url, resp.Status)
 	}

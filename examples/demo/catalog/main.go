@@ -75,11 +75,20 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 		store:      db,
 		pricing:    pricingpb.NewClient(cc),
 		reviewsURL: reviewsURL,
-		http:       &http.Client{Transport: tracedTransport(http.DefaultTransport), Timeout: timeout},
+		http:       &http.Client{Transport: tracedTransport(reviewsTransport()), Timeout: timeout},
 		timeout:    timeout,
 		log:        log,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/product/", h)
 	return service.ServeHTTP(ctx, log, listen, tracedHandler(mux))
+}
+
+// reviewsTransport keeps as many idle connections to reviews as requests
+// run at once (http.DefaultTransport keeps 2 per host: under concurrency
+// every other call would open a new connection).
+func reviewsTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
 }
