@@ -283,21 +283,25 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
-// forgetGoroutines deletes the kernel's goroutine state of pid.
+// forgetGoroutines deletes the kernel's goroutine state and links of pid.
 func (t *Tracer) forgetGoroutines(pid uint32) error {
-	var key calltracer.TracerGkey
-	var keys []calltracer.TracerGkey
-	it := t.objs.Goroutines.Iterate()
-	var val []byte
-	for it.Next(&key, &val) {
-		if key.Pid == pid {
-			keys = append(keys, key)
+	var errs []error
+	for _, m := range []*ebpf.Map{t.objs.Goroutines, t.objs.Links} {
+		var key calltracer.TracerGkey
+		var keys []calltracer.TracerGkey
+		it := m.Iterate()
+		var val []byte
+		for it.Next(&key, &val) {
+			if key.Pid == pid {
+				keys = append(keys, key)
+			}
+		}
+		errs = append(errs, it.Err())
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
-	for _, k := range keys {
-		if err := t.objs.Goroutines.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-	}
-	return it.Err()
+	return errors.Join(errs...)
 }

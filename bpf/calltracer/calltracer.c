@@ -59,23 +59,35 @@ static __always_inline int link_goroutine(void *newg)
 		stat_inc(STAT_READ_G_FAILED);
 		return 0;
 	}
+	struct glink l = {};
 	struct gstate *ps = bpf_map_lookup_elem(&goroutines, &parent);
-	if (!ps)
-		return 0; /* creator has no traced frame and no link: nothing to inherit */
-
-	__u64 link = ps->parent_call_id;
-	__u64 link_goid = ps->parent_goid;
-	__u32 d = ps->depth;
-	if (d > 0 && d <= MAX_DEPTH) {
-		struct frame *f = &ps->frames[(d - 1) & (MAX_DEPTH - 1)];
-		link = f->call_id;
-		link_goid = parent.goid;
-		f->flags |= CALL_SPAWNED;
+	if (ps) {
+		l.parent_call_id = ps->parent_call_id;
+		l.parent_goid = ps->parent_goid;
+		l.root_call_id = ps->root_call_id;
+		l.trace_hi = ps->trace_hi;
+		l.trace_lo = ps->trace_lo;
+		__u32 d = ps->depth;
+		if (d > 0 && d <= MAX_DEPTH) {
+			struct frame *f = &ps->frames[(d - 1) & (MAX_DEPTH - 1)];
+			l.parent_call_id = f->call_id;
+			l.parent_goid = parent.goid;
+			f->flags |= CALL_SPAWNED;
+		}
+	} else {
+		/* A linked creator that has traced nothing: pass its link on. */
+		struct glink *pl = bpf_map_lookup_elem(&links, &parent);
+		if (!pl)
+			return 0; /* creator has no traced frame and no link: nothing to inherit */
+		l = *pl;
 	}
-	if (!link)
+	if (!l.parent_call_id)
 		return 0;
-	if (gstate_create(&child, link_goid, link, ps->root_call_id, ps->trace_hi, ps->trace_lo))
-		stat_inc(STAT_GOROUTINE_LINKS);
+	if (bpf_map_update_elem(&links, &child, &l, BPF_ANY)) {
+		stat_inc(STAT_GOROUTINE_TABLE_FULL);
+		return 0;
+	}
+	stat_inc(STAT_GOROUTINE_LINKS);
 	return 0;
 }
 
@@ -118,8 +130,10 @@ int goroutine_exit(struct pt_regs *ctx)
 	if (current_goroutine(ctx, pc, &key, &stack_hi))
 		return 0;
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
-	if (!gs)
+	if (!gs) {
+		bpf_map_delete_elem(&links, &key); /* linked, never traced */
 		return 0;
+	}
 	__u32 depth = gs->depth;
 	if (depth > MAX_DEPTH)
 		depth = MAX_DEPTH;

@@ -85,6 +85,7 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 	}
 	if opts.MaxGoroutines > 0 {
 		spec.Maps["goroutines"].MaxEntries = opts.MaxGoroutines
+		spec.Maps["links"].MaxEntries = opts.MaxGoroutines
 	}
 	return nil
 }
@@ -93,7 +94,7 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 // loading an object built on it, so it shares stacks, ring and counters.
 func (o *TracerObjects) SharedMaps() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
-		"events": o.Events, "procs": o.Procs, "goroutines": o.Goroutines,
+		"events": o.Events, "procs": o.Procs, "goroutines": o.Goroutines, "links": o.Links,
 		"live_roots": o.LiveRoots, "gstate_scratch": o.GstateScratch,
 		"stats": o.Stats, "call_seq": o.CallSeq, "hits": o.Hits,
 		"lib_offsets": o.LibOffsets,

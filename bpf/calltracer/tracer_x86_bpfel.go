@@ -52,6 +52,15 @@ type TracerGkey struct {
 	Goid uint64
 }
 
+type TracerGlink struct {
+	_            structs.HostLayout
+	ParentGoid   uint64
+	ParentCallId uint64
+	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
+}
+
 type TracerGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
@@ -199,6 +208,7 @@ type TracerMapSpecs struct {
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -247,6 +257,7 @@ type TracerMaps struct {
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
+	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -260,6 +271,7 @@ func (m *TracerMaps) Close() error {
 		m.GstateScratch,
 		m.Hits,
 		m.LibOffsets,
+		m.Links,
 		m.LiveRoots,
 		m.Procs,
 		m.Stats,

@@ -168,6 +168,27 @@ struct {
 	__type(value, struct gstate);
 } goroutines SEC(".maps");
 
+/*
+ * A goroutine linked to its creator's frame that has not traced a call
+ * itself yet. Most goroutines a request starts (timers, context watchers,
+ * I/O helpers) never do: they cost this small entry, not a gstate, which
+ * is made from the link at the goroutine's first traced call.
+ */
+struct glink {
+	__u64 parent_goid;
+	__u64 parent_call_id;
+	__u64 root_call_id;
+	__u64 trace_hi;
+	__u64 trace_lo;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gkey);
+	__type(value, struct glink);
+} links SEC(".maps");
+
 /* Roots (requests) still running: goroutine links to others expire. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -449,7 +470,14 @@ static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie,
 
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
 	if (!gs) {
-		gs = gstate_create(&key, 0, 0, 0, 0, 0);
+		struct glink *l = bpf_map_lookup_elem(&links, &key);
+		if (l) {
+			struct glink lv = *l;
+			bpf_map_delete_elem(&links, &key);
+			gs = gstate_create(&key, lv.parent_goid, lv.parent_call_id, lv.root_call_id, lv.trace_hi, lv.trace_lo);
+		} else {
+			gs = gstate_create(&key, 0, 0, 0, 0, 0);
+		}
 		if (!gs)
 			return 0;
 	}

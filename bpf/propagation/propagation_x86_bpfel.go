@@ -20,6 +20,15 @@ type PropagationGkey struct {
 	Goid uint64
 }
 
+type PropagationGlink struct {
+	_            structs.HostLayout
+	ParentGoid   uint64
+	ParentCallId uint64
+	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
+}
+
 type PropagationGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
@@ -173,6 +182,7 @@ type PropagationMapSpecs struct {
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
@@ -228,6 +238,7 @@ type PropagationMaps struct {
 	Hits          *ebpf.Map `ebpf:"hits"`
 	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
+	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Sockets       *ebpf.Map `ebpf:"sockets"`
@@ -246,6 +257,7 @@ func (m *PropagationMaps) Close() error {
 		m.Hits,
 		m.InjectScratch,
 		m.LibOffsets,
+		m.Links,
 		m.LiveRoots,
 		m.Procs,
 		m.Sockets,

@@ -35,6 +35,15 @@ type GoredisGkey struct {
 	Goid uint64
 }
 
+type GoredisGlink struct {
+	_            structs.HostLayout
+	ParentGoid   uint64
+	ParentCallId uint64
+	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
+}
+
 type GoredisGoredisField uint32
 
 const (
@@ -198,6 +207,7 @@ type GoredisMapSpecs struct {
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -253,6 +263,7 @@ type GoredisMaps struct {
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
+	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -266,6 +277,7 @@ func (m *GoredisMaps) Close() error {
 		m.GstateScratch,
 		m.Hits,
 		m.LibOffsets,
+		m.Links,
 		m.LiveRoots,
 		m.Procs,
 		m.Stats,

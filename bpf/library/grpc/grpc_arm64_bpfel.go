@@ -51,6 +51,15 @@ type GrpcGkey struct {
 	Goid uint64
 }
 
+type GrpcGlink struct {
+	_            structs.HostLayout
+	ParentGoid   uint64
+	ParentCallId uint64
+	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
+}
+
 type GrpcGrpcField uint32
 
 const (
@@ -277,6 +286,7 @@ type GrpcMapSpecs struct {
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Queued        *ebpf.MapSpec `ebpf:"queued"`
@@ -338,6 +348,7 @@ type GrpcMaps struct {
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
+	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Queued        *ebpf.Map `ebpf:"queued"`
@@ -356,6 +367,7 @@ func (m *GrpcMaps) Close() error {
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
+		m.Links,
 		m.LiveRoots,
 		m.Procs,
 		m.Queued,

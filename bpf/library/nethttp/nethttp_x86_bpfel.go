@@ -51,6 +51,15 @@ type NethttpGkey struct {
 	Goid uint64
 }
 
+type NethttpGlink struct {
+	_            structs.HostLayout
+	ParentGoid   uint64
+	ParentCallId uint64
+	RootCallId   uint64
+	TraceHi      uint64
+	TraceLo      uint64
+}
+
 type NethttpGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
@@ -256,6 +265,7 @@ type NethttpMapSpecs struct {
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -316,6 +326,7 @@ type NethttpMaps struct {
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
+	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -333,6 +344,7 @@ func (m *NethttpMaps) Close() error {
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
+		m.Links,
 		m.LiveRoots,
 		m.Procs,
 		m.Stats,
