@@ -150,7 +150,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		}
 		coll := t.libs[id]
 		if pr.Callee != "" {
-			if err := t.attachReturned(p, exe, lib, funcs[i], pr, coll.Programs[pr.Returned]); err != nil {
+			if err := t.attachCallHook(p, exe, lib, funcs[i], pr, coll); err != nil {
 				return err
 			}
 			continue
@@ -185,21 +185,27 @@ func (t *Tracer) attachEntryHook(p *Process, exe *link.Executable, lib *library.
 	return t.probe(p, exe, prog, sites.Entry, 0, f.Name)
 }
 
-// attachReturned runs prog wherever caller's direct calls to pr.Callee
-// have just returned. Without such a call (a version that inlined it or
-// changed it) the hook is off, said once.
-func (t *Tracer) attachReturned(p *Process, exe *link.Executable, lib *library.Library, caller *symbolizer.Func, pr library.Probe, prog *ebpf.Program) error {
+// attachCallHook attaches pr's hook at caller's direct calls to
+// pr.Callee: at the call instructions (pr.Calling) or where they have
+// returned (pr.Returned). Without such a call (a version that inlined it
+// or changed it) the hook is off, said once.
+func (t *Tracer) attachCallHook(p *Process, exe *link.Executable, lib *library.Library, caller *symbolizer.Func, pr library.Probe, coll *ebpf.Collection) error {
+	name, sitesOf := pr.Returned, p.Binary.CallReturnSites
+	if pr.Calling != "" {
+		name, sitesOf = pr.Calling, p.Binary.CallSites
+	}
+	prog := coll.Programs[name]
 	if prog == nil {
-		return fmt.Errorf("%s: program %s not in its object", lib.Name, pr.Returned)
+		return fmt.Errorf("%s: program %s not in its object", lib.Name, name)
 	}
 	callee, err := p.Binary.Lookup(pr.Callee)
 	if err != nil {
-		t.log.Warn("library hook off: function not found", "library", lib.Name, "func", pr.Callee)
+		t.log.Warn("library hook off: function not found", "library", lib.Name, "hook", name, "func", pr.Callee)
 		return nil
 	}
-	sites, err := p.Binary.CallReturnSites(caller, callee)
+	sites, err := sitesOf(caller, callee)
 	if err != nil {
-		t.log.Warn("library hook off", "library", lib.Name, "hook", pr.Returned, "err", err)
+		t.log.Warn("library hook off", "library", lib.Name, "hook", name, "err", err)
 		return nil
 	}
 	for _, s := range sites {

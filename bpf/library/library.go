@@ -16,15 +16,18 @@ import (
 // Probe is one probed function: the programs (by name in the library's
 // object) run at its entry site and at each of its exit sites; its calls
 // are traced frames. With Exit empty, Entry is a hook at the entry site
-// (no frame). With Callee set, a hook: program Returned runs wherever
-// Symbol's direct calls to Callee have just returned (the callee's
-// results still in registers; no frame).
+// (no frame). With Callee set, a hook at Symbol's direct calls to Callee
+// (no frame): program Calling runs at each call instruction (the callee's
+// arguments in registers), program Returned where each has just returned
+// (the callee's results still in registers). Both sites are emulated by
+// the kernel: cheaper than a hook on a busy callee's own entry.
 type Probe struct {
 	Symbol string // e.g. "net/http.serverHandler.ServeHTTP"
 	Entry  string
 	Exit   string
 
 	Callee   string
+	Calling  string
 	Returned string
 }
 

@@ -403,11 +403,12 @@ int client_entry(struct pt_regs *ctx)
 }
 
 /*
+ * Where http2Client.NewStream calls
  * func (c *controlBuffer) executeAndPut(f func() bool, it cbItem) (bool, error)
- * RAX = c, RBX = f, RCX/RDI = it. The first item a traced call's
- * goroutine queues is its stream's headers (http2Client.NewStream; a
- * *headerFrame, a *clientHeaders since v1.82): the call's context
- * follows their []hpack.HeaderField. Entry hook only.
+ * with RAX = c, RBX = f, RCX/RDI = it: the stream's headers (a
+ * *headerFrame; a *clientHeaders since v1.82), queued for the transport's
+ * writer. The traced call's context follows their []hpack.HeaderField.
+ * A call-site hook (the CALL is emulated): executeAndPut itself is busy.
  */
 SEC("uprobe")
 int queue_headers(struct pt_regs *ctx)

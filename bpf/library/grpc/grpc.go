@@ -34,7 +34,7 @@ var Library = &library.Library{
 		{Symbol: transport + ".(*http2Server).operateHeaders", Entry: "operate_headers"},
 		// Outgoing traceparent: a call's stream headers, queued by the
 		// call's goroutine, then encoded by the transport's writer.
-		{Symbol: transport + ".(*controlBuffer).executeAndPut", Entry: "queue_headers"},
+		{Symbol: transport + ".(*http2Client).NewStream", Callee: transport + ".(*controlBuffer).executeAndPut", Calling: "queue_headers"},
 		{Symbol: transport + ".(*loopyWriter).writeHeader", Entry: "write_headers"},
 		// The status the server writes: WriteStatus up to v1.68, writeStatus since.
 		{Symbol: transport + ".(*http2Server).WriteStatus", Entry: "write_status"},
