@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"sort"
 	"testing"
 
@@ -132,6 +133,40 @@ func testGRPC(t *testing.T, bin string, inject bool) {
 		}
 		if handler == nil || handler.Name != "main.getPrice" || handler.TraceID != s.TraceID {
 			t.Errorf("server span %d's child %v, want main.getPrice", i, handler)
+		}
+	}
+}
+
+// Trace context on many concurrent calls over one connection, with
+// messages large enough that the transport's writes cut frames (and frame
+// headers) across sendmsg calls: every server span must continue its own
+// client span, and every call must have been given context.
+func TestGRPCPropagationUnderLoad(t *testing.T) {
+	fixture.RequireRoot(t)
+	const calls = 400
+	bin := fixture.BuildWith(t, "grpcapp", "local", fixture.Stripped, map[string]string{"google.golang.org/grpc": "v1.85.0"})
+	tr := traceCommand(t, agent.Config{Inject: true}, nil, fmt.Sprintf("load %d ok\n", calls), bin, "load", fmt.Sprint(calls), "16", "40000")
+	servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
+	if len(servers) != calls || len(clients) != calls {
+		t.Fatalf("%d server and %d client spans, want %d and %d", len(servers), len(clients), calls, calls)
+	}
+	orphans := 0
+	for _, s := range servers {
+		c := tr.byID[s.ParentID]
+		if c == nil || c.Kind != span.KindClient || c.TraceID != s.TraceID || !s.RemoteParent {
+			orphans++
+		}
+	}
+	if orphans > 0 {
+		t.Errorf("%d of %d server spans do not continue a client span", orphans, calls)
+	}
+	counters := map[string]uint64{}
+	for _, c := range tr.res.Counters {
+		counters[c.Name] = c.Value
+	}
+	for k, v := range map[string]uint64{"propagation_injected": calls, "propagation_failed": 0, "propagation_already_present": 0} {
+		if counters[k] != v {
+			t.Errorf("%s = %d, want %d", k, counters[k], v)
 		}
 	}
 }

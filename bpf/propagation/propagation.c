@@ -218,7 +218,7 @@ struct {
 #define H2_END_HEADERS 0x4
 #define H2_PADDED 0x8
 #define H2_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE's initial value */
-#define H2_MAX_INJECT 4    /* HEADERS frames given context per message */
+#define H2_MAX_INJECT 64   /* HEADERS frames given context per message */
 #define H2_MAX_FRAMES 1024 /* frames followed per message */
 
 /*
@@ -227,17 +227,33 @@ struct {
  */
 #define H2_FIELD_LEN (2 + 11 + 1 + TRACEPARENT_LEN)
 
+/*
+ * The HEADERS frames of one message to inject into. A writer batches
+ * frames: with many calls in flight one message holds dozens of them
+ * (a header block of indexed fields is a few bytes).
+ */
+struct h2_hits {
+	__u32 at[H2_MAX_INJECT];  /* their header offsets */
+	__u32 len[H2_MAX_INJECT]; /* their payload lengths */
+	struct trace_ctx tc[H2_MAX_INJECT];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h2_hits);
+} h2_scratch SEC(".maps");
+
 struct h2_walk {
 	struct sk_msg_md *msg;
+	struct h2_hits *hits;
 	struct h2key key; /* the connection's; stream id per frame */
 	__u64 now;
 	__u32 off;  /* the next frame header's offset */
 	__u32 size; /* the message's size */
 	__u32 n;    /* frames to inject into */
 	__u8 failed;
-	__u32 at[H2_MAX_INJECT];  /* their header offsets */
-	__u32 len[H2_MAX_INJECT]; /* their payload lengths */
-	struct trace_ctx tc[H2_MAX_INJECT];
 };
 
 /* One frame header at w->off: is it a HEADERS frame a client call awaits? */
@@ -279,9 +295,9 @@ static long walk_frame(__u64 i, void *arg)
 		return 0;
 	}
 	__u32 j = w->n & (H2_MAX_INJECT - 1);
-	w->at[j] = off;
-	w->len[j] = len;
-	w->tc[j] = pending.tc;
+	w->hits->at[j] = off;
+	w->hits->len[j] = len;
+	w->hits->tc[j] = pending.tc;
 	w->n++;
 	return 0;
 }
@@ -329,6 +345,21 @@ static __always_inline int inject_h2_field(struct sk_msg_md *msg, __u32 at, __u3
 	return 0;
 }
 
+/* The i-th frame to inject into, counting from the message's end. */
+static long inject_one(__u64 i, void *arg)
+{
+	struct h2_walk *w = arg;
+	if (i >= w->n)
+		return 1;
+	__u32 j = (w->n - 1 - i) & (H2_MAX_INJECT - 1);
+	struct trace_ctx tc = w->hits->tc[j];
+	if (inject_h2_field(w->msg, w->hits->at[j], w->hits->len[j], &tc))
+		stat_inc(STAT_INJECT_FAILED);
+	else
+		stat_inc(STAT_INJECTED);
+	return 0;
+}
+
 /*
  * Follows the frames of one message on an HTTP/2 connection from `off`
  * (past the preface or the rest of a cut frame), then injects into the
@@ -336,7 +367,11 @@ static __always_inline int inject_h2_field(struct sk_msg_md *msg, __u32 at, __u3
  */
 static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
 {
-	struct h2_walk w = {.msg = msg, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
+	__u32 zero = 0;
+	struct h2_hits *hits = bpf_map_lookup_elem(&h2_scratch, &zero);
+	if (!hits)
+		return;
+	struct h2_walk w = {.msg = msg, .hits = hits, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
 	w.key.pid = bpf_get_current_pid_tgid() >> 32;
 	w.key.local_port = msg->local_port;
 	/*
@@ -371,16 +406,7 @@ static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __
 		c->have = have;
 	}
 	/* Last frame first: an insert moves only what follows it. */
-#pragma unroll
-	for (int i = H2_MAX_INJECT - 1; i >= 0; i--) {
-		if (i >= w.n)
-			continue;
-		if (inject_h2_field(msg, w.at[i], w.len[i], &w.tc[i])) {
-			stat_inc(STAT_INJECT_FAILED);
-			continue;
-		}
-		stat_inc(STAT_INJECTED);
-	}
+	bpf_loop(w.n, inject_one, &w, 0);
 	return;
 lost:
 	c->lost = 1;

@@ -59,6 +59,13 @@ type PropagationH2Conn struct {
 	Pad  [3]uint8
 }
 
+type PropagationH2Hits struct {
+	_   structs.HostLayout
+	At  [64]uint32
+	Len [64]uint32
+	Tc  [64]PropagationTraceCtx
+}
+
 type PropagationH2Pending struct {
 	_    structs.HostLayout
 	Tc   PropagationTraceCtx
@@ -178,6 +185,7 @@ type PropagationMapSpecs struct {
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	H2Conns       *ebpf.MapSpec `ebpf:"h2_conns"`
+	H2Scratch     *ebpf.MapSpec `ebpf:"h2_scratch"`
 	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
@@ -234,6 +242,7 @@ type PropagationMaps struct {
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	H2Conns       *ebpf.Map `ebpf:"h2_conns"`
+	H2Scratch     *ebpf.Map `ebpf:"h2_scratch"`
 	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
@@ -253,6 +262,7 @@ func (m *PropagationMaps) Close() error {
 		m.Goroutines,
 		m.GstateScratch,
 		m.H2Conns,
+		m.H2Scratch,
 		m.H2Streams,
 		m.Hits,
 		m.InjectScratch,
