@@ -1,7 +1,8 @@
 // Command benchdemo measures what tracing costs a real service: the demo
-// catalog (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
-// reviews, two goroutines per request) under a fixed-concurrency loopback
-// load, in three variants run in turn, several rounds; the table shows
+// catalog under a fixed-concurrency loopback load, on GET /product/{id}
+// (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
+// reviews, two goroutines per request) and on GET /ping/{id} (a trivial
+// handler), in three variants run in turn, several rounds; the tables show
 // medians:
 //
 //   - untraced: the plain catalog;
@@ -107,9 +108,9 @@ func main() {
 	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
 	defer stop(catalogSDK)
 
-	load := func(catalog *exec.Cmd, catalogAddr string) result {
+	load := func(catalog *exec.Cmd, catalogAddr, path string) result {
 		before, self := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid())
-		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+"/product/%d", "-ids", "1-50",
+		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", *seconds), "-json").Output()
 		if err != nil {
 			log.Fatalf("loadgen: %v", err)
@@ -123,90 +124,98 @@ func main() {
 		r.agentUS = float64(cpuTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
 		return r
 	}
-	// Warm up caches and connections.
-	load(catalog, catalogAddr)
-	load(catalogSDK, catalogSDKAddr)
-
-	var untraced, traced, sdk []result
-	var exported, dropped, failed uint64
-	for i := 0; i < *rounds; i++ {
-		untraced = append(untraced, load(catalog, catalogAddr))
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan struct{})
-		done := make(chan error, 1)
-		exp, err := otlp.New(ctx, otlp.Options{})
-		if err != nil {
-			log.Fatal(err)
-		}
-		s := &agent.Session{
-			PIDs:      []int{catalog.Process.Pid},
-			Tracer:    agent.Config{Inject: *inject},
-			Exporters: []span.Exporter{exp},
-			Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready:     func(*agent.Process) { close(ready) },
-		}
-		if *cpuProfile != "" && i == 0 {
-			f, err := os.Create(*cpuProfile)
+	measure := func(name, path string, first bool) {
+		var untraced, traced, sdk []result
+		var exported, dropped, failed uint64
+		for i := 0; i < *rounds; i++ {
+			untraced = append(untraced, load(catalog, catalogAddr, path))
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan struct{})
+			done := make(chan error, 1)
+			exp, err := otlp.New(ctx, otlp.Options{})
 			if err != nil {
 				log.Fatal(err)
 			}
-			pprof.StartCPUProfile(f)
-			defer f.Close()
-		}
-		var stats io.Closer
-		if *bpfStats && i == 0 {
-			if stats, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
-				log.Fatalf("enable BPF stats: %v", err)
+			s := &agent.Session{
+				PIDs:      []int{catalog.Process.Pid},
+				Tracer:    agent.Config{Inject: *inject},
+				Exporters: []span.Exporter{exp},
+				Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Ready:     func(*agent.Process) { close(ready) },
 			}
+			if *cpuProfile != "" && first && i == 0 {
+				f, err := os.Create(*cpuProfile)
+				if err != nil {
+					log.Fatal(err)
+				}
+				pprof.StartCPUProfile(f)
+				defer f.Close()
+			}
+			var stats io.Closer
+			if *bpfStats && first && i == 0 {
+				if stats, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+					log.Fatalf("enable BPF stats: %v", err)
+				}
+			}
+			go func() { _, err := s.Run(ctx); done <- err }()
+			select {
+			case <-ready:
+			case err := <-done:
+				log.Fatalf("latscope: %v", err)
+			}
+			traced = append(traced, load(catalog, catalogAddr, path))
+			if *cpuProfile != "" && first && i == 0 {
+				pprof.StopCPUProfile()
+			}
+			if stats != nil {
+				printBPFStats(traced[0].Reqs)
+				stats.Close()
+			}
+			cancel()
+			if err := <-done; err != nil {
+				log.Fatalf("latscope: %v", err)
+			}
+			if err := exp.Close(); err != nil {
+				log.Printf("OTLP exporter: %v", err)
+			}
+			e, d, f := exp.Stats()
+			exported, dropped, failed = exported+e, dropped+d, failed+f
+			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path))
 		}
-		go func() { _, err := s.Run(ctx); done <- err }()
-		select {
-		case <-ready:
-		case err := <-done:
-			log.Fatalf("latscope: %v", err)
+		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", name, *conc, *seconds, *rounds)
+		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | errors |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+		row := func(name string, rs []result, agentCPU bool) (float64, float64) {
+			rps, cpu := med(rs, func(r result) float64 { return r.RPS }), med(rs, func(r result) float64 { return r.cpuUS })
+			errs := 0
+			for _, r := range rs {
+				errs += r.Errs
+			}
+			agentCol := "—"
+			if agentCPU {
+				agentCol = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.agentUS }))
+			}
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %d |\n", name, rps,
+				med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol, errs)
+			return rps, cpu
 		}
-		traced = append(traced, load(catalog, catalogAddr))
-		if *cpuProfile != "" && i == 0 {
-			pprof.StopCPUProfile()
-		}
-		if stats != nil {
-			printBPFStats(traced[0].Reqs)
-			stats.Close()
-		}
-		cancel()
-		if err := <-done; err != nil {
-			log.Fatalf("latscope: %v", err)
-		}
-		if err := exp.Close(); err != nil {
-			log.Printf("OTLP exporter: %v", err)
-		}
-		e, d, f := exp.Stats()
-		exported, dropped, failed = exported+e, dropped+d, failed+f
-		sdk = append(sdk, load(catalogSDK, catalogSDKAddr))
+		r0, c0 := row("untraced", untraced, false)
+		r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v, OTLP to Jaeger)", *inject), traced, true)
+		r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
+		fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
+		fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
+		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed\n\n", exported, dropped, failed)
 	}
-	fmt.Printf("catalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", *conc, *seconds, *rounds)
-	fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
-	row := func(name string, rs []result, agentCPU bool) (float64, float64) {
-		rps, cpu := med(rs, func(r result) float64 { return r.RPS }), med(rs, func(r result) float64 { return r.cpuUS })
-		errs := 0
-		for _, r := range rs {
-			errs += r.Errs
-		}
-		agentCol := "—"
-		if agentCPU {
-			agentCol = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.agentUS }))
-		}
-		fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %d |\n", name, rps,
-			med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol, errs)
-		return rps, cpu
+	scenarios := []struct{ name, path string }{
+		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
+		{"GET /ping/{id}: a trivial handler", "/ping/%d"},
 	}
-	r0, c0 := row("untraced", untraced, false)
-	r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v, OTLP to Jaeger)", *inject), traced, true)
-	r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
-	fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
-	fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
-	fmt.Printf("latscope spans: %d exported, %d dropped, %d failed\n", exported, dropped, failed)
+	for si, sc := range scenarios {
+		// Warm up caches and connections.
+		load(catalog, catalogAddr, sc.path)
+		load(catalogSDK, catalogSDKAddr, sc.path)
+		measure(sc.name, sc.path, si == 0)
+	}
 }
 
 // printBPFStats prints the run counts and times of the loaded BPF

@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -81,6 +82,9 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/product/", h)
+	// A trivial handler: what tracing costs a request that does nothing
+	// (scripts/benchdemo).
+	mux.HandleFunc("/ping/", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") })
 	return service.ServeHTTP(ctx, log, listen, tracedHandler(mux))
 }
 
