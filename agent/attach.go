@@ -99,6 +99,15 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	if len(p.Funcs) == 0 {
 		return nil, fmt.Errorf("pid %d: nothing to probe: no instrumented library is used and none of %q can be probed (see warnings above)", pid, strings.Join(patterns, ","))
 	}
+	if len(t.injectLinks) > 0 {
+		n, err := t.adoptConnections(pid)
+		if err != nil {
+			t.log.Warn("some connections opened before attaching carry no trace context", "pid", pid, "err", err)
+		}
+		if n > 0 {
+			t.log.Debug("connections opened before attaching now carry trace context", "pid", pid, "connections", n)
+		}
+	}
 	t.mu.Lock()
 	t.procs[pid] = p
 	t.mu.Unlock()

@@ -217,7 +217,8 @@ struct {
 #define H2_HEADERS 0x1
 #define H2_END_HEADERS 0x4
 #define H2_PADDED 0x8
-#define H2_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE's initial value */
+#define H2_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE's initial value; grpc-go writes no larger */
+#define H2_MAX_TYPE 0x9    /* CONTINUATION: the last frame type RFC 9113 defines */
 #define H2_MAX_INJECT 64   /* HEADERS frames given context per message */
 #define H2_MAX_FRAMES 1024 /* frames followed per message */
 
@@ -247,7 +248,7 @@ struct {
 
 struct h2_walk {
 	struct sk_msg_md *msg;
-	struct h2_hits *hits;
+	struct h2_hits *hits; /* 0: only check that the message is whole frames */
 	struct h2key key; /* the connection's; stream id per frame */
 	__u64 now;
 	__u32 off;  /* the next frame header's offset */
@@ -276,8 +277,13 @@ static long walk_frame(__u64 i, void *arg)
 	__u8 type = d[3], flags = d[4];
 	struct h2key k = w->key;
 	k.stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8];
+	/* Not a frame header: the frames were not where they were thought to be. */
+	if (len > H2_MAX_FRAME || type > H2_MAX_TYPE || (d[5] & 0x80)) {
+		w->failed = 1;
+		return 1;
+	}
 	w->off = off + H2_FRAME_HEADER + len;
-	if (type != H2_HEADERS)
+	if (type != H2_HEADERS || !w->hits)
 		return 0;
 	struct h2_pending *p = bpf_map_lookup_elem(&h2_streams, &k);
 	if (!p)
@@ -476,6 +482,22 @@ static __always_inline int is_h2_preface(struct sk_msg_md *msg)
 	return 1;
 }
 
+/*
+ * Whether the message is a sequence of well-formed HTTP/2 frame headers
+ * and payloads ending exactly at its end: how an HTTP/2 connection that
+ * was open before latscope attached is recognized (a writer sends whole
+ * frames unless its buffer fills). HTTP/1 text, TLS records and other
+ * protocols fail at the first header (a length above 16 KiB).
+ */
+static __always_inline int whole_frames(struct sk_msg_md *msg)
+{
+	struct h2_walk w = {.msg = msg, .size = msg->size};
+	if (w.size < H2_FRAME_HEADER)
+		return 0;
+	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
+	return !w.failed && w.off == w.size;
+}
+
 SEC("sk_msg")
 int inject_traceparent(struct sk_msg_md *msg)
 {
@@ -505,16 +527,23 @@ int inject_traceparent(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	/* A traced process opens an HTTP/2 connection: follow its frames. */
+	/*
+	 * A traced process opens an HTTP/2 connection: follow its frames. Or
+	 * it sends on one it opened before latscope attached (the agent added
+	 * it to the sockets map): adopt it once a message is whole frames.
+	 */
 	__u32 pid = tid >> 32;
-	if (!bpf_map_lookup_elem(&procs, &pid) || !is_h2_preface(msg))
+	if (!bpf_map_lookup_elem(&procs, &pid))
+		return SK_PASS;
+	__u32 start = 0;
+	if (is_h2_preface(msg))
+		start = H2_PREFACE_LEN;
+	else if (!whole_frames(msg))
 		return SK_PASS;
 	c = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!c)
 		return SK_PASS;
-	if (msg->size > H2_PREFACE_LEN)
-		walk_h2(msg, c, H2_PREFACE_LEN);
-	else
-		c->skip = 0;
+	if (msg->size > start)
+		walk_h2(msg, c, start);
 	return SK_PASS;
 }

@@ -1,0 +1,116 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/internal/fixture"
+)
+
+// A service traced with --pid has its connections open already: an
+// HTTP/1 keep-alive connection, a gRPC channel. latscope adds them to
+// its socket programs at attach (and recognizes the HTTP/2 one by its
+// frames), so requests on them carry trace context like requests on new
+// connections.
+func TestPropagationOnConnectionsOpenedBeforeAttach(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []struct {
+		name, fixture string
+		mods          map[string]string
+	}{
+		{"http", "httpapp", nil},
+		{"grpc", "grpcapp", map[string]string{"google.golang.org/grpc": "v1.85.0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := fixture.BuildWith(t, tc.fixture, "local", fixture.Stripped, tc.mods)
+			spans, res, out := traceRunning(t, bin, "wait")
+			if strings.Count(out, "\n") != 3 {
+				t.Fatalf("output %q, want three calls", out)
+			}
+			byID := map[span.SpanID]*span.Span{}
+			for _, s := range spans {
+				byID[s.SpanID] = s
+			}
+			continued, own := 0, 0
+			for _, s := range spans {
+				if s.Kind != span.KindServer {
+					continue
+				}
+				switch c := byID[s.ParentID]; {
+				case c != nil && c.Kind == span.KindClient && c.TraceID == s.TraceID && s.RemoteParent:
+					continued++
+				case s.TraceID.String() == "0af7651916cd43dd8448eb211c80319c":
+					own++ // the call that carried the application's traceparent
+				default:
+					t.Errorf("server span %s (trace %s, parent %s) continues no client span", s.Name, s.TraceID, s.ParentID)
+				}
+			}
+			if continued != 2 || own != 1 {
+				t.Errorf("%d server spans continue their client span, %d the caller's; want 2 and 1", continued, own)
+			}
+			counters := map[string]uint64{}
+			for _, c := range res.Counters {
+				counters[c.Name] = c.Value
+			}
+			for k, v := range map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_failed": 0} {
+				if counters[k] != v {
+					t.Errorf("%s = %d, want %d", k, counters[k], v)
+				}
+			}
+		})
+	}
+}
+
+// traceRunning starts bin with args, waits for it to print "ready" (its
+// connections open), attaches to it by pid with injection on, lets it go
+// on (a line on its stdin) and traces it until it exits. It returns the
+// spans, the session's result and what bin printed after "ready".
+func traceRunning(t *testing.T, bin string, args ...string) ([]*span.Span, *agent.Result, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("fixture said %q (%v), want ready", line, err)
+	}
+	rest := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		rest <- string(b)
+	}()
+	col := &collector{}
+	s := &agent.Session{
+		PIDs:      []int{cmd.Process.Pid},
+		Exporters: []span.Exporter{col},
+		Tracer:    agent.Config{Inject: true},
+		Ready:     func(*agent.Process) { io.WriteString(stdin, "go\n") },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+	return col.spans, res, <-rest
+}
