@@ -168,6 +168,16 @@ func TestDemoInJaeger(t *testing.T) {
 	gateway := start(t, "gateway", otlp, filepath.Join(bin, "gateway"), "-listen", "127.0.0.1:0", "-catalog", "http://"+catalogAddr)
 	gatewayAddr := addr(gateway)
 
+	// As on a running system, catalog's connections to pricing (a gRPC
+	// channel) and reviews (a keep-alive connection) are open before
+	// latscope attaches: one request straight to catalog opens them.
+	warm, err := http.Get("http://" + catalogAddr + "/product/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, warm.Body)
+	warm.Body.Close()
+
 	// latscope exports over OTLP/gRPC, configured as any OTel component.
 	lsEnv := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.OTLPGRPC, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
 	// One latscope traces both: a node runs one (two would contend for
