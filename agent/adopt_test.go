@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -113,4 +116,54 @@ func traceRunning(t *testing.T, bin string, args ...string) ([]*span.Span, *agen
 		t.Fatalf("fixture: %v", err)
 	}
 	return col.spans, res, <-rest
+}
+
+// Requests on connections the socket programs do not follow (IPv6 so
+// far) leave without context: each is counted as propagation_unsent, none
+// is lost silently, and the traces stay correct per process.
+func TestPropagationUnsentIsCounted(t *testing.T) {
+	fixture.RequireRoot(t)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but no IPv6 loopback: %v", err)
+		}
+		t.Skipf("SKIP: no IPv6 loopback (%v)", err)
+	}
+	ln.Close()
+	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)
+	// Not traceCommand: these losses are expected.
+	var stdout bytes.Buffer
+	col := &collector{}
+	sess := &agent.Session{Command: []string{bin, "ipv6"}, Stdout: &stdout, Exporters: []span.Exporter{col}, Tracer: agent.Config{Inject: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := sess.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "200 item-1\n200 item-2\n404 404 page not found\n"; stdout.String() != want {
+		t.Fatalf("output %q, want %q", stdout.String(), want)
+	}
+	counters := map[string]uint64{}
+	for _, c := range res.Counters {
+		counters[c.Name] = c.Value
+	}
+	for k, v := range map[string]uint64{"propagation_injected": 0, "propagation_unsent": 3, "propagation_failed": 0} {
+		if counters[k] != v {
+			t.Errorf("%s = %d, want %d", k, counters[k], v)
+		}
+	}
+	if lost := res.Lost(); lost != 3 {
+		t.Errorf("lost %d, want the 3 unsent: %+v", lost, res.Counters)
+	}
+	tr := traced{spans: col.spans, byID: map[span.SpanID]*span.Span{}}
+	for _, s := range col.spans {
+		tr.byID[s.SpanID] = s
+	}
+	for _, s := range tr.ofKind(span.KindServer) {
+		if c := tr.byID[s.ParentID]; c != nil {
+			t.Errorf("server span %s continues client span %s: nothing carried it", s.Name, c.Name)
+		}
+	}
 }

@@ -72,7 +72,9 @@ type Tracer struct {
 	mu    sync.Mutex
 	procs map[int]*Process
 
-	short uint64 // records too short to be an event (never expected)
+	short  uint64    // records too short to be an event (never expected)
+	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
+	swept  time.Time // last SweepPending
 }
 
 // New loads the call tracer.
@@ -220,6 +222,14 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 		}
 		sink.Tick()
+		if time.Since(t.swept) >= time.Second || done {
+			n, err := t.prop.SweepPending(done)
+			if err != nil {
+				return fmt.Errorf("sweep pending trace contexts: %w", err)
+			}
+			t.unsent += n
+			t.swept = time.Now()
+		}
 		if done {
 			return nil
 		}
@@ -244,6 +254,9 @@ func (t *Tracer) Counters() ([]Counter, error) {
 		return nil, err
 	}
 	var out []Counter
+	// Contexts the kernel never saw leave are counted there when a newer
+	// one replaces them, here when they are swept out.
+	vals[calltracer.TracerTracerStatSTAT_INJECT_UNSENT] += t.unsent
 	for i, v := range vals {
 		st := calltracer.Stats[i]
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})

@@ -146,7 +146,8 @@ const (
 	TracerTracerStatSTAT_INJECT_OFF           TracerTracerStat = 17
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY   TracerTracerStat = 18
 	TracerTracerStatSTAT_EXIT_MISSED          TracerTracerStat = 19
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 20
+	TracerTracerStatSTAT_INJECT_UNSENT        TracerTracerStat = 20
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 21
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

@@ -65,6 +65,7 @@ enum tracer_stat {
 	STAT_INJECT_OFF,             /* outgoing requests not given one: injection off */
 	STAT_INJECT_SOCKET_BUSY,     /* connections another sk_msg program owns: no injection on them */
 	STAT_EXIT_MISSED,            /* frames whose return was not seen, closed by a later call */
+	STAT_INJECT_UNSENT,          /* outgoing requests whose context was ready but never seen leaving */
 	STAT_MAX,
 };
 

@@ -9,12 +9,27 @@
 
 #include "library.h"
 
+/* A client call's context, from when its request is ready to be sent. */
+struct pending_ctx {
+	struct trace_ctx tc;
+	__u64 at_ns;
+};
+
+/*
+ * A request is sent within microseconds to milliseconds of being ready.
+ * An entry older than this was never seen leaving (a connection latscope
+ * does not follow, or its frames could not be followed); it must not
+ * name a later request. The agent sweeps such entries out and counts
+ * them (propagation_unsent).
+ */
+#define PENDING_MAX_AGE_NS (1000ULL * 1000 * 1000)
+
 /* HTTP/1: the request head a thread is about to write (key: pid_tgid). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);
-	__type(value, struct trace_ctx);
+	__type(value, struct pending_ctx);
 } writing SEC(".maps");
 
 /*
@@ -30,22 +45,10 @@ struct h2key {
 	__u32 _pad;
 };
 
-struct h2_pending {
-	struct trace_ctx tc;
-	__u64 at_ns; /* when the frame was encoded */
-};
-
-/*
- * A frame is sent within microseconds to milliseconds of its encoding.
- * An entry older than this was never seen leaving (its connection was
- * opened before latscope attached, or its frames could not be followed);
- * it must not name a later frame of a connection that reuses the ports.
- */
-#define H2_PENDING_MAX_AGE_NS (1000ULL * 1000 * 1000)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct h2key);
-	__type(value, struct h2_pending);
+	__type(value, struct pending_ctx);
 } h2_streams SEC(".maps");

@@ -285,13 +285,13 @@ static long walk_frame(__u64 i, void *arg)
 	w->off = off + H2_FRAME_HEADER + len;
 	if (type != H2_HEADERS || !w->hits)
 		return 0;
-	struct h2_pending *p = bpf_map_lookup_elem(&h2_streams, &k);
+	struct pending_ctx *p = bpf_map_lookup_elem(&h2_streams, &k);
 	if (!p)
 		return 0;
-	struct h2_pending pending = *p;
+	struct pending_ctx pending = *p;
 	bpf_map_delete_elem(&h2_streams, &k);
-	if (w->now - pending.at_ns > H2_PENDING_MAX_AGE_NS) {
-		stat_inc(STAT_INJECT_FAILED); /* a frame of an earlier connection on these ports */
+	if (w->now - pending.at_ns > PENDING_MAX_AGE_NS) {
+		stat_inc(STAT_INJECT_UNSENT); /* a frame of an earlier connection on these ports */
 		return 0;
 	}
 	/* The header block must be whole, unpadded and in this message. */
@@ -519,11 +519,14 @@ int inject_traceparent(struct sk_msg_md *msg)
 	}
 
 	__u64 tid = bpf_get_current_pid_tgid();
-	struct trace_ctx *tcp = bpf_map_lookup_elem(&writing, &tid);
-	if (tcp) {
-		struct trace_ctx tc = *tcp;
+	struct pending_ctx *pp = bpf_map_lookup_elem(&writing, &tid);
+	if (pp) {
+		struct pending_ctx p = *pp;
 		bpf_map_delete_elem(&writing, &tid);
-		inject_http1(msg, tc);
+		if (bpf_ktime_get_ns() - p.at_ns > PENDING_MAX_AGE_NS)
+			stat_inc(STAT_INJECT_UNSENT); /* an earlier request that left unseen */
+		else
+			inject_http1(msg, p.tc);
 		return SK_PASS;
 	}
 

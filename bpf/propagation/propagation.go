@@ -11,9 +11,12 @@ package propagation
 import (
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/bpf/calltracer"
 )
@@ -71,4 +74,49 @@ func (o *PropagationObjects) Attach(cgroup string) ([]link.Link, error) {
 		return []link.Link{ops}, nil
 	}
 	return []link.Link{ops, msg}, nil
+}
+
+// MaxPendingAge is how long a client call's context waits for its request
+// to leave before it counts as unsent (PENDING_MAX_AGE_NS, with margin).
+const MaxPendingAge = 2 * time.Second
+
+// SweepPending deletes the contexts of requests that were ready longer
+// than MaxPendingAge ago (all of them, when tracing ends) and never seen
+// leaving (connections latscope does not follow, frames it could not
+// follow), and returns how many: without it they would only be evicted,
+// uncounted, by newer ones.
+func (o *PropagationObjects) SweepPending(all bool) (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil { // bpf_ktime_get_ns's clock
+		return 0, err
+	}
+	cutoff := uint64(ts.Nano()) - uint64(MaxPendingAge)
+	if all {
+		cutoff = math.MaxUint64
+	}
+	var n uint64
+	var errs []error
+	sweep := func(m *ebpf.Map, key any, keys func() []any) {
+		var v PropagationPendingCtx
+		it := m.Iterate()
+		var old []any
+		for it.Next(key, &v) {
+			if v.AtNs < cutoff {
+				old = append(old, keys()...)
+			}
+		}
+		errs = append(errs, it.Err())
+		for _, k := range old {
+			if err := m.Delete(k); err == nil {
+				n++
+			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	var tid uint64
+	sweep(o.Writing, &tid, func() []any { return []any{tid} })
+	var h2 PropagationH2key
+	sweep(o.H2Streams, &h2, func() []any { return []any{h2} })
+	return n, errors.Join(errs...)
 }

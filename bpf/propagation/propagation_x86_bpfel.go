@@ -63,13 +63,15 @@ type PropagationH2Hits struct {
 	_   structs.HostLayout
 	At  [64]uint32
 	Len [64]uint32
-	Tc  [64]PropagationTraceCtx
-}
-
-type PropagationH2Pending struct {
-	_    structs.HostLayout
-	Tc   PropagationTraceCtx
-	AtNs uint64
+	Tc  [64]struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+		Flags   uint8
+		Valid   uint8
+		Pad     [6]uint8
+	}
 }
 
 type PropagationH2key struct {
@@ -90,6 +92,20 @@ type PropagationLibKey struct {
 	_   structs.HostLayout
 	Pid uint32
 	Lib uint32
+}
+
+type PropagationPendingCtx struct {
+	_  structs.HostLayout
+	Tc struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+		Flags   uint8
+		Valid   uint8
+		Pad     [6]uint8
+	}
+	AtNs uint64
 }
 
 type PropagationProcConfig struct {
@@ -118,16 +134,6 @@ type PropagationSockkey struct {
 	RemoteIp4  uint32
 	LocalPort  uint32
 	RemotePort uint32
-}
-
-type PropagationTraceCtx struct {
-	_       structs.HostLayout
-	TraceHi uint64
-	TraceLo uint64
-	SpanId  uint64
-	Flags   uint8
-	Valid   uint8
-	Pad     [6]uint8
 }
 
 // LoadPropagation returns the embedded CollectionSpec for Propagation.

@@ -467,7 +467,7 @@ int write_headers(struct pt_regs *ctx)
 	struct trace_ctx *tcp = bpf_map_lookup_elem(&queued, &q);
 	if (!tcp)
 		return 0;
-	struct h2_pending p = {.tc = *tcp, .at_ns = bpf_ktime_get_ns()};
+	struct pending_ctx p = {.tc = *tcp, .at_ns = bpf_ktime_get_ns()};
 	bpf_map_delete_elem(&queued, &q);
 	struct lib_fields *fl = lib_fields();
 	if (!fl)

@@ -123,12 +123,6 @@ type GrpcGstate struct {
 	}
 }
 
-type GrpcH2Pending struct {
-	_    structs.HostLayout
-	Tc   GrpcTraceCtx
-	AtNs uint64
-}
-
 type GrpcH2key struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -154,6 +148,12 @@ type GrpcLibKey struct {
 	_   structs.HostLayout
 	Pid uint32
 	Lib uint32
+}
+
+type GrpcPendingCtx struct {
+	_    structs.HostLayout
+	Tc   GrpcTraceCtx
+	AtNs uint64
 }
 
 type GrpcProcConfig struct {

@@ -280,7 +280,12 @@ int request_write(struct pt_regs *ctx)
 	if (!tc)
 		return 0;
 	__u64 tid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&writing, &tid, tc, BPF_ANY);
+	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
+	/* One left by this thread's previous request was never seen leaving. */
+	if (bpf_map_update_elem(&writing, &tid, &p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT);
+		bpf_map_update_elem(&writing, &tid, &p, BPF_ANY);
+	}
 	bpf_map_delete_elem(&client_ctx, &k);
 	return 0;
 }

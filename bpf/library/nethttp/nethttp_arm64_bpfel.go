@@ -81,12 +81,6 @@ type NethttpGstate struct {
 	}
 }
 
-type NethttpH2Pending struct {
-	_    structs.HostLayout
-	Tc   NethttpTraceCtx
-	AtNs uint64
-}
-
 type NethttpH2key struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -135,6 +129,12 @@ const (
 	NethttpNethttpProbeP_CLIENT_REQUEST  NethttpNethttpProbe = 3
 	NethttpNethttpProbeP_CLIENT_RESPONSE NethttpNethttpProbe = 4
 )
+
+type NethttpPendingCtx struct {
+	_    structs.HostLayout
+	Tc   NethttpTraceCtx
+	AtNs uint64
+}
 
 type NethttpProcConfig struct {
 	_             structs.HostLayout
