@@ -42,6 +42,7 @@ test-short:
 bench: build
 	$(GO) run ./scripts/probecost -runs 5
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
+	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
 
 # The demo system (examples/demo) traced into Jaeger; see scripts/demo.sh.
 demo:
