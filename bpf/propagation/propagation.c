@@ -202,7 +202,8 @@ struct h2_conn {
 	__u8 have;   /* bytes of a frame header cut by the message's end (0..8) */
 	__u8 len[3]; /* that header's length bytes, as far as seen */
 	__u8 lost;   /* gave up following this connection's frames */
-	__u8 _pad[3];
+	__u8 adopted; /* recognized mid-stream (no preface seen): a guess */
+	__u8 _pad[2];
 };
 
 struct {
@@ -277,8 +278,15 @@ static long walk_frame(__u64 i, void *arg)
 	__u8 type = d[3], flags = d[4];
 	struct h2key k = w->key;
 	k.stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8];
-	/* Not a frame header: the frames were not where they were thought to be. */
-	if (len > H2_MAX_FRAME || type > H2_MAX_TYPE || (d[5] & 0x80)) {
+	/*
+	 * Not a frame header a client sends (RFC 9113 6: stream frames name
+	 * a stream, connection frames stream 0, no PUSH_PROMISE): the frames
+	 * are not where they were thought to be.
+	 */
+	int conn_frame = type == 0x4 || type == 0x6 || type == 0x7; /* SETTINGS, PING, GOAWAY */
+	int any_stream = type == 0x8;                                /* WINDOW_UPDATE */
+	if (len > H2_MAX_FRAME || type > H2_MAX_TYPE || type == 0x5 || (d[5] & 0x80) ||
+	    (!any_stream && (conn_frame != (k.stream_id == 0)))) {
 		w->failed = 1;
 		return 1;
 	}
@@ -369,14 +377,15 @@ static long inject_one(__u64 i, void *arg)
 /*
  * Follows the frames of one message on an HTTP/2 connection from `off`
  * (past the preface or the rest of a cut frame), then injects into the
- * HEADERS frames whose streams' client calls are traced.
+ * HEADERS frames whose streams' client calls are traced. -1: the frames
+ * could not be followed.
  */
-static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
+static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
 {
 	__u32 zero = 0;
 	struct h2_hits *hits = bpf_map_lookup_elem(&h2_scratch, &zero);
 	if (!hits)
-		return;
+		return 0;
 	struct h2_walk w = {.msg = msg, .hits = hits, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
 	w.key.pid = bpf_get_current_pid_tgid() >> 32;
 	w.key.local_port = msg->local_port;
@@ -387,11 +396,8 @@ static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __
 	__u32 rp = msg->remote_port;
 	w.key.remote_port = __builtin_bswap16((__u16)(rp > 0xffff ? rp >> 16 : rp));
 	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
-	if (w.failed || w.off + H2_FRAME_HEADER <= w.size) {
-		c->lost = 1; /* cannot tell where frames start any more */
-		stat_inc(STAT_INJECT_FAILED);
-		return;
-	}
+	if (w.failed || w.off + H2_FRAME_HEADER <= w.size)
+		return -1;
 	c->skip = 0;
 	c->have = 0;
 	if (w.off >= w.size) {
@@ -400,10 +406,10 @@ static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __
 		/* A frame header is cut by the message's end: keep its length bytes. */
 		__u32 have = w.size - w.off;
 		if (bpf_msg_pull_data(msg, w.off, w.size, 0))
-			goto lost;
+			return -1;
 		__u8 *d = (void *)(long)msg->data;
 		if ((void *)(d + 1) > (void *)(long)msg->data_end)
-			goto lost;
+			return -1;
 		c->len[0] = d[0];
 		if (have > 1 && (void *)(d + 2) <= (void *)(long)msg->data_end)
 			c->len[1] = d[1];
@@ -413,10 +419,21 @@ static __always_inline void walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __
 	}
 	/* Last frame first: an insert moves only what follows it. */
 	bpf_loop(w.n, inject_one, &w, 0);
-	return;
-lost:
-	c->lost = 1;
-	stat_inc(STAT_INJECT_FAILED);
+	return 0;
+}
+
+/*
+ * The frames of c's connection could not be followed. Its calls' pending
+ * contexts are swept and counted as unsent. A connection adopted
+ * mid-stream was a wrong guess (a binary HTTP/1 body that looked like
+ * frames, say): forget it, so it is unknown again rather than lost.
+ */
+static __always_inline void h2_lost(struct bpf_sock *sk, struct h2_conn *c)
+{
+	if (c->adopted)
+		bpf_sk_storage_delete(&h2_conns, sk);
+	else
+		c->lost = 1;
 }
 
 /*
@@ -509,12 +526,8 @@ int inject_traceparent(struct sk_msg_md *msg)
 		if (c->lost)
 			return SK_PASS;
 		__u32 off = h2_resume(msg, c);
-		if (off == ~0U) {
-			c->lost = 1;
-			stat_inc(STAT_INJECT_FAILED);
-		} else if (off < msg->size) {
-			walk_h2(msg, c, off);
-		}
+		if (off == ~0U || (off < msg->size && walk_h2(msg, c, off)))
+			h2_lost(sk, c);
 		return SK_PASS;
 	}
 
@@ -546,7 +559,8 @@ int inject_traceparent(struct sk_msg_md *msg)
 	c = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!c)
 		return SK_PASS;
-	if (msg->size > start)
-		walk_h2(msg, c, start);
+	c->adopted = start == 0;
+	if (msg->size > start && walk_h2(msg, c, start))
+		h2_lost(sk, c);
 	return SK_PASS;
 }

@@ -51,12 +51,13 @@ type PropagationGstate struct {
 }
 
 type PropagationH2Conn struct {
-	_    structs.HostLayout
-	Skip uint32
-	Have uint8
-	Len  [3]uint8
-	Lost uint8
-	Pad  [3]uint8
+	_       structs.HostLayout
+	Skip    uint32
+	Have    uint8
+	Len     [3]uint8
+	Lost    uint8
+	Adopted uint8
+	Pad     [2]uint8
 }
 
 type PropagationH2Hits struct {
