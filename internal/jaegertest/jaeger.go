@@ -169,6 +169,9 @@ func (j *Jaeger) probe(client *http.Client) error {
 	return nil
 }
 
+// Pid is Jaeger's process id.
+func (j *Jaeger) Pid() int { return j.cmd.Process.Pid }
+
 // Stop ends the process with SIGTERM, then SIGKILL if it lingers; false
 // if it had to be killed.
 func (j *Jaeger) Stop() bool {

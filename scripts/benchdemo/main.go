@@ -50,13 +50,14 @@ import (
 )
 
 type result struct {
-	RPS     float64 `json:"rps"`
-	P50ms   float64 `json:"p50_ms"`
-	P99ms   float64 `json:"p99_ms"`
-	Reqs    int     `json:"requests"`
-	Errs    int     `json:"errors"`
-	cpuUS   float64 // catalog CPU µs per request
-	agentUS float64 // latscope's (this process's) CPU µs per request
+	RPS      float64 `json:"rps"`
+	P50ms    float64 `json:"p50_ms"`
+	P99ms    float64 `json:"p99_ms"`
+	Reqs     int     `json:"requests"`
+	Errs     int     `json:"errors"`
+	cpuUS    float64 // catalog CPU µs per request
+	agentUS  float64 // latscope's (this process's) CPU µs per request
+	jaegerUS float64 // Jaeger's CPU µs per request (storing the spans)
 }
 
 func main() {
@@ -64,7 +65,8 @@ func main() {
 	seconds := flag.Int("seconds", 10, "load per run")
 	conc := flag.Int("c", 8, "concurrent requests")
 	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
-	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run of the first scenario to this file")
+	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/product, /ping)")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
 	flag.Parse()
 	bin, err := os.MkdirTemp("", "benchdemo")
@@ -109,7 +111,7 @@ func main() {
 	defer stop(catalogSDK)
 
 	load := func(catalog *exec.Cmd, catalogAddr, path string) result {
-		before, self := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid())
+		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", *seconds), "-json").Output()
 		if err != nil {
@@ -122,6 +124,7 @@ func main() {
 		ticks := cpuTicks(catalog.Process.Pid) - before
 		r.cpuUS = float64(ticks) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
 		r.agentUS = float64(cpuTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
+		r.jaegerUS = float64(cpuTicks(jaeger.Pid())-jaegerBefore) * 1e6 / 100 / float64(r.Reqs)
 		return r
 	}
 	measure := func(name, path string, first bool) {
@@ -183,8 +186,8 @@ func main() {
 			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path))
 		}
 		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", name, *conc, *seconds, *rounds)
-		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | errors |")
-		fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | Jaeger CPU µs/request | errors |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
 		row := func(name string, rs []result, agentCPU bool) (float64, float64) {
 			rps, cpu := med(rs, func(r result) float64 { return r.RPS }), med(rs, func(r result) float64 { return r.cpuUS })
 			errs := 0
@@ -195,8 +198,9 @@ func main() {
 			if agentCPU {
 				agentCol = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.agentUS }))
 			}
-			fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %d |\n", name, rps,
-				med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol, errs)
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %.0f | %d |\n", name, rps,
+				med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol,
+				med(rs, func(r result) float64 { return r.jaegerUS }), errs)
 			return rps, cpu
 		}
 		r0, c0 := row("untraced", untraced, false)
@@ -210,11 +214,16 @@ func main() {
 		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
 		{"GET /ping/{id}: a trivial handler", "/ping/%d"},
 	}
-	for si, sc := range scenarios {
+	first := true
+	for _, sc := range scenarios {
+		if !strings.HasPrefix(sc.path, *only) {
+			continue
+		}
 		// Warm up caches and connections.
 		load(catalog, catalogAddr, sc.path)
 		load(catalogSDK, catalogSDKAddr, sc.path)
-		measure(sc.name, sc.path, si == 0)
+		measure(sc.name, sc.path, first)
+		first = false
 	}
 }
 
