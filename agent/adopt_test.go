@@ -27,46 +27,19 @@ func TestPropagationOnConnectionsOpenedBeforeAttach(t *testing.T) {
 	for _, tc := range []struct {
 		name, fixture string
 		mods          map[string]string
+		args          []string
 	}{
-		{"http", "httpapp", nil},
-		{"grpc", "grpcapp", map[string]string{"google.golang.org/grpc": "v1.85.0"}},
+		{"http", "httpapp", nil, []string{"wait"}},
+		{"http-ipv6", "httpapp", nil, []string{"wait", "ipv6"}},
+		{"grpc", "grpcapp", map[string]string{"google.golang.org/grpc": "v1.85.0"}, []string{"wait"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := fixture.BuildWith(t, tc.fixture, "local", fixture.Stripped, tc.mods)
-			spans, res, out := traceRunning(t, bin, "wait")
+			spans, res, out := traceRunning(t, bin, tc.args...)
 			if strings.Count(out, "\n") != 3 {
 				t.Fatalf("output %q, want three calls", out)
 			}
-			byID := map[span.SpanID]*span.Span{}
-			for _, s := range spans {
-				byID[s.SpanID] = s
-			}
-			continued, own := 0, 0
-			for _, s := range spans {
-				if s.Kind != span.KindServer {
-					continue
-				}
-				switch c := byID[s.ParentID]; {
-				case c != nil && c.Kind == span.KindClient && c.TraceID == s.TraceID && s.RemoteParent:
-					continued++
-				case s.TraceID.String() == "0af7651916cd43dd8448eb211c80319c":
-					own++ // the call that carried the application's traceparent
-				default:
-					t.Errorf("server span %s (trace %s, parent %s) continues no client span", s.Name, s.TraceID, s.ParentID)
-				}
-			}
-			if continued != 2 || own != 1 {
-				t.Errorf("%d server spans continue their client span, %d the caller's; want 2 and 1", continued, own)
-			}
-			counters := map[string]uint64{}
-			for _, c := range res.Counters {
-				counters[c.Name] = c.Value
-			}
-			for k, v := range map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_failed": 0} {
-				if counters[k] != v {
-					t.Errorf("%s = %d, want %d", k, counters[k], v)
-				}
-			}
+			checkPropagated(t, spans, res)
 		})
 	}
 }
@@ -118,10 +91,8 @@ func traceRunning(t *testing.T, bin string, args ...string) ([]*span.Span, *agen
 	return col.spans, res, <-rest
 }
 
-// Requests on connections the socket programs do not follow (IPv6 so
-// far) leave without context: each is counted as propagation_unsent, none
-// is lost silently, and the traces stay correct per process.
-func TestPropagationUnsentIsCounted(t *testing.T) {
+// Outgoing requests over IPv6 carry trace context like IPv4 ones.
+func TestPropagationOverIPv6(t *testing.T) {
 	fixture.RequireRoot(t)
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
@@ -132,10 +103,58 @@ func TestPropagationUnsentIsCounted(t *testing.T) {
 	}
 	ln.Close()
 	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)
+	tr := traceCommand(t, agent.Config{Inject: true}, nil, "200 item-1\n200 item-2\n404 404 page not found\n", bin, "ipv6")
+	checkPropagated(t, tr.spans, tr.res)
+}
+
+// checkPropagated: of the fixture's three calls, two carried latscope's
+// traceparent (their server spans continue their client spans) and one
+// the application's own.
+func checkPropagated(t *testing.T, spans []*span.Span, res *agent.Result) {
+	t.Helper()
+	byID := map[span.SpanID]*span.Span{}
+	for _, s := range spans {
+		byID[s.SpanID] = s
+	}
+	continued, own := 0, 0
+	for _, s := range spans {
+		if s.Kind != span.KindServer {
+			continue
+		}
+		switch c := byID[s.ParentID]; {
+		case c != nil && c.Kind == span.KindClient && c.TraceID == s.TraceID && s.RemoteParent:
+			continued++
+		case s.TraceID.String() == "0af7651916cd43dd8448eb211c80319c":
+			own++ // the call that carried the application's traceparent
+		default:
+			t.Errorf("server span %s (trace %s, parent %s) continues no client span", s.Name, s.TraceID, s.ParentID)
+		}
+	}
+	if continued != 2 || own != 1 {
+		t.Errorf("%d server spans continue their client span, %d the caller's; want 2 and 1", continued, own)
+	}
+	counters := map[string]uint64{}
+	for _, c := range res.Counters {
+		counters[c.Name] = c.Value
+	}
+	for k, v := range map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_failed": 0, "propagation_unsent": 0} {
+		if counters[k] != v {
+			t.Errorf("%s = %d, want %d", k, counters[k], v)
+		}
+	}
+}
+
+// Requests on connections the socket programs do not follow (a unix
+// socket here) leave without context: each is counted as
+// propagation_unsent, none is lost silently, and the traces stay correct
+// per process.
+func TestPropagationUnsentIsCounted(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)
 	// Not traceCommand: these losses are expected.
 	var stdout bytes.Buffer
 	col := &collector{}
-	sess := &agent.Session{Command: []string{bin, "ipv6"}, Stdout: &stdout, Exporters: []span.Exporter{col}, Tracer: agent.Config{Inject: true}}
+	sess := &agent.Session{Command: []string{bin, "unix"}, Stdout: &stdout, Exporters: []span.Exporter{col}, Tracer: agent.Config{Inject: true}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := sess.Run(ctx)
@@ -157,13 +176,21 @@ func TestPropagationUnsentIsCounted(t *testing.T) {
 	if lost := res.Lost(); lost != 3 {
 		t.Errorf("lost %d, want the 3 unsent: %+v", lost, res.Counters)
 	}
-	tr := traced{spans: col.spans, byID: map[span.SpanID]*span.Span{}}
+	byID := map[span.SpanID]*span.Span{}
 	for _, s := range col.spans {
-		tr.byID[s.SpanID] = s
+		byID[s.SpanID] = s
 	}
-	for _, s := range tr.ofKind(span.KindServer) {
-		if c := tr.byID[s.ParentID]; c != nil {
+	servers := 0
+	for _, s := range col.spans {
+		if s.Kind != span.KindServer {
+			continue
+		}
+		servers++
+		if c := byID[s.ParentID]; c != nil {
 			t.Errorf("server span %s continues client span %s: nothing carried it", s.Name, c.Name)
 		}
+	}
+	if servers != 3 {
+		t.Errorf("%d server spans, want 3", servers)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -63,7 +64,7 @@ func cgroup2Root() (string, error) {
 // the right to ptrace pid). Connections whose local port is one pid
 // listens on are accepted ones, not its own: left out.
 func (t *Tracer) adoptConnections(pid int) (int, error) {
-	conns, err := outgoingIPv4(pid)
+	conns, err := outgoing(pid)
 	if err != nil || len(conns) == 0 {
 		return 0, err
 	}
@@ -95,37 +96,46 @@ func (t *Tracer) adoptConnections(pid int) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// outgoingIPv4 returns pid's established IPv4 TCP connections that are
-// not accepted on one of its listening ports, by file descriptor, keyed
-// as the socket programs key them.
-func outgoingIPv4(pid int) (map[int]propagation.PropagationSockkey, error) {
-	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
-	if err != nil {
-		return nil, fmt.Errorf("read TCP table of pid %d: %w", pid, err)
-	}
-	const (
-		established = "01"
-		listen      = "0A"
-	)
+// outgoing returns pid's established TCP connections (IPv4 and IPv6)
+// that are not accepted on one of its listening ports, by file
+// descriptor, keyed for the sockets map (keys only need be unique).
+func outgoing(pid int) (map[int]propagation.PropagationSockkey, error) {
 	listening := map[uint32]bool{}
 	byInode := map[string]propagation.PropagationSockkey{}
-	for _, line := range strings.Split(string(table), "\n")[1:] {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
+	for _, t := range []struct {
+		file   string
+		family uint32
+	}{{"tcp", unix.AF_INET}, {"tcp6", unix.AF_INET6}} {
+		table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, t.file))
+		if errors.Is(err, fs.ErrNotExist) && t.family == unix.AF_INET6 {
+			continue // IPv6 disabled
 		}
-		lip, lport, err1 := hexAddr(f[1])
-		rip, rport, err2 := hexAddr(f[2])
-		if err1 != nil || err2 != nil {
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("read TCP table of pid %d: %w", pid, err)
 		}
-		switch f[3] {
-		case listen:
-			listening[lport] = true
-		case established:
-			// The sockets map's keys only need to be unique.
-			byInode[f[9]] = propagation.PropagationSockkey{LocalIp4: lip, RemoteIp4: rip, LocalPort: lport, RemotePort: rport}
+		const (
+			established = "01"
+			listen      = "0A"
+		)
+		for _, line := range strings.Split(string(table), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				continue
+			}
+			key := propagation.PropagationSockkey{Family: t.family}
+			var err1, err2 error
+			key.LocalIp, key.LocalPort, err1 = hexAddr(f[1])
+			key.RemoteIp, key.RemotePort, err2 = hexAddr(f[2])
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			switch f[3] {
+			case listen:
+				listening[key.LocalPort] = true
+			case established:
+				byInode[f[9]] = key
+			}
 		}
 	}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -149,20 +159,24 @@ func outgoingIPv4(pid int) (map[int]propagation.PropagationSockkey, error) {
 	return out, nil
 }
 
-// hexAddr parses /proc/net/tcp's "0100007F:1F90": the IPv4 address as the
-// kernel's 32-bit word, the port in host order.
-func hexAddr(s string) (uint32, uint32, error) {
-	ip, port, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, 0, fmt.Errorf("address %q", s)
+// hexAddr parses /proc/net/tcp's "0100007F:1F90" (and tcp6's 32 hex
+// digits): the address as the kernel's 32-bit words, the port.
+func hexAddr(s string) ([4]uint32, uint32, error) {
+	var ip [4]uint32
+	h, port, ok := strings.Cut(s, ":")
+	if !ok || (len(h) != 8 && len(h) != 32) {
+		return ip, 0, fmt.Errorf("address %q", s)
 	}
-	a, err := strconv.ParseUint(ip, 16, 32)
-	if err != nil {
-		return 0, 0, err
+	for i := 0; i < len(h)/8; i++ {
+		w, err := strconv.ParseUint(h[8*i:8*i+8], 16, 32)
+		if err != nil {
+			return ip, 0, err
+		}
+		ip[i] = uint32(w)
 	}
 	p, err := strconv.ParseUint(port, 16, 16)
 	if err != nil {
-		return 0, 0, err
+		return ip, 0, err
 	}
-	return uint32(a), uint32(p), nil
+	return ip, uint32(p), nil
 }

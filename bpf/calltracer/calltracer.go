@@ -136,7 +136,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_INJECT_FAILED:        {"propagation_failed", true, "outgoing requests whose traceparent could not be inserted"},
 	TracerTracerStatSTAT_INJECT_OFF:           {"propagation_off", false, "outgoing requests sent without a traceparent because injection is off (--no-inject, or unavailable: see the log)"},
 	TracerTracerStatSTAT_EXIT_MISSED:          {"exit_missed", true, "calls whose return no exit probe saw, closed late when a later call started (please report: a return path is not covered)"},
-	TracerTracerStatSTAT_INJECT_UNSENT:        {"propagation_unsent", true, "outgoing requests whose traceparent was ready but which were never seen leaving: connections latscope does not follow (IPv6; opened before attach and not adoptable) or HTTP/2 frames it could not follow"},
+	TracerTracerStatSTAT_INJECT_UNSENT:        {"propagation_unsent", true, "outgoing requests whose traceparent was ready but which were never seen leaving: connections latscope does not follow (not TCP; opened before attach and not adoptable) or HTTP/2 frames it could not follow"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 

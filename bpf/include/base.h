@@ -89,3 +89,4 @@ struct bpf_sock_ops {
 #define SK_PASS 1
 #define BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
 #define AF_INET 2
+#define AF_INET6 10

@@ -20,9 +20,11 @@
 
 char __license[] SEC("license") = "GPL";
 
+/* A connection, as the sockets map names it (keys only need be unique). */
 struct sockkey {
-	__u32 local_ip4;
-	__u32 remote_ip4;
+	__u32 family;
+	__u32 local_ip[4]; /* IPv4: local_ip[0] */
+	__u32 remote_ip[4];
 	__u32 local_port;
 	__u32 remote_port;
 };
@@ -35,14 +37,25 @@ struct {
 	__type(value, __u64);
 } sockets SEC(".maps");
 
-/* Adds every outgoing IPv4 TCP connection to the sockets map. */
+/* Adds every outgoing TCP connection (IPv4, IPv6) to the sockets map. */
 SEC("sockops")
 int track_sockets(struct bpf_sock_ops *skops)
 {
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != AF_INET)
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
-	struct sockkey k = {.local_ip4 = skops->local_ip4, .remote_ip4 = skops->remote_ip4,
-			    .local_port = skops->local_port, .remote_port = skops->remote_port};
+	struct sockkey k = {.family = skops->family, .local_port = skops->local_port, .remote_port = skops->remote_port};
+	if (k.family == AF_INET) {
+		k.local_ip[0] = skops->local_ip4;
+		k.remote_ip[0] = skops->remote_ip4;
+	} else if (k.family == AF_INET6) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			k.local_ip[i] = skops->local_ip6[i];
+			k.remote_ip[i] = skops->remote_ip6[i];
+		}
+	} else {
+		return 1;
+	}
 	/* Fails when the socket is in another program's sockmap already
 	 * (e.g. a second latscope with injection on this node). */
 	if (bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST))

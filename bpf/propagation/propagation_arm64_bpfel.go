@@ -131,8 +131,9 @@ type PropagationScratch struct {
 
 type PropagationSockkey struct {
 	_          structs.HostLayout
-	LocalIp4   uint32
-	RemoteIp4  uint32
+	Family     uint32
+	LocalIp    [4]uint32
+	RemoteIp   [4]uint32
 	LocalPort  uint32
 	RemotePort uint32
 }
