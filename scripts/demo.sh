@@ -20,6 +20,7 @@ go build -o "$BIN/latscope" ./cmd/latscope
 pids=()
 declare -A pid_of
 cleanup() {
+	trap - EXIT INT TERM
 	echo; echo "demo: stopping"
 	for ((i=${#pids[@]}-1; i>=0; i--)); do kill -INT "${pids[$i]}" 2>/dev/null || true; sleep 0.2; done
 	wait 2>/dev/null || true
@@ -57,6 +58,7 @@ MSG
 "$BIN/loadgen" -url 'http://127.0.0.1:8080/product/%d' -ids 1-20 -c 4 -n 100000 -duration 20s
 sleep 2
 echo; echo "demo: one trace of catalog, as latscope saw it:"
-awk '/^trace /{n++; show = ($0 ~ /pid '"${pid_of[catalog]}"' /)} show && n>=3' "$LOG/trees" | head -30
+# (awk stops by itself: with pipefail, `| head` would end the demo on SIGPIPE)
+awk '/^trace /{n++; show = ($0 ~ /pid '"${pid_of[catalog]}"' /)} show && n>=3 {print; if (++lines == 30) exit}' "$LOG/trees"
 echo; echo "demo: Ctrl-C to stop"
 while sleep 3600; do :; done
