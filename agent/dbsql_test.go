@@ -10,14 +10,15 @@ import (
 )
 
 // database/sql spans against real SQLite: statements with literals
-// redacted, operation names, the driver's system, errors, and parents.
+// redacted, operation names, the driver's system, errors, and parents;
+// through *sql.DB, *sql.Tx and prepared *sql.Stmt.
 func TestDatabaseSQL(t *testing.T) {
 	fixture.RequireRoot(t)
 	for _, tc := range []string{"go1.21.13", "local"} {
 		for _, mode := range []fixture.Mode{fixture.Default, fixture.Stripped} {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				bin := fixture.Build(t, "sqlapp", tc, mode)
-				tr := traceCommand(t, agent.Config{}, []string{"main.setup", "main.loadItem", "main.broken"}, "secret-name other true\n", bin)
+				tr := traceCommand(t, agent.Config{}, []string{"main.setup", "main.loadItem", "main.broken", "main.prepared"}, "secret-name other true renamed\n", bin)
 				byID := tr.byID
 				type want struct{ parent, name, text string }
 				var got []want
@@ -47,6 +48,8 @@ func TestDatabaseSQL(t *testing.T) {
 					{"main.loadItem", "SELECT", "SELECT name FROM items WHERE id = ?"},
 					{"main.loadItem", "SELECT", "SELECT name FROM items WHERE id = ?"},
 					{"main.broken", "SELECT", "SELECT * FROM missing_table"},
+					{"main.prepared", "UPDATE", "UPDATE items SET name = ? WHERE id = ?"},
+					{"main.prepared", "SELECT", "SELECT name FROM items WHERE id = ?"},
 				}
 				if len(got) != len(wantSpans) {
 					t.Fatalf("got %d database spans %v, want %v", len(got), got, wantSpans)

@@ -134,12 +134,18 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 // symbolizer/fields.json must agree with DWARF for every library and
 // toolchain of the matrix (stripped binaries rely on it).
 func TestFieldTableMatchesDWARF(t *testing.T) {
+	// A fixture that links each standard library package instrumented.
+	fixtureOf := map[string]string{"net/http": "httpapp", "database/sql": "sqlapp"}
 	for _, lib := range agent.Libraries {
-		if lib.Module != "std" {
+		if lib.Module != "std" || len(lib.Fields) == 0 {
 			continue // third-party libraries test their tabled versions themselves
 		}
+		fx, ok := fixtureOf[lib.Name]
+		if !ok {
+			t.Fatalf("no fixture links %s", lib.Name)
+		}
 		for _, tc := range fixture.Matrix() {
-			bin := fixture.Build(t, "httpapp", tc, fixture.Default)
+			bin := fixture.Build(t, fx, tc, fixture.Default)
 			b, err := symbolizer.Open(bin)
 			if err != nil {
 				t.Fatal(err)

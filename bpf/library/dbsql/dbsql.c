@@ -3,15 +3,21 @@
 
 /*
  * database/sql: every query and exec a *sql.DB, *sql.Conn or *sql.Tx runs
- * (span kind client). Both paths end in one DB method that receives the
- * query text in registers, so no struct field is read. Prepared
- * statements (*sql.Stmt) take another path and are not covered yet.
- * Checked against Go 1.21 - 1.27.
+ * (span kind client): both paths end in one DB method that receives the
+ * query text in registers. Prepared statements (*sql.Stmt) take another
+ * path: their QueryContext and ExecContext are traced, with the text the
+ * statement was prepared from (Stmt.query). Checked against Go 1.21 - 1.27.
  */
 
 #include "library.h"
 
 char __license[] SEC("license") = "GPL";
+
+/* Struct fields read, in lib_offsets order (see dbsql.go). */
+enum dbsql_field {
+	F_STMT_QUERY, /* database/sql.Stmt.query string */
+	F_FIELD_MAX,
+};
 
 enum dbsql_probe {
 	P_QUERY = 1, /* the statement, at entry */
@@ -34,6 +40,7 @@ struct done {
 const struct query *unused_query __attribute__((unused));
 const struct done *unused_done __attribute__((unused));
 const enum dbsql_probe *unused_probe __attribute__((unused));
+const enum dbsql_field *unused_field __attribute__((unused));
 
 /*
  * Reads the query text into a record for call_id; 0 when the text could
@@ -129,4 +136,35 @@ SEC("uprobe")
 int exec_exit(struct pt_regs *ctx)
 {
 	return send_done(ctx, GO_PARAM3(ctx));
+}
+
+/* The query text a *sql.Stmt was prepared from, as (ptr, len); 0 if unreadable. */
+static __always_inline int stmt_query(void *stmt, __u64 *ptr, __u64 *len)
+{
+	struct lib_fields *fl = lib_fields();
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} q = {};
+	if (!fl || !stmt || bpf_probe_read_user(&q, sizeof(q), stmt + FIELD(fl, F_STMT_QUERY))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	*ptr = q.ptr;
+	*len = q.len;
+	return 1;
+}
+
+/*
+ * func (s *Stmt) QueryContext(ctx context.Context, args ...any) (*Rows, error)
+ * func (s *Stmt) ExecContext(ctx context.Context, args ...any) (Result, error)
+ * s: RAX; ctx: RBX, RCX; args: RDI, RSI, R8. Results as queryDC's and
+ * execDC's (query_exit, exec_exit).
+ */
+SEC("uprobe")
+int stmt_entry(struct pt_regs *ctx)
+{
+	__u64 ptr = 0, len = 0;
+	stmt_query((void *)GO_PARAM1(ctx), &ptr, &len);
+	return send_query(ctx, ptr, len);
 }

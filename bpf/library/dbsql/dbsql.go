@@ -1,9 +1,9 @@
 // Package dbsql instruments database/sql: each query or exec run through
-// a *sql.DB, *sql.Conn or *sql.Tx is a client span whose query text has
-// its literals redacted.
+// a *sql.DB, *sql.Conn, *sql.Tx or prepared *sql.Stmt is a client span
+// whose query text has its literals redacted.
 package dbsql
 
-//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type query -type done -type dbsql_probe Dbsql dbsql.c -- -I../../include
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type query -type done -type dbsql_probe -type dbsql_field Dbsql dbsql.c -- -I../../include
 
 import (
 	"strings"
@@ -14,18 +14,39 @@ import (
 	"github.com/latscope/latscope/bpf/library"
 )
 
-// Library is database/sql's registry entry. Its probes read registers
-// only: no struct offsets.
+// Library is database/sql's registry entry.
 var Library = &library.Library{
 	Name:   "database/sql",
 	Module: "std",
 	Probes: []library.Probe{
 		{Symbol: "database/sql.(*DB).queryDC", Entry: "query_entry", Exit: "query_exit"},
 		{Symbol: "database/sql.(*DB).execDC", Entry: "exec_entry", Exit: "exec_exit"},
+		// Prepared statements.
+		{Symbol: "database/sql.(*Stmt).QueryContext", Entry: "stmt_entry", Exit: "query_exit"},
+		{Symbol: "database/sql.(*Stmt).ExecContext", Entry: "stmt_entry", Exit: "exec_exit"},
 	},
+	Fields: []string{DbsqlDbsqlFieldF_STMT_QUERY: "database/sql.Stmt.query"},
+	Linker: linker,
 	Spec:   LoadDbsql,
 	Decode: decode,
 }
+
+const linker = `package main
+
+import (
+	"database/sql"
+	"os"
+)
+
+func main() {
+	if len(os.Args) > 99 { // never: only links prepared statements
+		db, _ := sql.Open(os.Args[1], os.Args[2])
+		st, _ := db.Prepare(os.Args[3])
+		st.Exec()
+		st.Query()
+	}
+}
+`
 
 // drivers maps driver modules to db.system.name values.
 var drivers = map[string]string{

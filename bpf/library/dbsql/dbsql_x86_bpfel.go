@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DbsqlDbsqlField uint32
+
+const (
+	DbsqlDbsqlFieldF_STMT_QUERY DbsqlDbsqlField = 0
+	DbsqlDbsqlFieldF_FIELD_MAX  DbsqlDbsqlField = 1
+)
+
 type DbsqlDbsqlProbe uint32
 
 const (
@@ -155,6 +162,7 @@ type DbsqlProgramSpecs struct {
 	ExecExit   *ebpf.ProgramSpec `ebpf:"exec_exit"`
 	QueryEntry *ebpf.ProgramSpec `ebpf:"query_entry"`
 	QueryExit  *ebpf.ProgramSpec `ebpf:"query_exit"`
+	StmtEntry  *ebpf.ProgramSpec `ebpf:"stmt_entry"`
 }
 
 // DbsqlMapSpecs contains maps before they are loaded into the kernel.
@@ -185,6 +193,7 @@ type DbsqlVariableSpecs struct {
 	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
 	UnusedDone       *ebpf.VariableSpec `ebpf:"unused_done"`
+	UnusedField      *ebpf.VariableSpec `ebpf:"unused_field"`
 	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
 	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
 	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
@@ -254,6 +263,7 @@ type DbsqlVariables struct {
 	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
 	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
 	UnusedDone       *ebpf.Variable `ebpf:"unused_done"`
+	UnusedField      *ebpf.Variable `ebpf:"unused_field"`
 	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
 	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
 	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
@@ -272,6 +282,7 @@ type DbsqlPrograms struct {
 	ExecExit   *ebpf.Program `ebpf:"exec_exit"`
 	QueryEntry *ebpf.Program `ebpf:"query_entry"`
 	QueryExit  *ebpf.Program `ebpf:"query_exit"`
+	StmtEntry  *ebpf.Program `ebpf:"stmt_entry"`
 }
 
 func (p *DbsqlPrograms) Close() error {
@@ -280,6 +291,7 @@ func (p *DbsqlPrograms) Close() error {
 		p.ExecExit,
 		p.QueryEntry,
 		p.QueryExit,
+		p.StmtEntry,
 	)
 }
 
