@@ -30,13 +30,15 @@ lint:
 
 # Every tier: pure Go, BPF load, and end to end against real fixture
 # processes (as root). Under CI=true a skipped BPF test is a failure.
+# -p 1: packages whose tests trace with injection attach node-wide socket
+# programs, which two tracers cannot share (propagation_socket_busy).
 test: check-generate lint toolchains
-	$(GO) test -count=1 -timeout 45m ./...
+	$(GO) test -p 1 -count=1 -timeout 45m ./...
 	cd examples/demo && GOWORK=off $(GO) test -count=1 ./...
 
 # Quick local loop: oldest and newest toolchain only.
 test-short:
-	LATSCOPE_SHORT_MATRIX=1 $(GO) test -count=1 ./...
+	LATSCOPE_SHORT_MATRIX=1 $(GO) test -p 1 -count=1 ./...
 
 # Results and how to read them: docs/benchmarks.md.
 bench: build
