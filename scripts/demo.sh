@@ -3,11 +3,25 @@
 # all on loopback with latscope tracing catalog and pricing (the two
 # services without tracing code), drives load through gateway, and keeps
 # running until Ctrl-C. Needs root (latscope) and redis-server.
+#
+# Ports and the load phase can be changed through the environment (the
+# defaults below); JAEGER_BIN names a Jaeger v2 binary to use instead of
+# building one into bin/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 LOG=$PWD/bin/demo-logs
 mkdir -p "$BIN" "$LOG"
+GATEWAY_PORT=${GATEWAY_PORT:-8080}
+CATALOG_PORT=${CATALOG_PORT:-8081}
+PRICING_PORT=${PRICING_PORT:-8082}
+REVIEWS_PORT=${REVIEWS_PORT:-8083}
+REDIS_PORT=${REDIS_PORT:-6379}
+export LATSCOPE_JAEGER_QUERY_PORT=${LATSCOPE_JAEGER_QUERY_PORT:-16686}
+export LATSCOPE_JAEGER_OTLP_GRPC_PORT=${LATSCOPE_JAEGER_OTLP_GRPC_PORT:-4317}
+export LATSCOPE_JAEGER_OTLP_HTTP_PORT=${LATSCOPE_JAEGER_OTLP_HTTP_PORT:-4318}
+DEMO_LOAD=${DEMO_LOAD:-20s}
+JAEGER=${JAEGER_BIN:-$BIN/jaeger}
 
 command -v redis-server >/dev/null || { echo "demo: redis-server missing: apt-get install -y redis-server"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "demo: latscope needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN): sudo make demo"; exit 1; }
@@ -15,7 +29,7 @@ command -v redis-server >/dev/null || { echo "demo: redis-server missing: apt-ge
 echo "demo: building latscope, the demo services and Jaeger (the first Jaeger build takes a few minutes)"
 go build -o "$BIN/latscope" ./cmd/latscope
 (cd examples/demo && GOWORK=off go build -o "$BIN/" ./gateway ./catalog ./pricing ./reviews ./loadgen)
-[ -x "$BIN/jaeger" ] || (cd tools/jaeger && GOWORK=off go build -o "$BIN/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+[ -x "$JAEGER" ] || (cd tools/jaeger && GOWORK=off go build -o "$JAEGER" github.com/jaegertracing/jaeger/cmd/jaeger)
 
 pids=()
 declare -A pid_of
@@ -30,32 +44,32 @@ trap cleanup EXIT INT TERM
 run() { local name=$1; shift; "$@" >"$LOG/$name.log" 2>&1 & pids+=($!); pid_of[$name]=$!; }
 wait_for() { for _ in $(seq 100); do grep -q "$2" "$LOG/$1.log" 2>/dev/null && return; sleep 0.2; done; echo "demo: $1 did not start, see $LOG/$1.log"; exit 1; }
 
-run jaeger "$BIN/jaeger" --config tools/jaeger/config.yaml
-run redis redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no
+run jaeger "$JAEGER" --config tools/jaeger/config.yaml
+run redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
 wait_for redis "Ready to accept"
-OTLP=(env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
-run pricing "$BIN/pricing" -listen 127.0.0.1:8082 -redis 127.0.0.1:6379
-run reviews "${OTLP[@]}" "$BIN/reviews" -listen 127.0.0.1:8083
-run catalog "$BIN/catalog" -listen 127.0.0.1:8081 -pricing 127.0.0.1:8082 -reviews http://127.0.0.1:8083
-run gateway "${OTLP[@]}" "$BIN/gateway" -listen 127.0.0.1:8080 -catalog http://127.0.0.1:8081
+OTLP=(env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$LATSCOPE_JAEGER_OTLP_HTTP_PORT OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+run pricing "$BIN/pricing" -listen 127.0.0.1:$PRICING_PORT -redis 127.0.0.1:$REDIS_PORT
+run reviews "${OTLP[@]}" "$BIN/reviews" -listen 127.0.0.1:$REVIEWS_PORT
+run catalog "$BIN/catalog" -listen 127.0.0.1:$CATALOG_PORT -pricing 127.0.0.1:$PRICING_PORT -reviews http://127.0.0.1:$REVIEWS_PORT
+run gateway "${OTLP[@]}" "$BIN/gateway" -listen 127.0.0.1:$GATEWAY_PORT -catalog http://127.0.0.1:$CATALOG_PORT
 for s in pricing reviews catalog gateway; do wait_for $s "msg=listening"; done
 
 # One latscope traces both services (one per node: it owns the socket
 # programs that carry trace context).
-run latscope env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+run latscope env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$LATSCOPE_JAEGER_OTLP_GRPC_PORT OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
 	"$BIN/latscope" trace --pid "${pid_of[catalog]},${pid_of[pricing]}" --funcs 'main.*' --tree "$LOG/trees"
 wait_for latscope "msg=tracing"
 
 cat <<MSG
 
-demo: running. gateway http://127.0.0.1:8080/product/7  (OTel SDK)
+demo: running. gateway http://127.0.0.1:$GATEWAY_PORT/product/7  (OTel SDK)
       catalog and pricing have no tracing code: latscope traces them.
-      Jaeger's query API: http://127.0.0.1:16686/api/traces?service=catalog
+      Jaeger's query API: http://127.0.0.1:$LATSCOPE_JAEGER_QUERY_PORT/api/traces?service=catalog
       latscope's call trees: $LOG/trees
       logs: $LOG/
-demo: sending load (20 s, 4 concurrent), then idling until Ctrl-C
+demo: sending load ($DEMO_LOAD, 4 concurrent), then idling until Ctrl-C
 MSG
-"$BIN/loadgen" -url 'http://127.0.0.1:8080/product/%d' -ids 1-20 -c 4 -n 100000 -duration 20s
+"$BIN/loadgen" -url "http://127.0.0.1:$GATEWAY_PORT/product/%d" -ids 1-20 -c 4 -n 100000 -duration "$DEMO_LOAD"
 sleep 2
 echo; echo "demo: one trace of catalog, as latscope saw it:"
 # (awk stops by itself: with pipefail, `| head` would end the demo on SIGPIPE)

@@ -52,10 +52,25 @@ type proc struct {
 
 func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	return startProc(t, name, env, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, bin, args...)
+}
+
+// startGroup starts a process in a process group of its own, as a shell
+// job is: a signal to the group reaches it and its children. Cleanup
+// kills the group.
+func startGroup(t *testing.T, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	p := startProc(t, name, env, &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}, bin, args...)
+	t.Cleanup(func() { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
+	return p
+}
+
+func startProc(t *testing.T, name string, env []string, attr *syscall.SysProcAttr, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, line: make(chan string, 1024), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = attr
 	r, w := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
@@ -333,4 +348,61 @@ func names(spans []jaegertest.Span) []string {
 		out = append(out, s.ServiceName+"/"+s.OperationName)
 	}
 	return out
+}
+
+// TestDemoScript runs make demo's script (scripts/demo.sh), the main job,
+// on free ports with a short load phase: it must build and start
+// everything, print a trace of catalog as latscope saw it, keep running
+// until Ctrl-C (SIGINT to its process group, as a terminal sends it), then
+// stop every process it started.
+func TestDemoScript(t *testing.T) {
+	fixture.RequireRoot(t)
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true but redis-server is not installed (.ci/run installs it)")
+		}
+		t.Skip("SKIP: redis-server not installed: apt-get install -y redis-server")
+	}
+	env := []string{"JAEGER_BIN=" + jaegertest.Build(t), "DEMO_LOAD=3s"}
+	ports := map[string]int{}
+	for _, name := range []string{"GATEWAY_PORT", "CATALOG_PORT", "PRICING_PORT", "REVIEWS_PORT", "REDIS_PORT",
+		"LATSCOPE_JAEGER_QUERY_PORT", "LATSCOPE_JAEGER_OTLP_GRPC_PORT", "LATSCOPE_JAEGER_OTLP_HTTP_PORT"} {
+		ports[name] = freePort(t)
+		env = append(env, fmt.Sprintf("%s=%d", name, ports[name]))
+	}
+	demo := startGroup(t, "demo", env, filepath.Join(repoRoot(), "scripts", "demo.sh"))
+	demo.await(t, "demo: one trace of catalog", 10*time.Minute)
+	demo.await(t, "demo: Ctrl-C to stop", time.Minute)
+	out := demo.output()
+	tree := out[strings.Index(out, "demo: one trace of catalog"):]
+	for _, want := range []string{"main.(*handler).product", "SELECT", "demo.Pricing/GetPrice", "GET"} {
+		if !strings.Contains(tree, want) {
+			t.Errorf("the trace the demo printed has no %q:\n%s", want, tree)
+		}
+	}
+	// It keeps running until interrupted.
+	time.Sleep(2 * time.Second)
+	select {
+	case <-demo.done:
+		t.Fatalf("the demo stopped by itself:\n%s", demo.output())
+	default:
+	}
+	syscall.Kill(-demo.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-demo.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the demo did not stop on Ctrl-C")
+	}
+	if code := demo.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the demo exited %d", code)
+	}
+	// Everything it started is gone: its ports are free again.
+	for name, port := range ports {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Errorf("%s %d still in use after the demo stopped: %v", name, port, err)
+			continue
+		}
+		l.Close()
+	}
 }
