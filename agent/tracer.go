@@ -161,7 +161,7 @@ func (t *Tracer) loadLibraries(opts calltracer.Options) error {
 		if err := spec.Variables["lib_id"].Set(uint8(id)); err != nil {
 			return fmt.Errorf("%s: set lib_id: %w", lib.Name, err)
 		}
-		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: propagation.Present(spec, shared)})
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: calltracer.Replacements(spec, shared)})
 		if err != nil {
 			return fmt.Errorf("load %s BPF programs: %w", lib.Name, err)
 		}

@@ -101,6 +101,18 @@ func (o *TracerObjects) SharedMaps() map[string]*ebpf.Map {
 	}
 }
 
+// Replacements keeps the maps of shared that spec declares, as
+// MapReplacements for loading spec (which must name only those).
+func Replacements(spec *ebpf.CollectionSpec, shared map[string]*ebpf.Map) map[string]*ebpf.Map {
+	out := make(map[string]*ebpf.Map, len(shared))
+	for name, m := range shared {
+		if _, ok := spec.Maps[name]; ok {
+			out[name] = m
+		}
+	}
+	return out
+}
+
 func boolByte(b bool) uint8 {
 	if b {
 		return 1

@@ -32,22 +32,10 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*PropagationObj
 		return nil, fmt.Errorf("propagation: %w", err)
 	}
 	var objs PropagationObjects
-	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: Present(spec, shared)}); err != nil {
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: calltracer.Replacements(spec, shared)}); err != nil {
 		return nil, fmt.Errorf("load propagation BPF programs: %w", err)
 	}
 	return &objs, nil
-}
-
-// Present keeps the maps of m that spec declares: MapReplacements must
-// name only those.
-func Present(spec *ebpf.CollectionSpec, m map[string]*ebpf.Map) map[string]*ebpf.Map {
-	out := make(map[string]*ebpf.Map, len(m))
-	for name, mp := range m {
-		if _, ok := spec.Maps[name]; ok {
-			out[name] = mp
-		}
-	}
-	return out
 }
 
 // SharedMaps are the maps where libraries leave client calls' contexts
