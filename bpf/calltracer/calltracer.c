@@ -122,12 +122,8 @@ SEC("uprobe")
 int goroutine_exit(struct pt_regs *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
-	__u64 stack_hi;
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
-	if (!pc)
-		return 0;
-	if (current_goroutine(ctx, pc, &key, &stack_hi))
+	struct gkey key = {};
+	if (current_gkey(ctx, &key))
 		return 0;
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
 	if (!gs) {

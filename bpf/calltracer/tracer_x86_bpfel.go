@@ -65,6 +65,7 @@ type TracerGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64

@@ -130,6 +130,7 @@ struct gkey {
 struct gstate {
 	__u32 depth;           /* frames in use */
 	__u32 overflow;        /* entries not pushed because frames was full */
+	__u64 goid;            /* its goroutine (the map key's), for programs holding only gs */
 	__u64 parent_goid;     /* creator goroutine, when linked */
 	__u64 parent_call_id;  /* creator's frame at go statement, 0 if none */
 	__u64 root_call_id;    /* the chain's root (request), 0 if none */
@@ -320,6 +321,21 @@ static __always_inline int current_goroutine(struct pt_regs *ctx, struct proc_co
 	return 0;
 }
 
+/*
+ * The goroutine a hook (a program that pushes no frame) fired on, as the
+ * goroutine maps key it; -1 in a process latscope does not trace, or
+ * when it cannot be read (counted).
+ */
+static __always_inline int current_gkey(struct pt_regs *ctx, struct gkey *key)
+{
+	__u64 stack_hi;
+	key->pid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key->pid);
+	if (!pc)
+		return -1;
+	return current_goroutine(ctx, pc, key, &stack_hi);
+}
+
 static __always_inline struct gstate *gstate_create(struct gkey *key, __u64 parent_goid,
 						    __u64 parent_call_id, __u64 root_call_id,
 						    __u64 trace_hi, __u64 trace_lo)
@@ -330,6 +346,7 @@ static __always_inline struct gstate *gstate_create(struct gkey *key, __u64 pare
 		return 0;
 	gs->depth = 0;
 	gs->overflow = 0;
+	gs->goid = key->goid;
 	gs->parent_goid = parent_goid;
 	gs->parent_call_id = parent_call_id;
 	gs->root_call_id = root_call_id;

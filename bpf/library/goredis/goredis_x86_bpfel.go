@@ -67,6 +67,7 @@ type GoredisGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64

@@ -293,10 +293,8 @@ int write_status(struct pt_regs *ctx)
 {
 	__u64 s = GO_PARAM2(ctx);
 	void *st = (void *)GO_PARAM3(ctx);
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
-	__u64 stack_hi;
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
-	if (!pc || current_goroutine(ctx, pc, &key, &stack_hi))
+	struct gkey key = {};
+	if (current_gkey(ctx, &key))
 		return 0;
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
 	struct lib_fields *fl = lib_fields();
@@ -354,15 +352,6 @@ struct {
 	__type(value, struct trace_ctx);
 } queued SEC(".maps");
 
-/* The goroutine a probe runs on (0 if not readable). */
-static __always_inline int goroutine_key(struct pt_regs *ctx, struct gkey *key)
-{
-	__u64 stack_hi;
-	key->pid = bpf_get_current_pid_tgid() >> 32;
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key->pid);
-	return pc && !current_goroutine(ctx, pc, key, &stack_hi);
-}
-
 /*
  * func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
  *                              opts ...CallOption) error
@@ -379,12 +368,10 @@ int client_entry(struct pt_regs *ctx)
 	if (!call_id || !fl || !gs)
 		return 0;
 	if (inject_enabled) {
-		struct gkey k = {};
+		struct gkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
 		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
-				       .span_id = span_id(bpf_get_current_pid_tgid() >> 32, call_id),
-				       .flags = 1, .valid = 1};
-		if (goroutine_key(ctx, &k))
-			bpf_map_update_elem(&calls, &k, &tc, BPF_ANY);
+				       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1};
+		bpf_map_update_elem(&calls, &k, &tc, BPF_ANY);
 	} else {
 		stat_inc(STAT_INJECT_OFF);
 	}
@@ -414,7 +401,7 @@ SEC("uprobe")
 int queue_headers(struct pt_regs *ctx)
 {
 	struct gkey k = {};
-	if (!goroutine_key(ctx, &k))
+	if (current_gkey(ctx, &k))
 		return 0;
 	struct trace_ctx *tcp = bpf_map_lookup_elem(&calls, &k);
 	if (!tcp)

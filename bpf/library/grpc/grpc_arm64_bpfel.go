@@ -106,6 +106,7 @@ type GrpcGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64

@@ -135,10 +135,8 @@ int header_line(struct pt_regs *ctx)
 	struct trace_ctx tc = {};
 	if (v > 16 || parse_traceparent(line + v, &tc))
 		return 0;
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
-	__u64 stack_hi;
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
-	if (!pc || current_goroutine(ctx, pc, &key, &stack_hi))
+	struct gkey key = {};
+	if (current_gkey(ctx, &key))
 		return 0;
 	bpf_map_update_elem(&incoming, &key, &tc, BPF_ANY);
 	return 0;
@@ -163,12 +161,8 @@ int server_entry(struct pt_regs *ctx)
 					 PUSH_NEW_CHAIN, &gs);
 	if (!call_id || !fl || !gs)
 		return 0;
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
-	__u64 stack_hi;
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &key.pid);
-	struct trace_ctx *in = 0;
-	if (pc && current_goroutine(ctx, pc, &key, &stack_hi) == 0)
-		in = bpf_map_lookup_elem(&incoming, &key);
+	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
+	struct trace_ctx *in = bpf_map_lookup_elem(&incoming, &key);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
 	if (in && in->valid && gs->depth == 1) {
 		/* Continue the caller's trace. */

@@ -64,6 +64,7 @@ type NethttpGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
 	RootCallId   uint64
