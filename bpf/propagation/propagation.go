@@ -82,29 +82,33 @@ func (o *PropagationObjects) SweepPending(all bool) (uint64, error) {
 	if all {
 		cutoff = math.MaxUint64
 	}
-	var n uint64
-	var errs []error
-	sweep := func(m *ebpf.Map, key any, keys func() []any) {
-		var v PropagationPendingCtx
-		it := m.Iterate()
-		var old []any
-		for it.Next(key, &v) {
-			if v.AtNs < cutoff {
-				old = append(old, keys()...)
-			}
-		}
-		errs = append(errs, it.Err())
-		for _, k := range old {
-			if err := m.Delete(k); err == nil {
-				n++
-			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, err)
-			}
+	n1, err1 := sweep[uint64](o.Writing, cutoff)
+	n2, err2 := sweep[PropagationH2key](o.H2Streams, cutoff)
+	return n1 + n2, errors.Join(err1, err2)
+}
+
+// sweep deletes m's pending contexts (keyed by K) ready before cutoff.
+func sweep[K any](m *ebpf.Map, cutoff uint64) (uint64, error) {
+	var (
+		k    K
+		v    PropagationPendingCtx
+		old  []K
+		errs []error
+		n    uint64
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if v.AtNs < cutoff {
+			old = append(old, k)
 		}
 	}
-	var tid uint64
-	sweep(o.Writing, &tid, func() []any { return []any{tid} })
-	var h2 PropagationH2key
-	sweep(o.H2Streams, &h2, func() []any { return []any{h2} })
+	errs = append(errs, it.Err())
+	for _, k := range old {
+		if err := m.Delete(k); err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	return n, errors.Join(errs...)
 }
