@@ -564,6 +564,17 @@ int inject_traceparent(struct sk_msg_md *msg)
 	__u32 pid = tid >> 32;
 	if (!bpf_map_lookup_elem(&procs, &pid))
 		return SK_PASS;
+	/*
+	 * The cheap test first, since every other message of a traced process
+	 * comes here (redis commands, SQL, HTTP/1 bodies): an HTTP/2 client's
+	 * bytes start with the preface's 'P' or a frame length's high byte,
+	 * 0 (frames are at most 16 KiB).
+	 */
+	if (bpf_msg_pull_data(msg, 0, 1, 0))
+		return SK_PASS;
+	__u8 *d = (void *)(long)msg->data;
+	if ((void *)(d + 1) > (void *)(long)msg->data_end || (d[0] != 'P' && d[0] != 0))
+		return SK_PASS;
 	__u32 start = 0;
 	if (is_h2_preface(msg))
 		start = H2_PREFACE_LEN;
