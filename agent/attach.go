@@ -35,8 +35,11 @@ type TracedFunc struct {
 	ID     uint32
 	Func   *symbolizer.Func
 	Sites  *symbolizer.Sites
+	// Exits are the probed return sites: in its callers (resume sites) or
+	// its own exit paths' chosen sites.
+	Exits  []symbolizer.ResumeSite
 	Inline symbolizer.InlineInfo
-	// Cookies of its probes: [0] the entry, then one per exit path.
+	// Cookies of its probes: [0] the entry, then one per exit.
 	Cookies []uint64
 }
 
@@ -92,7 +95,7 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 		if probed[f.Name] {
 			continue // a library probes it already, with more to say
 		}
-		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit); err != nil {
+		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit, 0); err != nil {
 			return nil, err
 		}
 	}
@@ -174,7 +177,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
 		}
-		if err := t.attachFunc(p, exe, funcs[i], entry, exit); err != nil {
+		if err := t.attachFunc(p, exe, funcs[i], entry, exit, libraryExitResults); err != nil {
 			return err
 		}
 		probed[pr.Symbol] = true
@@ -225,7 +228,16 @@ func (t *Tracer) attachCallHook(p *Process, exe *link.Executable, lib *library.L
 	return nil
 }
 
-func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program) error {
+// libraryExitResults is how many result registers (RAX, RBX) library exit
+// programs may read: their exits are moved into callers only where both
+// survive. call_exit reads none.
+const libraryExitResults = 2
+
+// attachFunc traces f's calls: entryProg at its entry site pushes a
+// frame, exitProg pops it where f has returned: in its callers when they
+// allow (resume sites, which keep the first results result registers:
+// symbolizer.ResumeSites), else at its own RETs.
+func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program, results int) error {
 	sites, err := p.Binary.Sites(f)
 	if err != nil {
 		return err
@@ -244,10 +256,19 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		t.log.Warn("function never returns (no return instruction); not traced", "func", f.Name)
 		return nil
 	}
+	var exits []symbolizer.ResumeSite
 	if t.cfg.NaiveSites {
 		sites = naive(sites)
+		for _, e := range sites.Exits {
+			exits = append(exits, symbolizer.ResumeSite{Site: e.Chosen})
+		}
+	} else {
+		var why error
+		if exits, why = p.Binary.Exits(f, sites, results); why != nil {
+			t.log.Debug("returns probed in the function itself", "func", f.Name, "reason", why)
+		}
 	}
-	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Inline: inl}
+	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Exits: exits, Inline: inl}
 	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name, err)
@@ -256,12 +277,15 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		return err
 	}
 	tf.Cookies = append(tf.Cookies, cookie)
-	for i, exit := range sites.Exits {
-		cookie, err := calltracer.Cookie(tf.ID, exit.Chosen.SPDelta, uint16(i+1))
+	for i, exit := range exits {
+		cookie, err := calltracer.Cookie(tf.ID, exit.SPDelta, uint16(i+1))
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
-		if err := t.probe(p, exe, exitProg, exit.Chosen, cookie, f.Name); err != nil {
+		if exit.Shared {
+			cookie = calltracer.Shared(cookie)
+		}
+		if err := t.probe(p, exe, exitProg, exit.Site, cookie, f.Name); err != nil {
 			return err
 		}
 		tf.Cookies = append(tf.Cookies, cookie)

@@ -89,6 +89,7 @@ func TestTraceFixtures(t *testing.T) {
 				}
 				checkTrees(t, col.spans)
 				checkHits(t, proc, hits, col.spans)
+				checkResumed(t, proc, "main.middle")
 				for _, f := range proc.Funcs {
 					inlined := f.Inline.Known && slices.Contains(f.Inline.Callers, "main.inlineUse")
 					if (f.Func.Name == "main.tiny") != inlined {
@@ -200,6 +201,24 @@ func checkTrees(t *testing.T, spans []*span.Span) {
 	}
 }
 
+// checkResumed proves fn's returns were probed in its callers (emulated
+// resume sites), not at its own single-stepped RET.
+func checkResumed(t *testing.T, p *agent.Process, fn string) {
+	t.Helper()
+	for _, f := range p.Funcs {
+		if f.Func.Name != fn {
+			continue
+		}
+		for _, e := range f.Exits {
+			if e.Addr >= f.Func.Entry && e.Addr < f.Func.End || !e.Emulated {
+				t.Errorf("%s: exit probed at %#x (%s), want resume sites in its callers", fn, e.Addr, e.Insn)
+			}
+		}
+		return
+	}
+	t.Errorf("%s not traced", fn)
+}
+
 // checkHits proves every probe fired exactly once per call: each
 // function's entry probe fired once per span, its exit probes once per
 // span that returned (unwound spans never reached an exit).
@@ -214,11 +233,18 @@ func checkHits(t *testing.T, p *agent.Process, hits map[uint64]uint64, spans []*
 	}
 	for _, f := range p.Funcs {
 		entry := hits[f.Cookies[0]]
-		var exits uint64
-		for _, c := range f.Cookies[1:] {
-			exits += hits[c]
+		var exits, tail uint64
+		for i, c := range f.Cookies[1:] {
+			if f.Exits[i].Shared {
+				tail += hits[c] // also runs on paths that did not call f
+			} else {
+				exits += hits[c]
+			}
 		}
 		name := f.Func.Name
+		if tail > 0 && exits < returned[name] && exits+tail >= returned[name] {
+			exits = returned[name]
+		}
 		if entry != calls[name] || exits != returned[name] {
 			t.Errorf("%s: entry probe fired %d times, exit probes %d; want %d and %d", name, entry, exits, calls[name], returned[name])
 		}

@@ -175,8 +175,19 @@ func Cookie(funcID uint32, spDelta int64, site uint16) (uint64, error) {
 	if spDelta < -0x8000 || spDelta > 0x7fff {
 		return 0, fmt.Errorf("SP delta %d does not fit the attach cookie", spDelta)
 	}
+	if site > maxSite {
+		return 0, fmt.Errorf("site index %d does not fit the attach cookie", site)
+	}
 	return uint64(funcID) | uint64(uint16(spDelta))<<32 | uint64(site)<<48, nil
 }
+
+// maxSite bounds site indexes: the cookie's top bit is Shared's.
+const maxSite = 0x7fff
+
+// Shared marks an exit site's cookie: the site also runs on paths that
+// did not call the function (COOKIE_SHARED), as some resume sites do
+// (symbolizer.ResumeSite).
+func Shared(cookie uint64) uint64 { return cookie | 1<<63 }
 
 // EventSize is the size of a call_event record.
 const EventSize = int(unsafe.Sizeof(Event{}))

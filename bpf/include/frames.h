@@ -29,6 +29,12 @@
 #define COOKIE_FUNC(c) ((__u32)(c))
 /* Signed: a site after the function returned sees SP 8 bytes above entry. */
 #define COOKIE_SP_DELTA(c) ((__s64)(__s16)(((c) >> 32) & 0xffff))
+/*
+ * An exit site in a caller (symbolizer.ResumeSites) that also runs on
+ * paths that did not call the traced function: finding no frame there is
+ * no error.
+ */
+#define COOKIE_SHARED(c) ((c) >> 63)
 
 /* The first byte of every ring buffer record says what follows. */
 enum record_type {
@@ -626,7 +632,8 @@ static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct 
 		return -1;
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &x->key);
 	if (!gs) {
-		stat_inc(STAT_EXIT_WITHOUT_ENTRY);
+		if (!COOKIE_SHARED(cookie))
+			stat_inc(STAT_EXIT_WITHOUT_ENTRY);
 		return -1;
 	}
 	__u32 sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
@@ -644,7 +651,8 @@ static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct 
 			gs->overflow -= 1;
 			return -1;
 		}
-		stat_inc(STAT_EXIT_WITHOUT_ENTRY);
+		if (!COOKIE_SHARED(cookie))
+			stat_inc(STAT_EXIT_WITHOUT_ENTRY);
 		return -1;
 	}
 	x->gs = gs;
