@@ -55,11 +55,16 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The agent's choice: entry after the stack check, returns where the
+	// callers resume when they can be found, else at each RET.
+	exits, notResumed := sym.Exits(f, sites, 0)
 	var chosen, naive []symbolizer.Site
 	chosen = append(chosen, sites.Entry)
 	naive = append(naive, sites.NaiveEntry)
+	for _, e := range exits {
+		chosen = append(chosen, e.Site)
+	}
 	for _, e := range sites.Exits {
-		chosen = append(chosen, e.Chosen)
 		naive = append(naive, e.Ret)
 	}
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -84,11 +89,17 @@ func main() {
 	// each instruction of the first return path's epilogue.
 	single := []symbolizer.Site{sites.NaiveEntry, sites.Entry}
 	single = append(single, sites.Exits[0].Candidates...)
+	if notResumed == nil {
+		single = append(single, exits[0].Site)
+	}
 	for _, site := range single {
 		site := site
 		kind := "exit"
-		if site.Addr == sites.NaiveEntry.Addr || site.Addr == sites.Entry.Addr {
+		switch {
+		case site.Addr == sites.NaiveEntry.Addr || site.Addr == sites.Entry.Addr:
 			kind = "entry"
+		case site.Addr < f.Entry || site.Addr >= f.End:
+			kind = "exit (in the caller)"
 		}
 		variants = append(variants, struct {
 			name string
@@ -107,8 +118,12 @@ func main() {
 			results[i] = append(results[i], ns)
 		}
 	}
-	fmt.Printf("%s, %d calls per run, %d runs; sites: entry %q, exit %q (%d exit paths)\n\n",
-		target, *calls, *runs, sites.Entry.Insn, sites.Exits[0].Chosen.Insn, len(sites.Exits))
+	where := "in its callers"
+	if notResumed != nil {
+		where = fmt.Sprintf("in the function (%v)", notResumed)
+	}
+	fmt.Printf("%s, %d calls per run, %d runs; sites: entry %q, exit %q %s (%d sites)\n\n",
+		target, *calls, *runs, sites.Entry.Insn, exits[0].Insn, where, len(exits))
 	fmt.Println("| variant | ns/call (median) | cost over untraced | × empty program, same sites | runs |")
 	fmt.Println("|---|---:|---:|---:|---|")
 	base := median(results[0])
