@@ -15,15 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/latscope/latscope/agent/span"
 )
@@ -37,7 +34,7 @@ type Options struct {
 
 // Exporter is a span.Exporter sending OTLP.
 type Exporter struct {
-	exp   *otlptrace.Exporter
+	client otlptrace.Client
 	opts  Options
 	queue chan *span.Span
 	done  chan struct{}
@@ -47,7 +44,7 @@ type Exporter struct {
 	failed   atomic.Uint64
 
 	mu        sync.Mutex
-	resources map[*span.Process]*resource.Resource
+	resources map[*span.Process]*resourcepb.Resource
 	closeOnce sync.Once
 	lastErr   atomic.Value
 }
@@ -74,20 +71,19 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	if proto == "" {
 		proto = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 	}
-	var exp *otlptrace.Exporter
-	var err error
+	var client otlptrace.Client
 	switch strings.ToLower(proto) {
 	case "", "grpc":
-		exp, err = otlptracegrpc.New(ctx)
+		client = otlptracegrpc.NewClient()
 	case "http/protobuf":
-		exp, err = otlptracehttp.New(ctx)
+		client = otlptracehttp.NewClient()
 	default:
 		return nil, fmt.Errorf("OTLP protocol %q: latscope speaks grpc and http/protobuf", proto)
 	}
-	if err != nil {
+	if err := client.Start(ctx); err != nil {
 		return nil, fmt.Errorf("create OTLP exporter: %w", err)
 	}
-	e := &Exporter{exp: exp, opts: opts, queue: make(chan *span.Span, opts.QueueSize), done: make(chan struct{}), resources: map[*span.Process]*resource.Resource{}}
+	e := &Exporter{client: client, opts: opts, queue: make(chan *span.Span, opts.QueueSize), done: make(chan struct{}), resources: map[*span.Process]*resourcepb.Resource{}}
 	go e.loop()
 	return e, nil
 }
@@ -117,7 +113,7 @@ func (e *Exporter) Close() error {
 	<-e.done
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := e.exp.Shutdown(ctx)
+	err := e.client.Stop(ctx)
 	if err == nil {
 		if last, ok := e.lastErr.Load().(error); ok {
 			err = last
@@ -160,13 +156,9 @@ func (e *Exporter) loop() {
 }
 
 func (e *Exporter) send(batch []*span.Span) {
-	ro := make([]sdktrace.ReadOnlySpan, len(batch))
-	for i, s := range batch {
-		ro[i] = e.readOnly(s)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := e.exp.ExportSpans(ctx, ro); err != nil {
+	if err := e.client.UploadTraces(ctx, e.resourceSpans(batch)); err != nil {
 		e.failed.Add(uint64(len(batch)))
 		e.lastErr.Store(fmt.Errorf("export %d spans: %w", len(batch), err))
 		return
@@ -174,70 +166,98 @@ func (e *Exporter) send(batch []*span.Span) {
 	e.exported.Add(uint64(len(batch)))
 }
 
-var scope = instrumentation.Scope{Name: span.Scope.Name, Version: span.Scope.Version}
+var scope = &commonpb.InstrumentationScope{Name: span.Scope.Name, Version: span.Scope.Version}
 
-// readOnly converts a span to the SDK's read-only form.
-func (e *Exporter) readOnly(s *span.Span) sdktrace.ReadOnlySpan {
-	stub := tracetest.SpanStub{
-		Name: s.Name,
-		SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: trace.TraceID(s.TraceID), SpanID: trace.SpanID(s.SpanID), TraceFlags: trace.FlagsSampled,
-		}),
-		SpanKind:             trace.SpanKind(s.Kind),
-		StartTime:            s.Start,
-		EndTime:              s.End,
-		Attributes:           attributes(s.Attributes()),
-		Resource:             e.resource(s.Process),
-		InstrumentationScope: scope,
+// resourceSpans builds the OTLP request body straight from latscope's
+// spans, one ResourceSpans per process. (Going through the SDK's
+// ReadOnlySpan and the exporter's transform instead cost about as much as
+// the gRPC marshalling: boxed attributes, resources hashed per span.)
+func (e *Exporter) resourceSpans(batch []*span.Span) []*tracepb.ResourceSpans {
+	var out []*tracepb.ResourceSpans
+	byProc := map[*span.Process]*tracepb.ScopeSpans{}
+	spans := make([]tracepb.Span, len(batch))
+	for i, s := range batch {
+		ss, ok := byProc[s.Process]
+		if !ok {
+			ss = &tracepb.ScopeSpans{Scope: scope}
+			byProc[s.Process] = ss
+			out = append(out, &tracepb.ResourceSpans{Resource: e.resource(s.Process), ScopeSpans: []*tracepb.ScopeSpans{ss}})
+		}
+		protoSpan(&spans[i], s)
+		ss.Spans = append(ss.Spans, &spans[i])
 	}
-	if !s.ParentID.IsZero() {
-		stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: trace.TraceID(s.TraceID), SpanID: trace.SpanID(s.ParentID), TraceFlags: trace.FlagsSampled, Remote: s.RemoteParent,
-		})
-	}
-	switch s.Status {
-	case span.StatusError:
-		stub.Status = sdktrace.Status{Code: 2, Description: s.StatusMessage}
-	case span.StatusOK:
-		stub.Status = sdktrace.Status{Code: 1}
-	}
-	return stub.Snapshot()
+	return out
 }
 
-func (e *Exporter) resource(p *span.Process) *resource.Resource {
+// protoSpan fills p with s. Kinds and status codes share OpenTelemetry's
+// numbering.
+func protoSpan(p *tracepb.Span, s *span.Span) {
+	traceID, spanID := s.TraceID, s.SpanID
+	p.TraceId = traceID[:]
+	p.SpanId = spanID[:]
+	if !s.ParentID.IsZero() {
+		parentID := s.ParentID
+		p.ParentSpanId = parentID[:]
+	}
+	// The W3C flags of the parent context (sampled) and whether it came
+	// from another process, as the SDK's exporter sets them.
+	p.Flags = uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+	if s.RemoteParent {
+		p.Flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+	}
+	p.Name = s.Name
+	p.Kind = tracepb.Span_SpanKind(s.Kind)
+	p.StartTimeUnixNano = uint64(max(0, s.Start.UnixNano()))
+	p.EndTimeUnixNano = uint64(max(0, s.End.UnixNano()))
+	p.Attributes = keyValues(s.Attributes())
+	switch s.Status {
+	case span.StatusError:
+		p.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: s.StatusMessage}
+	case span.StatusOK:
+		p.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK}
+	}
+}
+
+func (e *Exporter) resource(p *span.Process) *resourcepb.Resource {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if r, ok := e.resources[p]; ok {
 		return r
 	}
-	var attrs []attribute.KeyValue
+	var attrs []span.Attr
 	if p != nil {
-		attrs = attributes(p.Attributes())
+		attrs = p.Attributes()
 	}
-	attrs = append(attrs, attribute.String("telemetry.distro.name", "latscope"), attribute.String("telemetry.distro.version", span.Scope.Version))
-	r := resource.NewSchemaless(attrs...)
+	attrs = append(attrs, span.Attr{Key: "telemetry.distro.name", Value: "latscope"}, span.Attr{Key: "telemetry.distro.version", Value: span.Scope.Version})
+	r := &resourcepb.Resource{Attributes: keyValues(attrs)}
 	e.resources[p] = r
 	return r
 }
 
-func attributes(in []span.Attr) []attribute.KeyValue {
-	out := make([]attribute.KeyValue, 0, len(in))
-	for _, a := range in {
-		k := attribute.Key(a.Key)
-		switch v := a.Value.(type) {
+// keyValues converts attributes, allocating the values of one span
+// together.
+func keyValues(in []span.Attr) []*commonpb.KeyValue {
+	kvs := make([]commonpb.KeyValue, len(in))
+	vals := make([]commonpb.AnyValue, len(in))
+	out := make([]*commonpb.KeyValue, len(in))
+	for i, a := range in {
+		v := &vals[i]
+		switch x := a.Value.(type) {
 		case string:
-			out = append(out, k.String(v))
+			v.Value = &commonpb.AnyValue_StringValue{StringValue: x}
 		case int64:
-			out = append(out, k.Int64(v))
+			v.Value = &commonpb.AnyValue_IntValue{IntValue: x}
 		case int:
-			out = append(out, k.Int(v))
+			v.Value = &commonpb.AnyValue_IntValue{IntValue: int64(x)}
 		case float64:
-			out = append(out, k.Float64(v))
+			v.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: x}
 		case bool:
-			out = append(out, k.Bool(v))
+			v.Value = &commonpb.AnyValue_BoolValue{BoolValue: x}
 		default:
-			out = append(out, k.String(fmt.Sprint(v)))
+			v.Value = &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint(x)}
 		}
+		kvs[i] = commonpb.KeyValue{Key: a.Key, Value: v}
+		out[i] = &kvs[i]
 	}
 	return out
 }
