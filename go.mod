@@ -16,6 +16,7 @@ require (
 	go.opentelemetry.io/proto/otlp v1.7.1
 	golang.org/x/arch v0.22.0
 	golang.org/x/sys v0.50.0
+	google.golang.org/grpc v1.77.0
 )
 
 require (
@@ -36,6 +37,5 @@ require (
 	golang.org/x/text v0.30.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20251022142026-3a174f9686a8 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20251022142026-3a174f9686a8 // indirect
-	google.golang.org/grpc v1.77.0 // indirect
 	google.golang.org/protobuf v1.36.10 // indirect
 )

@@ -10,26 +10,20 @@ import (
 )
 
 // ResumeSite is where a call of a function has certainly returned: an
-// instruction of one of its callers (or, after a tail call, of a caller's
-// caller) on the straight path from the return, which the kernel
-// emulates.
+// instruction of one of its callers on the straight path from the
+// return, which the kernel emulates.
 type ResumeSite struct {
 	Site
 	// Shared: the site also runs on paths that did not call the function:
 	// another branch joins the path before it (a rotated loop's condition,
-	// say), or it follows a call to a function that tail-called the traced
-	// one and may return by other paths too. There, no frame of the
-	// function is no error; the extra hits cost an emulated trap each.
+	// say). There, no frame of the function is no error; the extra hits
+	// cost an emulated trap each.
 	Shared bool
 }
 
 // ErrNotResumable is wrapped by ResumeSites' errors: the function's
 // returns must be probed at its own RET instructions.
 var ErrNotResumable = errors.New("returns cannot be seen in the callers")
-
-// resumeDepth bounds the tail calls followed (f returns into a caller that
-// returns at once into its own caller, and so on).
-const resumeDepth = 3
 
 // resumeWindow bounds the instructions scanned after a call for an
 // emulated one.
@@ -39,9 +33,12 @@ const resumeWindow = 16
 // sites where each call has returned, in the callers: the first emulated
 // instruction (a branch, CALL, NOP or PUSH) on the straight path from
 // each return address, with the first results result registers (RAX,
-// RBX: what the exit program reads, at most 2) untouched on the way. A
-// RET on that path (the caller tail-calls f) is followed into the
-// caller's own callers.
+// RBX: what the exit program reads, at most 2) untouched on the way.
+//
+// A caller that tail-calls f (its RET comes first) makes f unresumable:
+// its own return is where f's would be seen, in its caller, and if that
+// caller is traced too, its exit would run first and take f's frame for
+// one a panic skipped.
 //
 // The kernel single-steps a RET (~10 µs on a VM) but emulates these
 // (~0.7 µs), so exits probed here are an order of magnitude cheaper. It
@@ -53,7 +50,7 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
 	}
 	r := resumer{b: b, results: results, decoded: map[uint64][]insn{}, seen: map[uint64]ResumeSite{}}
-	if err := r.walk(f, 8, 0); err != nil {
+	if err := r.walk(f); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", f.Name, ErrNotResumable, err)
 	}
 	if len(r.sites) == 0 {
@@ -70,13 +67,9 @@ type resumer struct {
 	sites   []ResumeSite
 }
 
-// walk adds the resume sites of every call to f; lift is how far SP there
-// (right after the return) is above SP at the traced function's entry.
-func (r *resumer) walk(f *Func, lift int64, depth int) error {
+// walk adds the resume sites of every call to f.
+func (r *resumer) walk(f *Func) error {
 	if err := r.b.addressTaken(f); err != nil {
-		if depth > 0 {
-			return fmt.Errorf("its caller %s: %w", f.Name, err)
-		}
 		return err
 	}
 	for _, at := range r.b.callsTo(f.Entry) {
@@ -97,7 +90,7 @@ func (r *resumer) walk(f *Func, lift int64, depth int) error {
 		if i < 0 || insns[i].inst.Op != x86asm.CALL {
 			continue // the bytes at the address were not a CALL instruction
 		}
-		if err := r.after(caller, insns, i, lift, depth); err != nil {
+		if err := r.after(caller, insns, i); err != nil {
 			return err
 		}
 	}
@@ -105,9 +98,9 @@ func (r *resumer) walk(f *Func, lift int64, depth int) error {
 }
 
 // after finds the resume site following the call insns[i] in caller.
-func (r *resumer) after(caller *Func, insns []insn, i int, lift int64, depth int) error {
+func (r *resumer) after(caller *Func, insns []insn, i int) error {
 	targets := branchTargets(insns, caller)
-	shared := depth > 0
+	shared := false
 	for j := i + 1; j < len(insns) && j <= i+resumeWindow; j++ {
 		in := insns[j]
 		// Another path joining is harmless: the site pops only a frame of
@@ -115,21 +108,12 @@ func (r *resumer) after(caller *Func, insns []insn, i int, lift int64, depth int
 		// such a frame has returned.
 		shared = shared || targets[in.addr]
 		if emulated(in.raw) {
-			return r.add(in, lift, shared)
+			// SP there is 8 above SP at f's entry: the return popped the
+			// return address.
+			return r.add(in, 8, shared)
 		}
-		if in.inst.Op == x86asm.RET {
-			// The caller returns at once: f returned when it does.
-			if depth+1 >= resumeDepth {
-				return fmt.Errorf("%s returns straight after calling it, %d callers deep", caller.Name, depth+1)
-			}
-			return r.walk(caller, lift+8, depth+1)
-		}
-		if eff, ok := epilogueEffect(in); ok && eff > 0 {
-			if reg, _ := in.inst.Args[0].(x86asm.Reg); r.clobbers(reg) {
-				return fmt.Errorf("%s overwrites a result register at %#x", caller.Name, in.addr)
-			}
-			lift += int64(eff)
-			continue
+		if _, ok := epilogueEffect(in); ok || in.inst.Op == x86asm.RET {
+			return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
 		}
 		if !r.keeps(in) {
 			return fmt.Errorf("after its call at %#x in %s: %s before any emulated instruction", insns[i].addr, caller.Name, x86asm.GoSyntax(in.inst, in.addr, r.b.symName))
@@ -188,19 +172,26 @@ func (r *resumer) keeps(in insn) bool {
 		case x86asm.Mem:
 			return true
 		case x86asm.Reg:
-			return !r.clobbers(dst)
+			return !frameReg(dst) && !r.clobbersResult(dst)
 		}
 	}
 	return false
 }
 
-// clobbers reports writes to SP, BP or a result register read, at any
-// width.
-func (r *resumer) clobbers(reg x86asm.Reg) bool {
+// frameReg: SP or BP, at any width.
+func frameReg(reg x86asm.Reg) bool {
 	switch reg {
 	case x86asm.SP, x86asm.ESP, x86asm.RSP, x86asm.SPB,
 		x86asm.BP, x86asm.EBP, x86asm.RBP, x86asm.BPB:
 		return true
+	}
+	return false
+}
+
+// clobbersResult reports writes to a result register the exit program
+// reads, at any width.
+func (r *resumer) clobbersResult(reg x86asm.Reg) bool {
+	switch reg {
 	case x86asm.AL, x86asm.AH, x86asm.AX, x86asm.EAX, x86asm.RAX:
 		return r.results >= 1
 	case x86asm.BL, x86asm.BH, x86asm.BX, x86asm.EBX, x86asm.RBX:

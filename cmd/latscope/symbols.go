@@ -106,7 +106,7 @@ func printSymbols(w io.Writer, b *symbolizer.Binary, re *regexp.Regexp) error {
 		} else {
 			entry = describeSite(s.Entry)
 			returns = fmt.Sprint(len(s.Exits))
-			exits = describeExits(s.Exits)
+			exits = describeExits(b, f, s)
 		}
 		fmt.Fprintf(tw, "%s\t%#x\t%d\t%s\t%s\t%s\t%s\n", f.Name, f.Entry, f.End-f.Entry, returns, entry, exits, describeInline(b, f))
 	}
@@ -127,19 +127,25 @@ func describeSite(s symbolizer.Site) string {
 	return fmt.Sprintf("%#x %s (%s)", s.Addr, s.Insn, cost)
 }
 
-// describeExits summarises the chosen exit sites: how many are emulated
-// and the first one.
-func describeExits(exits []symbolizer.ExitPath) string {
-	if len(exits) == 0 {
+// describeExits summarises the exit sites a user function gets (call_exit
+// reads no results): in its callers when they can be found, else its
+// return paths' chosen sites.
+func describeExits(b *symbolizer.Binary, f *symbolizer.Func, s *symbolizer.Sites) string {
+	if len(s.Exits) == 0 {
 		return "none (never returns)"
 	}
+	exits, notResumed := b.Exits(f, s, 0)
 	emulated := 0
 	for _, e := range exits {
-		if e.Chosen.Emulated {
+		if e.Emulated {
 			emulated++
 		}
 	}
-	return fmt.Sprintf("%d/%d emulated, first %s", emulated, len(exits), describeSite(exits[0].Chosen))
+	where := "in callers"
+	if notResumed != nil {
+		where = "own RETs"
+	}
+	return fmt.Sprintf("%s: %d/%d emulated, first %s", where, emulated, len(exits), describeSite(exits[0].Site))
 }
 
 func describeInline(b *symbolizer.Binary, f *symbolizer.Func) string {

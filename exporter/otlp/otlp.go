@@ -46,6 +46,7 @@ type Exporter struct {
 	mu        sync.Mutex
 	resources map[*span.Process]*resourcepb.Resource
 	closeOnce sync.Once
+	stopErr   error // the client's, from the first Close
 	lastErr   atomic.Value
 }
 
@@ -107,13 +108,17 @@ func (e *Exporter) Stats() (exported, dropped, failed uint64) {
 	return e.exported.Load(), e.dropped.Load(), e.failed.Load()
 }
 
-// Close sends what is queued, then shuts the exporter down.
+// Close sends what is queued, then shuts the exporter down. Later calls
+// return the same result.
 func (e *Exporter) Close() error {
-	e.closeOnce.Do(func() { close(e.queue) })
-	<-e.done
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := e.client.Stop(ctx)
+	e.closeOnce.Do(func() {
+		close(e.queue)
+		<-e.done
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.stopErr = e.client.Stop(ctx)
+	})
+	err := e.stopErr
 	if err == nil {
 		if last, ok := e.lastErr.Load().(error); ok {
 			err = last
