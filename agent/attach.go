@@ -32,9 +32,9 @@ type Process struct {
 
 // TracedFunc is one probed function.
 type TracedFunc struct {
-	ID     uint32
-	Func   *symbolizer.Func
-	Sites  *symbolizer.Sites
+	ID    uint32
+	Func  *symbolizer.Func
+	Sites *symbolizer.Sites
 	// Exits are the probed return sites: in its callers (resume sites) or
 	// its own exit paths' chosen sites.
 	Exits  []symbolizer.ResumeSite

@@ -336,7 +336,7 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 	}
 	if int(ev.FuncId) < len(p.funcs) {
 		f := &p.funcs[ev.FuncId]
-		s.Name, s.File, s.Line = f.Name, f.File, f.Line
+		s.Name, s.Function, s.File, s.Line = f.Name, f.Name, f.File, f.Line
 	} else {
 		b.stats.UnknownFunc++
 		s.Name = "unknown"

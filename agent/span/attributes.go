@@ -11,8 +11,6 @@ import (
 const (
 	KeyGoroutineID       = "latscope.goroutine.id"
 	KeyParentGoroutineID = "latscope.goroutine.parent_id"
-	KeyCPU               = "latscope.cpu"
-	KeyDepth             = "latscope.depth"
 	KeyUnwound           = "latscope.unwound"
 	KeyParentMissing     = "latscope.parent_missing"
 	KeyStartThreadID     = "latscope.thread.start_id"
@@ -28,18 +26,22 @@ func moduleVersion() string {
 	return "dev"
 }
 
-// Attributes returns the span's attributes: its Go facts and code
-// location under OpenTelemetry semantic-convention keys where they exist,
-// then Attrs.
+// Attributes returns the span's exported attributes: its Go facts and,
+// for a user function's span, its code location, under OpenTelemetry
+// semantic-convention keys where they exist, then Attrs. Every attribute
+// costs the agent and the trace store per span; facts only latscope's own
+// analysis needs (the CPU, the depth) stay in the span model.
 func (s *Span) Attributes() []Attr {
 	a := []Attr{
-		{string(semconv.CodeFunctionNameKey), s.Name},
 		{string(semconv.ThreadIDKey), int64(s.EndTID)},
 		{KeyGoroutineID, int64(s.GoID)},
-		{KeyCPU, int64(s.CPU)},
-		{KeyDepth, int64(s.Depth)},
 	}
-	if s.File != "" {
+	if s.Function != "" {
+		a = append(a, Attr{string(semconv.CodeFunctionNameKey), s.Function})
+	}
+	// A library span's code location is the library's (net/http's
+	// server.go, say): the function name says as much.
+	if s.File != "" && s.Kind == KindInternal {
 		a = append(a, Attr{string(semconv.CodeFilePathKey), s.File}, Attr{string(semconv.CodeLineNumberKey), int64(s.Line)})
 	}
 	if s.StartTID != s.EndTID {

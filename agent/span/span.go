@@ -62,10 +62,13 @@ type Span struct {
 	// context arrived with the request).
 	RemoteParent bool
 	Name         string
-	Kind         Kind
-	Start        time.Time
-	End          time.Time
-	Status       StatusCode
+	// Function is the traced Go function ("net/http.serverHandler.ServeHTTP");
+	// Name starts as it, and a library's decoder renames the span.
+	Function string
+	Kind     Kind
+	Start    time.Time
+	End      time.Time
+	Status   StatusCode
 	// StatusMessage explains an error status.
 	StatusMessage string
 

@@ -35,9 +35,9 @@ type Options struct {
 // Exporter is a span.Exporter sending OTLP.
 type Exporter struct {
 	client otlptrace.Client
-	opts  Options
-	queue chan *span.Span
-	done  chan struct{}
+	opts   Options
+	queue  chan *span.Span
+	done   chan struct{}
 
 	dropped  atomic.Uint64
 	exported atomic.Uint64

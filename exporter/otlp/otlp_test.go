@@ -58,7 +58,8 @@ func TestExportOverGRPC(t *testing.T) {
 	server := &span.Span{
 		TraceID: span.TraceID{1, 2, 3}, SpanID: span.SpanID{4}, ParentID: span.SpanID{9}, RemoteParent: true,
 		Name: "GET /product/{id}", Kind: span.KindServer, Start: start, End: start.Add(time.Millisecond),
-		Status: span.StatusError, StatusMessage: "HTTP 500", Process: catalog, GoID: 7, EndTID: 70,
+		Status: span.StatusError, StatusMessage: "HTTP 500", Process: catalog, GoID: 7, EndTID: 70, CPU: 1, Depth: 2,
+		Function: "net/http.serverHandler.ServeHTTP", File: "/usr/local/go/src/net/http/server.go", Line: 3300,
 		Attrs: []span.Attr{{Key: "http.response.status_code", Value: int64(500)}, {Key: "ok", Value: false}, {Key: "ratio", Value: 0.5}},
 	}
 	client := &span.Span{TraceID: server.TraceID, SpanID: span.SpanID{5}, ParentID: server.SpanID, Name: "SELECT", Kind: span.KindClient,
@@ -120,6 +121,16 @@ func TestExportOverGRPC(t *testing.T) {
 	}
 	if v := attr(s.Attributes, span.KeyGoroutineID); v.GetIntValue() != 7 {
 		t.Errorf("goroutine attribute %v", v)
+	}
+	if v := attr(s.Attributes, "code.function.name"); v.GetStringValue() != server.Function {
+		t.Errorf("code.function.name %v", v)
+	}
+	// Only latscope's own analysis needs these; a library's code location
+	// is the library's.
+	for _, key := range []string{"latscope.cpu", "latscope.depth", "code.file.path", "code.line.number"} {
+		if v := attr(s.Attributes, key); v != nil {
+			t.Errorf("server span exports %s = %v", key, v)
+		}
 	}
 	c5 := byID[5]
 	if c5.Kind != tracepb.Span_SPAN_KIND_CLIENT || c5.ParentSpanId[0] != 4 || c5.Status.GetCode() != tracepb.Status_STATUS_CODE_OK ||
