@@ -99,14 +99,20 @@ func (r *resumer) walk(f *Func) error {
 
 // after finds the resume site following the call insns[i] in caller.
 func (r *resumer) after(caller *Func, insns []insn, i int) error {
-	targets := branchTargets(insns, caller)
+	joins := branchSources(insns, caller)
 	shared := false
 	for j := i + 1; j < len(insns) && j <= i+resumeWindow; j++ {
 		in := insns[j]
 		// Another path joining is harmless: the site pops only a frame of
 		// f at exactly the SP f was called with, and while its caller runs
-		// such a frame has returned.
-		shared = shared || targets[in.addr]
+		// such a frame has returned. A loop's back edge is not: the site
+		// would trap once per iteration, calling f or not.
+		if from, ok := joins[in.addr]; ok {
+			if from > in.addr {
+				return fmt.Errorf("after its call at %#x in %s a loop's back edge joins (%#x)", insns[i].addr, caller.Name, in.addr)
+			}
+			shared = true
+		}
 		if emulated(in.raw) {
 			// SP there is 8 above SP at f's entry: the return popped the
 			// return address.
@@ -137,6 +143,21 @@ func (r *resumer) add(in insn, lift int64, shared bool) error {
 	r.seen[in.addr] = rs
 	r.sites = append(r.sites, rs)
 	return nil
+}
+
+// branchSources maps each direct branch target inside f to the highest
+// address branching to it.
+func branchSources(insns []insn, f *Func) map[uint64]uint64 {
+	from := make(map[uint64]uint64)
+	for _, in := range insns {
+		if in.inst.Op != x86asm.JMP && !in.isCondJump() {
+			continue
+		}
+		if a, ok := in.target(); ok && a >= f.Entry && a < f.End && in.addr >= from[a] {
+			from[a] = in.addr
+		}
+	}
+	return from
 }
 
 func indexAt(insns []insn, addr uint64) int {
