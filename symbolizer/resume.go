@@ -49,7 +49,7 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 	if b.Arch != "amd64" {
 		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
 	}
-	r := resumer{b: b, results: results, decoded: map[uint64][]insn{}, seen: map[uint64]ResumeSite{}}
+	r := resumer{b: b, results: results, decoded: map[uint64][]insn{}, seen: map[uint64]int{}}
 	if err := r.walk(f); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", f.Name, ErrNotResumable, err)
 	}
@@ -63,7 +63,7 @@ type resumer struct {
 	b       *Binary
 	results int
 	decoded map[uint64][]insn // by function entry
-	seen    map[uint64]ResumeSite
+	seen    map[uint64]int    // site address → index in sites
 	sites   []ResumeSite
 }
 
@@ -114,9 +114,7 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 			shared = true
 		}
 		if emulated(in.raw) {
-			// SP there is 8 above SP at f's entry: the return popped the
-			// return address.
-			return r.add(in, 8, shared)
+			return r.add(in, shared)
 		}
 		if _, ok := epilogueEffect(in); ok || in.inst.Op == x86asm.RET {
 			return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
@@ -128,20 +126,20 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 	return fmt.Errorf("no emulated instruction within %d after its call at %#x in %s", resumeWindow, insns[i].addr, caller.Name)
 }
 
-func (r *resumer) add(in insn, lift int64, shared bool) error {
-	if prev, ok := r.seen[in.addr]; ok {
-		if prev.SPDelta != -lift || prev.Shared != shared {
-			return fmt.Errorf("resume site %#x is reached at two stack depths", in.addr)
-		}
+// add records in as a resume site; SP there is 8 above SP at f's entry
+// (the return popped the return address). A site reached after several
+// calls is shared if any path to it is.
+func (r *resumer) add(in insn, shared bool) error {
+	if i, ok := r.seen[in.addr]; ok {
+		r.sites[i].Shared = r.sites[i].Shared || shared
 		return nil
 	}
-	s, err := r.b.site(in, -lift)
+	s, err := r.b.site(in, -8)
 	if err != nil {
 		return err
 	}
-	rs := ResumeSite{Site: s, Shared: shared}
-	r.seen[in.addr] = rs
-	r.sites = append(r.sites, rs)
+	r.seen[in.addr] = len(r.sites)
+	r.sites = append(r.sites, ResumeSite{Site: s, Shared: shared})
 	return nil
 }
 
