@@ -233,16 +233,16 @@ func checkHits(t *testing.T, p *agent.Process, hits map[uint64]uint64, spans []*
 	}
 	for _, f := range p.Funcs {
 		entry := hits[f.Cookies[0]]
-		var exits, tail uint64
+		var exits, shared uint64
 		for i, c := range f.Cookies[1:] {
 			if f.Exits[i].Shared {
-				tail += hits[c] // also runs on paths that did not call f
+				shared += hits[c] // also runs on paths that did not call f
 			} else {
 				exits += hits[c]
 			}
 		}
 		name := f.Func.Name
-		if tail > 0 && exits < returned[name] && exits+tail >= returned[name] {
+		if shared > 0 && exits < returned[name] && exits+shared >= returned[name] {
 			exits = returned[name]
 		}
 		if entry != calls[name] || exits != returned[name] {
