@@ -82,6 +82,7 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 		}
 		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
 	}
+	t.planExits(bin, funcs)
 	if err := t.attachRuntime(p, exe); err != nil {
 		return nil, err
 	}
@@ -116,6 +117,30 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	t.mu.Unlock()
 	ok = true
 	return p, nil
+}
+
+// planExits works out, before the first probe goes in, where the returns
+// of every function about to be traced are seen (symbolizer.ResumeSites
+// scans the binary for milliseconds per function). A call that starts
+// while probes are still going in is traced only in part, so the attach
+// window should hold nothing but attaching.
+func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) {
+	if t.cfg.NaiveSites {
+		return
+	}
+	for _, f := range funcs {
+		bin.ResumeSites(f, 0)
+	}
+	for _, lib := range Libraries {
+		for _, pr := range lib.Probes {
+			if pr.Exit == "" {
+				continue
+			}
+			if f, err := bin.Lookup(pr.Symbol); err == nil {
+				bin.ResumeSites(f, libraryExitResults)
+			}
+		}
+	}
 }
 
 // attachLibrary probes lib in p when the binary uses it. A library whose

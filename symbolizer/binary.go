@@ -44,6 +44,11 @@ type Binary struct {
 	structsOnce sync.Once
 	structs     map[string]*dwarf.StructType
 	structsErr  error
+
+	resumeMu sync.Mutex
+	resume   map[resumeKey]resumeResult
+	refsOnce sync.Once
+	refs     *refs
 }
 
 // Func is one function of the binary.

@@ -45,7 +45,35 @@ const resumeWindow = 16
 // applies only when no call can reach f unseen: f's address must not be
 // taken (an interface's itab, a method table, a func value, a go or
 // defer statement), else an error wrapping ErrNotResumable says which.
+//
+// Results are kept: the scans take milliseconds per function, and the
+// agent asks for every function before attaching its first probe.
 func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
+	key := resumeKey{f.Entry, results}
+	b.resumeMu.Lock()
+	defer b.resumeMu.Unlock()
+	if r, ok := b.resume[key]; ok {
+		return r.sites, r.err
+	}
+	sites, err := b.resumeSites(f, results)
+	if b.resume == nil {
+		b.resume = make(map[resumeKey]resumeResult)
+	}
+	b.resume[key] = resumeResult{sites, err}
+	return sites, err
+}
+
+type resumeKey struct {
+	entry   uint64
+	results int
+}
+
+type resumeResult struct {
+	sites []ResumeSite
+	err   error
+}
+
+func (b *Binary) resumeSites(f *Func, results int) ([]ResumeSite, error) {
 	if b.Arch != "amd64" {
 		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
 	}
@@ -219,23 +247,75 @@ func (r *resumer) clobbersResult(reg x86asm.Reg) bool {
 	return false
 }
 
-// callsTo returns the addresses of the CALL rel32 instructions (E8 disp32)
-// aimed at entry. Byte patterns inside other instructions are returned
-// too; the caller confirms each by decoding.
-func (b *Binary) callsTo(entry uint64) []uint64 {
-	var out []uint64
-	t := b.text
-	for p := 0; p+5 <= len(t); p++ {
-		if t[p] != 0xe8 {
-			continue
-		}
-		next := b.textAddr + uint64(p) + 5
-		if next+uint64(int64(int32(le.Uint32(t[p+1:])))) == entry {
-			out = append(out, b.textAddr+uint64(p))
-		}
-	}
-	return out
+// refs indexes, once per binary, every reference to a function's entry
+// that ResumeSites must know about.
+type refs struct {
+	calls    map[uint64][]uint64 // entry → CALL rel32 (E8 disp32) addresses aimed at it
+	lea      map[uint64]uint64   // entry → a LEAQ disp32(RIP) loading it
+	data     map[uint64]string   // entry → where a pointer to it is stored
+	textOffs map[uint64]string   // entry → where its text offset is stored (method tables)
+	err      error
 }
+
+// references builds the index. Byte patterns inside other instructions or
+// data are indexed too: calls are confirmed by decoding, and a false
+// reference only costs a function its cheap exits.
+func (b *Binary) references() *refs {
+	b.refsOnce.Do(func() {
+		r := &refs{calls: map[uint64][]uint64{}, lea: map[uint64]uint64{}, data: map[uint64]string{}, textOffs: map[uint64]string{}}
+		b.refs = r
+		entries := make(map[uint64]bool, len(b.Funcs))
+		for i := range b.Funcs {
+			entries[b.Funcs[i].Entry] = true
+		}
+		t := b.text
+		for p := 0; p+5 <= len(t); p++ {
+			switch {
+			case t[p] == 0xe8:
+				next := b.textAddr + uint64(p) + 5
+				if to := next + uint64(int64(int32(le.Uint32(t[p+1:])))); entries[to] {
+					r.calls[to] = append(r.calls[to], b.textAddr+uint64(p))
+				}
+			case p+7 <= len(t) && t[p+1] == 0x8d && (t[p] == 0x48 || t[p] == 0x4c) && t[p+2]&0xc7 == 0x05:
+				// LEAQ disp32(RIP), reg: REX.W (48 or 4C) 8D, ModRM mod=00 rm=101.
+				next := b.textAddr + uint64(p) + 7
+				if to := next + uint64(int64(int32(le.Uint32(t[p+3:])))); entries[to] {
+					r.lea[to] = b.textAddr + uint64(p)
+				}
+			}
+		}
+		for _, sec := range b.elf.Sections {
+			if sec.Type != elf.SHT_PROGBITS || sec.Flags&elf.SHF_ALLOC == 0 || sec.Flags&elf.SHF_EXECINSTR != 0 || sec.Name == ".gopclntab" {
+				continue
+			}
+			data, err := b.sectionData(sec)
+			if err != nil {
+				r.err = err
+				return
+			}
+			for p := 0; p+8 <= len(data); p += 8 {
+				if v := le.Uint64(data[p:]); entries[v] {
+					r.data[v] = fmt.Sprintf("%s at %#x", sec.Name, sec.Addr+uint64(p))
+				}
+			}
+			for p := 0; p+4 <= len(data); p += 4 {
+				if v := b.textAddr + uint64(le.Uint32(data[p:])); entries[v] {
+					r.textOffs[v] = fmt.Sprintf("%s at %#x", sec.Name, sec.Addr+uint64(p))
+				}
+			}
+		}
+		for at, v := range b.relativeRelocs(0, ^uint64(0)) {
+			if entries[v] {
+				r.data[v] = fmt.Sprintf("a PIE relocation at %#x", at)
+			}
+		}
+	})
+	return b.refs
+}
+
+// callsTo returns the addresses of the CALL rel32 instructions aimed at
+// entry (candidates: see references).
+func (b *Binary) callsTo(entry uint64) []uint64 { return b.references().calls[entry] }
 
 // addressTaken reports (as an error saying where) any way f can be called
 // other than by a direct CALL: its address loaded by a LEA in the code (a
@@ -244,44 +324,18 @@ func (b *Binary) callsTo(entry uint64) []uint64 {
 // (itabs built at run time, reflection). False positives only cost the
 // cheap exit; a miss would lose calls, so every match counts.
 func (b *Binary) addressTaken(f *Func) error {
-	t := b.text
-	for p := 0; p+7 <= len(t); p++ {
-		// LEAQ disp32(RIP), reg: REX.W (48 or 4C) 8D, ModRM mod=00 rm=101.
-		if t[p+1] != 0x8d || (t[p] != 0x48 && t[p] != 0x4c) || t[p+2]&0xc7 != 0x05 {
-			continue
-		}
-		next := b.textAddr + uint64(p) + 7
-		if next+uint64(int64(int32(le.Uint32(t[p+3:])))) == f.Entry {
-			return fmt.Errorf("its address is loaded at %#x (a func value)", b.textAddr+uint64(p))
-		}
+	r := b.references()
+	if r.err != nil {
+		return r.err
 	}
-	method := isMethod(f.Name)
-	textOff := uint32(f.Entry - b.textAddr)
-	for _, s := range b.elf.Sections {
-		if s.Type != elf.SHT_PROGBITS || s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 || s.Name == ".gopclntab" {
-			continue
-		}
-		data, err := b.sectionData(s)
-		if err != nil {
-			return err
-		}
-		for p := 0; p+8 <= len(data); p += 8 {
-			if le.Uint64(data[p:]) == f.Entry {
-				return fmt.Errorf("its address is stored in %s at %#x (an itab, closure or method value)", s.Name, s.Addr+uint64(p))
-			}
-		}
-		if method {
-			for p := 0; p+4 <= len(data); p += 4 {
-				if le.Uint32(data[p:]) == textOff {
-					return fmt.Errorf("its text offset %#x is in %s at %#x (a type's method table: interfaces may call it)", textOff, s.Name, s.Addr+uint64(p))
-				}
-			}
-		}
+	if at, ok := r.lea[f.Entry]; ok {
+		return fmt.Errorf("its address is loaded at %#x (a func value)", at)
 	}
-	for at, v := range b.relativeRelocs(0, ^uint64(0)) {
-		if v == f.Entry {
-			return fmt.Errorf("its address is stored at %#x (PIE relocation)", at)
-		}
+	if where, ok := r.data[f.Entry]; ok {
+		return fmt.Errorf("its address is stored in %s (an itab, closure or method value)", where)
+	}
+	if where, ok := r.textOffs[f.Entry]; ok && isMethod(f.Name) {
+		return fmt.Errorf("its text offset %#x is in %s (a type's method table: interfaces may call it)", f.Entry-b.textAddr, where)
 	}
 	return nil
 }
