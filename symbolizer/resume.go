@@ -144,7 +144,7 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 		if emulated(in.raw) {
 			return r.add(in, shared)
 		}
-		if _, ok := epilogueEffect(in); ok || in.inst.Op == x86asm.RET {
+		if eff, ok := epilogueEffect(in); ok && eff > 0 || in.inst.Op == x86asm.RET {
 			return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
 		}
 		if !r.keeps(in) {
@@ -253,8 +253,26 @@ type refs struct {
 	calls    map[uint64][]uint64 // entry → CALL rel32 (E8 disp32) addresses aimed at it
 	lea      map[uint64]uint64   // entry → a LEAQ disp32(RIP) loading it
 	data     map[uint64]string   // entry → where a pointer to it is stored
-	textOffs map[uint64]string   // entry → where its text offset is stored (method tables)
+	textOffs map[uint64]uint64   // entry → address of a word holding its text offset (method tables)
+	entries  map[uint64]bool     // every function entry
+	sections []dataSection       // the data scanned
 	err      error
+}
+
+type dataSection struct {
+	name string
+	addr uint64
+	data []byte
+}
+
+// word returns the 32-bit word at vaddr in the indexed data.
+func (r *refs) word(vaddr uint64) (uint32, bool) {
+	for _, s := range r.sections {
+		if vaddr >= s.addr && vaddr+4 <= s.addr+uint64(len(s.data)) {
+			return le.Uint32(s.data[vaddr-s.addr:]), true
+		}
+	}
+	return 0, false
 }
 
 // references builds the index. Byte patterns inside other instructions or
@@ -262,9 +280,10 @@ type refs struct {
 // reference only costs a function its cheap exits.
 func (b *Binary) references() *refs {
 	b.refsOnce.Do(func() {
-		r := &refs{calls: map[uint64][]uint64{}, lea: map[uint64]uint64{}, data: map[uint64]string{}, textOffs: map[uint64]string{}}
+		r := &refs{calls: map[uint64][]uint64{}, lea: map[uint64]uint64{}, data: map[uint64]string{}, textOffs: map[uint64]uint64{}}
 		b.refs = r
 		entries := make(map[uint64]bool, len(b.Funcs))
+		r.entries = entries
 		for i := range b.Funcs {
 			entries[b.Funcs[i].Entry] = true
 		}
@@ -293,6 +312,7 @@ func (b *Binary) references() *refs {
 				r.err = err
 				return
 			}
+			r.sections = append(r.sections, dataSection{sec.Name, sec.Addr, data})
 			for p := 0; p+8 <= len(data); p += 8 {
 				if v := le.Uint64(data[p:]); entries[v] {
 					r.data[v] = fmt.Sprintf("%s at %#x", sec.Name, sec.Addr+uint64(p))
@@ -300,7 +320,7 @@ func (b *Binary) references() *refs {
 			}
 			for p := 0; p+4 <= len(data); p += 4 {
 				if v := b.textAddr + uint64(le.Uint32(data[p:])); entries[v] {
-					r.textOffs[v] = fmt.Sprintf("%s at %#x", sec.Name, sec.Addr+uint64(p))
+					r.textOffs[v] = sec.Addr + uint64(p)
 				}
 			}
 		}
@@ -334,18 +354,68 @@ func (b *Binary) addressTaken(f *Func) error {
 	if where, ok := r.data[f.Entry]; ok {
 		return fmt.Errorf("its address is stored in %s (an itab, closure or method value)", where)
 	}
-	if where, ok := r.textOffs[f.Entry]; ok && isMethod(f.Name) {
-		return fmt.Errorf("its text offset %#x is in %s (a type's method table: interfaces may call it)", f.Entry-b.textAddr, where)
+	if at, ok := r.textOffs[f.Entry]; ok && isMethod(f.Name) {
+		if exportedName(f.Name) {
+			return fmt.Errorf("it is an exported method in a method table (%#x): interfaces and reflection may call it", at)
+		}
+		if b.interfaceMayDeclare(r, at) {
+			return fmt.Errorf("it is in a method table (%#x) and its name may be an interface's method: interfaces may call it", at)
+		}
 	}
 	return nil
 }
 
+// interfaceMayDeclare reports whether an interface type may declare the
+// unexported method whose method-table entry holds the text offset at
+// at. The linker keeps a method of any type stored in an interface in
+// its method table ({name, mtyp, ifn, tfn}, 32-bit offsets), from which
+// itabs are built at run time; only an interface declaring the method
+// (imethods: {name, typ}) can call it that way, and method names are
+// shared: an interface's imethod holds the same name offset. So every
+// other word holding that name offset must be another method-table entry
+// (followed by two text offsets or -1s); anything else may be an
+// interface. Doubt refuses.
+func (b *Binary) interfaceMayDeclare(r *refs, at uint64) bool {
+	off, _ := r.word(at)
+	var nameAt uint64
+	if w, ok := r.word(at - 4); ok && w == off {
+		nameAt = at - 12 // at is tfn, ifn before it
+	} else if w, ok := r.word(at + 4); ok && w == off {
+		nameAt = at - 8 // at is ifn
+	} else {
+		return true
+	}
+	name, ok := r.word(nameAt)
+	if !ok {
+		return true
+	}
+	textOff := func(vaddr uint64) bool {
+		w, ok := r.word(vaddr)
+		return ok && (w == 0xffffffff || r.entries[b.textAddr+uint64(w)])
+	}
+	for _, s := range r.sections {
+		for p := 0; p+4 <= len(s.data); p += 4 {
+			if le.Uint32(s.data[p:]) != name {
+				continue
+			}
+			q := s.addr + uint64(p)
+			if !textOff(q+8) || !textOff(q+12) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exportedName reports whether the last element of a Go symbol name is
+// exported.
+func exportedName(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	return i >= 0 && i+1 < len(name) && name[i+1] >= 'A' && name[i+1] <= 'Z'
+}
+
 // isMethod reports whether a Go symbol name names a method ("pkg.T.M",
-// "pkg.(*T).M"); closures ("pkg.F.func1") count too, harmlessly. The
-// linker keeps the methods of any type stored in an interface in its
-// method table, from which itabs are built at run time, exported or not
-// (an interface with an unexported method lives in the method's package,
-// and go-redis, for one, has such interfaces).
+// "pkg.(*T).M"); closures ("pkg.F.func1") count too, harmlessly.
 func isMethod(name string) bool {
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
 		name = name[i+1:]

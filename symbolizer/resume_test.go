@@ -14,12 +14,19 @@ func TestResumeSites(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				// Called in loops, never through a func value: their
 				// returns are seen where the loops resume.
-				for _, name := range []string{"main.benchTarget", "main.middle"} {
+				// perimeter is in circle's method table, but no interface
+				// declares it. (In PIE builds a word elsewhere holds its name
+				// offset by chance: refused, which only costs speed.)
+				for _, name := range []string{"main.benchTarget", "main.middle", "main.(*circle).perimeter"} {
 					f, err := b.Lookup(name)
 					if err != nil {
 						t.Fatal(err)
 					}
 					rs, err := b.ResumeSites(f, 0)
+					if err != nil && mode == fixture.PIE && name == "main.(*circle).perimeter" {
+						t.Logf("ResumeSites(%s): %v", name, err)
+						continue
+					}
 					if err != nil {
 						t.Errorf("ResumeSites(%s): %v", name, err)
 						continue
@@ -35,10 +42,11 @@ func TestResumeSites(t *testing.T) {
 						}
 					}
 				}
-				// Started by go statements (worker), or stored in a func
-				// value (tinyFn = tiny): some calls return unseen by any
-				// caller's code.
-				for _, name := range []string{"main.worker", "main.tiny"} {
+				// Started by go statements (worker), stored in a func value
+				// (tinyFn = tiny), or declared by an interface whose itab is
+				// built at run time from the method table (area): some
+				// calls return unseen by any caller's code.
+				for _, name := range []string{"main.worker", "main.tiny", "main.(*circle).area"} {
 					f, err := b.Lookup(name)
 					if err != nil {
 						t.Fatal(err)
