@@ -27,7 +27,8 @@ type Process struct {
 	// Funcs is indexed by function id (the id in calltracer events).
 	Funcs []TracedFunc
 
-	links []link.Link
+	links  []link.Link
+	traced map[string]bool // functions being traced, by name
 }
 
 // TracedFunc is one probed function.
@@ -82,7 +83,7 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 		}
 		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
 	}
-	t.planExits(bin, funcs)
+	p.traced = t.planExits(bin, funcs)
 	if err := t.attachRuntime(p, exe); err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 		if probed[f.Name] {
 			continue // a library probes it already, with more to say
 		}
-		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit, 0); err != nil {
+		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit, 0, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -119,17 +120,38 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	return p, nil
 }
 
+// listedCallers resolves a library probe's Callers in p's binary (those
+// not linked in are left out); nil when there are none, or when one is
+// traced itself: its own exit would run first where it returns.
+func (t *Tracer) listedCallers(p *Process, pr library.Probe) []*symbolizer.Func {
+	var out []*symbolizer.Func
+	for _, name := range pr.Callers {
+		f, err := p.Binary.Lookup(name)
+		if err != nil {
+			continue
+		}
+		if p.traced[name] {
+			t.log.Debug("returns probed in the function itself: a listed caller is traced", "func", pr.Symbol, "caller", name)
+			return nil
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // planExits works out, before the first probe goes in, where the returns
 // of every function about to be traced are seen (symbolizer.ResumeSites
 // scans the binary for milliseconds per function). A call that starts
 // while probes are still going in is traced only in part, so the attach
 // window should hold nothing but attaching.
-func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) {
-	if t.cfg.NaiveSites {
-		return
-	}
+// It returns the names of the functions about to be traced.
+func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) map[string]bool {
+	traced := make(map[string]bool)
 	for _, f := range funcs {
-		bin.ResumeSites(f, 0)
+		traced[f.Name] = true
+		if !t.cfg.NaiveSites {
+			bin.ResumeSites(f, 0)
+		}
 	}
 	for _, lib := range Libraries {
 		for _, pr := range lib.Probes {
@@ -137,10 +159,14 @@ func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) {
 				continue
 			}
 			if f, err := bin.Lookup(pr.Symbol); err == nil {
-				bin.ResumeSites(f, libraryExitResults)
+				traced[f.Name] = true
+				if !t.cfg.NaiveSites {
+					bin.ResumeSites(f, libraryExitResults)
+				}
 			}
 		}
 	}
+	return traced
 }
 
 // attachLibrary probes lib in p when the binary uses it. A library whose
@@ -202,7 +228,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
 		}
-		if err := t.attachFunc(p, exe, funcs[i], entry, exit, libraryExitResults); err != nil {
+		if err := t.attachFunc(p, exe, funcs[i], entry, exit, libraryExitResults, t.listedCallers(p, pr)); err != nil {
 			return err
 		}
 		probed[pr.Symbol] = true
@@ -262,7 +288,7 @@ const libraryExitResults = 2
 // frame, exitProg pops it where f has returned: in its callers when they
 // allow (resume sites, which keep the first results result registers:
 // symbolizer.ResumeSites), else at its own RETs.
-func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program, results int) error {
+func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program, results int, callers []*symbolizer.Func) error {
 	sites, err := p.Binary.Sites(f)
 	if err != nil {
 		return err
@@ -289,8 +315,15 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		}
 	} else {
 		var why error
-		if exits, why = p.Binary.Exits(f, sites, results); why != nil {
-			t.log.Debug("returns probed in the function itself", "func", f.Name, "reason", why)
+		if len(callers) > 0 {
+			if exits, why = p.Binary.CallerExits(f, callers); why != nil {
+				t.log.Debug("returns not probed in the listed callers", "func", f.Name, "reason", why)
+			}
+		}
+		if len(callers) == 0 || why != nil {
+			if exits, why = p.Binary.Exits(f, sites, results); why != nil {
+				t.log.Debug("returns probed in the function itself", "func", f.Name, "reason", why)
+			}
 		}
 	}
 	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Exits: exits, Inline: inl}

@@ -13,6 +13,7 @@ import (
 // traced is what tracing a fixture command produced.
 type traced struct {
 	res   *agent.Result
+	proc  *agent.Process
 	spans []*span.Span
 	byID  map[span.SpanID]*span.Span
 }
@@ -24,7 +25,9 @@ func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string
 	t.Helper()
 	var stdout bytes.Buffer
 	col := &collector{}
-	s := &agent.Session{Command: argv, Stdout: &stdout, Patterns: patterns, Exporters: []span.Exporter{col}, Tracer: cfg}
+	var proc *agent.Process
+	s := &agent.Session{Command: argv, Stdout: &stdout, Patterns: patterns, Exporters: []span.Exporter{col}, Tracer: cfg,
+		Ready: func(p *agent.Process) { proc = p }}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := s.Run(ctx)
@@ -37,7 +40,7 @@ func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string
 	if lost := res.Lost(); lost > 0 {
 		t.Errorf("lost %d: %+v", lost, res.Counters)
 	}
-	tr := traced{res: res, spans: col.spans, byID: map[span.SpanID]*span.Span{}}
+	tr := traced{res: res, proc: proc, spans: col.spans, byID: map[span.SpanID]*span.Span{}}
 	for _, s := range col.spans {
 		tr.byID[s.SpanID] = s
 	}

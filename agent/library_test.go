@@ -44,6 +44,9 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 					"200 item-1\n200 item-2\n404 404 page not found\n", bin)
 				res, byID := tr.res, tr.byID
 				servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
+				// A request ends where conn.serve resumes, an emulated site,
+				// until Go 1.27 put serverHandler in an itab.
+				checkServerExits(t, tr.proc, tc != "go1.27.3")
 				if len(servers) != 3 || len(clients) != 3 {
 					t.Fatalf("%d server and %d client spans, want 3 and 3", len(servers), len(clients))
 				}
@@ -129,6 +132,63 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 			}
 		}
 	}
+}
+
+// HTTP/2 server requests (TLS, ALPN) reach serverHandler.ServeHTTP through
+// initALPNRequest, which tail-calls it: their spans end where it returns,
+// not at conn.serve's site, and must end as returned calls nesting their
+// handler.
+func TestNetHTTP2Server(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []string{"go1.21.13", "local", "go1.27.3"} {
+		t.Run(tc, func(t *testing.T) {
+			bin := fixture.Build(t, "httpapp", tc, fixture.Stripped)
+			tr := traceCommand(t, agent.Config{}, []string{"main.handleItem"},
+				"200 item-1\n200 item-2\n404 404 page not found\n", bin, "h2")
+			checkServerExits(t, tr.proc, tc != "go1.27.3")
+			servers := tr.ofKind(span.KindServer)
+			if len(servers) != 3 {
+				t.Fatalf("%d server spans, want 3", len(servers))
+			}
+			for _, s := range servers {
+				if attr(s, "network.protocol.version") != "2" || s.Unwound || s.Status == span.StatusError {
+					t.Errorf("server span %q: protocol %v unwound %v status %v %q", s.Name, attr(s, "network.protocol.version"), s.Unwound, s.Status, s.StatusMessage)
+				}
+				var handler *span.Span
+				for _, c := range tr.spans {
+					if c.ParentID == s.SpanID {
+						handler = c
+					}
+				}
+				if handler == nil || handler.Name != "main.handleItem" || handler.Start.Before(s.Start) || handler.End.After(s.End) {
+					t.Errorf("server span %s [%v, %v]: child %+v, want main.handleItem inside it", s.Name, s.Start, s.End, handler)
+				}
+			}
+		})
+	}
+}
+
+// checkServerExits proves where serverHandler.ServeHTTP's returns were
+// probed: with inConnServe, an emulated site in conn.serve (HTTP/1) and
+// the HTTP/2 adapters' returns; else its own RETs.
+func checkServerExits(t *testing.T, p *agent.Process, inConnServe bool) {
+	t.Helper()
+	for _, f := range p.Funcs {
+		if f.Func.Name != "net/http.serverHandler.ServeHTTP" {
+			continue
+		}
+		serve, alpn := false, false
+		for _, e := range f.Exits {
+			c := p.Binary.FuncAt(e.Addr)
+			serve = serve || c != nil && c.Name == "net/http.(*conn).serve" && e.Emulated
+			alpn = alpn || c != nil && c.Name == "net/http.initALPNRequest.ServeHTTP"
+		}
+		if serve != inConnServe || alpn != inConnServe {
+			t.Errorf("serverHandler.ServeHTTP exits %+v: in conn.serve %v, initALPNRequest %v; want %v", f.Exits, serve, alpn, inConnServe)
+		}
+		return
+	}
+	t.Error("serverHandler.ServeHTTP not traced")
 }
 
 // symbolizer/fields.json must agree with DWARF for every library and

@@ -63,6 +63,32 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 	return sites, err
 }
 
+// CallerExits is ResumeSites for a function whose callers the caller
+// vouches for: callers are every function that calls f, none of them
+// through an interface, a func value or a method value, and none of them
+// traced. An indirect call right after f's call (a context's cancel) is
+// then stepped over, so the exit sees f's return later by its duration,
+// and the exit program must read no result register; where a caller
+// tail-calls f, the exit is that caller's return, single-stepped as f's
+// own RET would be. A call from any other function, or f's address in
+// data or code, is an error wrapping ErrNotResumable.
+func (b *Binary) CallerExits(f *Func, callers []*Func) ([]ResumeSite, error) {
+	if b.Arch != "amd64" {
+		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
+	}
+	r := resumer{b: b, callers: map[uint64]bool{}, decoded: map[uint64][]insn{}, seen: map[uint64]int{}}
+	for _, c := range callers {
+		r.callers[c.Entry] = true
+	}
+	if err := r.walk(f); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", f.Name, ErrNotResumable, err)
+	}
+	if len(r.sites) == 0 {
+		return nil, fmt.Errorf("%s: %w: no direct call to it", f.Name, ErrNotResumable)
+	}
+	return r.sites, nil
+}
+
 type resumeKey struct {
 	entry   uint64
 	results int
@@ -90,6 +116,11 @@ func (b *Binary) resumeSites(f *Func, results int) ([]ResumeSite, error) {
 type resumer struct {
 	b       *Binary
 	results int
+	// callers, when set, are every function that calls f, vouched for by
+	// the caller of CallerExits: f's method-table entry is then no
+	// reason to refuse, an indirect call after f's call is stepped over,
+	// and a tail call is seen at that caller's own return.
+	callers map[uint64]bool
 	decoded map[uint64][]insn // by function entry
 	seen    map[uint64]int    // site address → index in sites
 	sites   []ResumeSite
@@ -97,13 +128,16 @@ type resumer struct {
 
 // walk adds the resume sites of every call to f.
 func (r *resumer) walk(f *Func) error {
-	if err := r.b.addressTaken(f); err != nil {
+	if err := r.b.addressTaken(f, r.callers == nil); err != nil {
 		return err
 	}
 	for _, at := range r.b.callsTo(f.Entry) {
 		caller := r.b.funcAt(at)
 		if caller == nil {
 			continue
+		}
+		if r.callers != nil && !r.callers[caller.Entry] {
+			return fmt.Errorf("%s calls it at %#x and is not a listed caller", caller.Name, at)
 		}
 		insns, ok := r.decoded[caller.Entry]
 		if !ok {
@@ -129,6 +163,7 @@ func (r *resumer) walk(f *Func) error {
 func (r *resumer) after(caller *Func, insns []insn, i int) error {
 	joins := branchSources(insns, caller)
 	shared := false
+	lift := int64(8) // the return popped the return address
 	for j := i + 1; j < len(insns) && j <= i+resumeWindow; j++ {
 		in := insns[j]
 		// Another path joining is harmless: the site pops only a frame of
@@ -142,10 +177,25 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 			shared = true
 		}
 		if emulated(in.raw) {
-			return r.add(in, shared)
+			return r.add(in, lift, shared)
 		}
 		if eff, ok := epilogueEffect(in); ok && eff > 0 || in.inst.Op == x86asm.RET {
-			return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
+			if r.callers == nil {
+				return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
+			}
+			// A listed caller, traced by no one: f returned when it
+			// returns, seen at its RET (single-stepped, as f's own) or at
+			// an emulated instruction of its epilogue.
+			if in.inst.Op == x86asm.RET {
+				return r.add(in, lift, shared)
+			}
+			lift += int64(eff)
+			continue
+		}
+		if r.callers != nil && in.inst.Op == x86asm.CALL && r.results == 0 {
+			if _, direct := in.target(); !direct {
+				continue // a vouched caller's indirect call (a context's cancel)
+			}
 		}
 		if !r.keeps(in) {
 			return fmt.Errorf("after its call at %#x in %s: %s before any emulated instruction", insns[i].addr, caller.Name, x86asm.GoSyntax(in.inst, in.addr, r.b.symName))
@@ -154,15 +204,18 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 	return fmt.Errorf("no emulated instruction within %d after its call at %#x in %s", resumeWindow, insns[i].addr, caller.Name)
 }
 
-// add records in as a resume site; SP there is 8 above SP at f's entry
-// (the return popped the return address). A site reached after several
-// calls is shared if any path to it is.
-func (r *resumer) add(in insn, shared bool) error {
+// add records in as a resume site; SP there is lift above SP at f's
+// entry. A site reached after several calls is shared if any path to it
+// is.
+func (r *resumer) add(in insn, lift int64, shared bool) error {
 	if i, ok := r.seen[in.addr]; ok {
+		if r.sites[i].SPDelta != -lift {
+			return fmt.Errorf("resume site %#x is reached at two stack depths", in.addr)
+		}
 		r.sites[i].Shared = r.sites[i].Shared || shared
 		return nil
 	}
-	s, err := r.b.site(in, -8)
+	s, err := r.b.site(in, -lift)
 	if err != nil {
 		return err
 	}
@@ -343,7 +396,7 @@ func (b *Binary) callsTo(entry uint64) []uint64 { return b.references().calls[en
 // method values), or, for a method, its offset in a type's method table
 // (itabs built at run time, reflection). False positives only cost the
 // cheap exit; a miss would lose calls, so every match counts.
-func (b *Binary) addressTaken(f *Func) error {
+func (b *Binary) addressTaken(f *Func, methodTables bool) error {
 	r := b.references()
 	if r.err != nil {
 		return r.err
@@ -354,7 +407,7 @@ func (b *Binary) addressTaken(f *Func) error {
 	if where, ok := r.data[f.Entry]; ok {
 		return fmt.Errorf("its address is stored in %s (an itab, closure or method value)", where)
 	}
-	if at, ok := r.textOffs[f.Entry]; ok && isMethod(f.Name) {
+	if at, ok := r.textOffs[f.Entry]; ok && methodTables && isMethod(f.Name) {
 		if exportedName(f.Name) {
 			return fmt.Errorf("it is an exported method in a method table (%#x): interfaces and reflection may call it", at)
 		}

@@ -227,6 +227,9 @@ func (b *Binary) isMorestack(addr uint64) bool {
 	return false
 }
 
+// FuncAt returns the function containing addr, or nil.
+func (b *Binary) FuncAt(addr uint64) *Func { return b.funcAt(addr) }
+
 // funcAt returns the function containing addr, or nil.
 func (b *Binary) funcAt(addr uint64) *Func {
 	i := sort.Search(len(b.Funcs), func(i int) bool { return b.Funcs[i].End > addr })

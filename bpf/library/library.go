@@ -29,6 +29,17 @@ type Probe struct {
 	Callee   string
 	Calling  string
 	Returned string
+
+	// Callers, when set, are every function that calls Symbol in the
+	// library's code, none through an interface, a func value or a method
+	// value. The Exit program (which must then read no result register)
+	// runs where they resume, past an indirect call on the way, or at the
+	// return of one that tail-calls Symbol (symbolizer.CallerExits):
+	// cheaper than Symbol's own single-stepped RET where the main caller
+	// resumes at an emulated instruction. The binary is checked: another
+	// caller, a reference to Symbol in data, or a caller that is traced
+	// itself keeps the exits at Symbol's RETs.
+	Callers []string
 }
 
 // Library is one instrumented library.

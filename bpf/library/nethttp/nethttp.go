@@ -23,7 +23,15 @@ var Library = &library.Library{
 	Name:   "net/http",
 	Module: "std",
 	Probes: []library.Probe{
-		{Symbol: "net/http.serverHandler.ServeHTTP", Entry: "server_entry", Exit: "server_exit"},
+		// A request ends where conn.serve resumes (HTTP/1: an emulated
+		// site, past w.cancelCtx()) or where the HTTP/2 adapters, which
+		// tail-call it, return. From Go 1.27 an itab holds it: RET exits.
+		{Symbol: "net/http.serverHandler.ServeHTTP", Entry: "server_entry", Exit: "server_exit", Callers: []string{
+			"net/http.(*conn).serve",
+			"net/http.initALPNRequest.ServeHTTP",
+			"net/http.unencryptedHTTP2Request.ServeHTTP", // Go >= 1.24
+			"net/http.(*serverHandler).ServeHTTP",        // the pointer-receiver wrapper
+		}},
 		{Symbol: "net/http.(*Transport).roundTrip", Entry: "client_entry", Exit: "client_exit"},
 		// Outgoing traceparent: the thread about to write a request.
 		{Symbol: "net/http.(*Request).write", Entry: "request_write"},
