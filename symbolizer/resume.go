@@ -11,7 +11,8 @@ import (
 
 // ResumeSite is where a call of a function has certainly returned: an
 // instruction of one of its callers on the straight path from the
-// return, which the kernel emulates.
+// return, which the kernel emulates (Site.Emulated). CallerExits may also
+// give a tail-calling caller's RET, single-stepped.
 type ResumeSite struct {
 	Site
 	// Shared: the site also runs on paths that did not call the function:
