@@ -154,6 +154,14 @@ func TestNetHTTP2Server(t *testing.T) {
 				if attr(s, "network.protocol.version") != "2" || s.Unwound || s.Status == span.StatusError {
 					t.Errorf("server span %q: protocol %v unwound %v status %v %q", s.Name, attr(s, "network.protocol.version"), s.Unwound, s.Status, s.StatusMessage)
 				}
+				// The HTTP/2 writer's state: status and body size.
+				want, size := int64(200), int64(len("item-1\n"))
+				if attr(s, "url.path") == "/items/missing" {
+					want, size = 404, int64(len("404 page not found\n"))
+				}
+				if attr(s, "http.response.status_code") != want || attr(s, "http.response.body.size") != size {
+					t.Errorf("server span %v: status %v size %v, want %d %d", attr(s, "url.path"), attr(s, "http.response.status_code"), attr(s, "http.response.body.size"), want, size)
+				}
 				var handler *span.Span
 				for _, c := range tr.spans {
 					if c.ParentID == s.SpanID {

@@ -26,6 +26,19 @@ enum nethttp_field {
 	F_CLIENT_STATUS_CODE,     /* net/http.Response.StatusCode int */
 	F_RESPONSE_REQUEST,       /* net/http.response.req *Request */
 	F_REQUEST_PATTERN,        /* net/http.Request.Pattern string (Go >= 1.23; 0 = absent) */
+	/*
+	 * The HTTP/2 server's response writer: rw's data word points to a
+	 * struct whose rws points to the state holding status and size. Go <=
+	 * 1.26 bundles it in net/http (http2responseWriter), Go 1.27 moved it
+	 * to net/http/internal/http2 (responseWriter): each version has one
+	 * of the pairs, the other reads 0. rws is the first field in both.
+	 */
+	F_H2_RWS,                 /* net/http.http2responseWriter.rws (Go <= 1.26) */
+	F_H2_STATUS,              /* net/http.http2responseWriterState.status int */
+	F_H2_WROTE,               /* net/http.http2responseWriterState.wroteBytes int64 */
+	F_H2I_RWS,                /* net/http/internal/http2.responseWriter.rws (Go >= 1.27) */
+	F_H2I_STATUS,             /* net/http/internal/http2.responseWriterState.status */
+	F_H2I_WROTE,              /* net/http/internal/http2.responseWriterState.wroteBytes */
 	F_FIELD_MAX,
 };
 
@@ -145,9 +158,13 @@ int header_line(struct pt_regs *ctx)
 /*
  * func (sh serverHandler) ServeHTTP(rw ResponseWriter, req *Request)
  * serverHandler{srv *Server} is passed in one register, rw (an interface)
- * in two: itab, data. For HTTP/1 rw's data is *http.response, kept in the
- * frame so the exit can read the status the handler wrote.
+ * in two: itab, data. rw's data is kept in the frame so the exit can read
+ * the status the handler wrote: for HTTP/1 a *http.response, for HTTP/2
+ * a pointer to the HTTP/2 writer (tagged ARG_H2 in the low bit: both are
+ * pointers to word-aligned structs).
  */
+#define ARG_H2 1ULL
+
 SEC("uprobe")
 int server_entry(struct pt_regs *ctx)
 {
@@ -157,8 +174,8 @@ int server_entry(struct pt_regs *ctx)
 	__u64 proto = fl ? read_ptr(req, FIELD(fl, F_REQUEST_PROTO_MAJOR)) : 0;
 	struct gstate *gs = 0;
 	/* A request starts a chain of its own, whatever goroutine serves it. */
-	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), proto == 1 ? (__u64)rw : 0,
-					 PUSH_NEW_CHAIN, &gs);
+	__u64 arg = proto == 1 ? (__u64)rw : proto == 2 && rw ? (__u64)rw | ARG_H2 : 0;
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), arg, PUSH_NEW_CHAIN, &gs);
 	if (!call_id || !fl || !gs)
 		return 0;
 	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
@@ -194,7 +211,17 @@ int server_exit(struct pt_regs *ctx)
 		return 0;
 	struct lib_fields *fl = lib_fields();
 	struct server_response *r = fl ? LIB_RECORD(struct server_response, P_SERVER_RESPONSE, x.call_id) : 0;
-	if (r) {
+	if (r && (x.arg & ARG_H2)) {
+		void *w = (void *)(x.arg & ~ARG_H2);
+		__u64 status = FIELD(fl, F_H2_STATUS) | FIELD(fl, F_H2I_STATUS);
+		__u64 wrote = FIELD(fl, F_H2_WROTE) | FIELD(fl, F_H2I_WROTE);
+		void *rws = (void *)read_ptr(w, FIELD(fl, F_H2_RWS) | FIELD(fl, F_H2I_RWS));
+		if (rws && status) {
+			r->status = read_ptr(rws, status);
+			r->written = read_ptr(rws, wrote);
+		}
+		lib_submit(r);
+	} else if (r) {
 		void *resp = (void *)x.arg;
 		r->status = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_STATUS)) : 0;
 		r->written = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_WRITTEN)) : 0;

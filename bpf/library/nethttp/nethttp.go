@@ -75,6 +75,13 @@ func fields() []string {
 		NethttpNethttpFieldF_CLIENT_STATUS_CODE:     "net/http.Response.StatusCode",
 		NethttpNethttpFieldF_RESPONSE_REQUEST:       "net/http.response.req",
 		NethttpNethttpFieldF_REQUEST_PATTERN:        "?net/http.Request.Pattern", // optional: Go >= 1.23
+		// The HTTP/2 server's writer: bundled until Go 1.26, internal since 1.27.
+		NethttpNethttpFieldF_H2RWS:      "?net/http.http2responseWriter.rws",
+		NethttpNethttpFieldF_H2STATUS:   "?net/http.http2responseWriterState.status",
+		NethttpNethttpFieldF_H2WROTE:    "?net/http.http2responseWriterState.wroteBytes",
+		NethttpNethttpFieldF_H2I_RWS:    "?net/http/internal/http2.responseWriter.rws",
+		NethttpNethttpFieldF_H2I_STATUS: "?net/http/internal/http2.responseWriterState.status",
+		NethttpNethttpFieldF_H2I_WROTE:  "?net/http/internal/http2.responseWriterState.wroteBytes",
 	}
 	out := make([]string, NethttpNethttpFieldF_FIELD_MAX)
 	for i, name := range byEnum {

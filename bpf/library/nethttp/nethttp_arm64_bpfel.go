@@ -119,7 +119,13 @@ const (
 	NethttpNethttpFieldF_CLIENT_STATUS_CODE     NethttpNethttpField = 11
 	NethttpNethttpFieldF_RESPONSE_REQUEST       NethttpNethttpField = 12
 	NethttpNethttpFieldF_REQUEST_PATTERN        NethttpNethttpField = 13
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 14
+	NethttpNethttpFieldF_H2RWS                  NethttpNethttpField = 14
+	NethttpNethttpFieldF_H2STATUS               NethttpNethttpField = 15
+	NethttpNethttpFieldF_H2WROTE                NethttpNethttpField = 16
+	NethttpNethttpFieldF_H2I_RWS                NethttpNethttpField = 17
+	NethttpNethttpFieldF_H2I_STATUS             NethttpNethttpField = 18
+	NethttpNethttpFieldF_H2I_WROTE              NethttpNethttpField = 19
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 20
 )
 
 type NethttpNethttpProbe uint32
