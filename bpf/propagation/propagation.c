@@ -248,8 +248,9 @@ struct {
  * (a header block of indexed fields is a few bytes).
  */
 struct h2_hits {
-	__u32 at[H2_MAX_INJECT];  /* their header offsets */
-	__u32 len[H2_MAX_INJECT]; /* their payload lengths */
+	__u32 at[H2_MAX_INJECT];     /* their header offsets */
+	__u32 len[H2_MAX_INJECT];    /* their payload lengths */
+	__u32 stream[H2_MAX_INJECT]; /* their stream ids: h2_streams entries go when injected */
 	struct trace_ctx tc[H2_MAX_INJECT];
 };
 
@@ -268,6 +269,7 @@ struct h2_walk {
 	__u32 off;  /* the next frame header's offset */
 	__u32 size; /* the message's size */
 	__u32 n;    /* frames to inject into */
+	__u32 cork; /* a HEADERS frame to inject into ends here, past the message */
 	__u8 failed;
 };
 
@@ -310,20 +312,35 @@ static long walk_frame(__u64 i, void *arg)
 	if (!p)
 		return 0;
 	struct pending_ctx pending = *p;
-	bpf_map_delete_elem(&h2_streams, &k);
 	if (w->now - pending.at_ns > PENDING_MAX_AGE_NS) {
+		bpf_map_delete_elem(&h2_streams, &k);
 		stat_inc(STAT_INJECT_UNSENT); /* a frame of an earlier connection on these ports */
 		return 0;
+	}
+	/*
+	 * The writer's buffer filled inside this frame: the rest comes with
+	 * the next write. Hold the message until the frame is whole (the
+	 * kernel runs the program again on the joined bytes), leaving the
+	 * contexts where they are.
+	 */
+	if (w->off > w->size && (flags & H2_END_HEADERS) && !(flags & H2_PADDED) && len > 0 &&
+	    len + H2_FIELD_LEN <= H2_MAX_FRAME && w->n < H2_MAX_INJECT) {
+		w->cork = w->off;
+		return 1;
 	}
 	/* The header block must be whole, unpadded and in this message. */
 	if (!(flags & H2_END_HEADERS) || (flags & H2_PADDED) || len == 0 ||
 	    len + H2_FIELD_LEN > H2_MAX_FRAME || w->off > w->size || w->n >= H2_MAX_INJECT) {
+		bpf_map_delete_elem(&h2_streams, &k);
 		stat_inc(STAT_INJECT_FAILED);
 		return 0;
 	}
+	/* Its context stays in h2_streams until injected: a corked message
+	 * is walked again. */
 	__u32 j = w->n & (H2_MAX_INJECT - 1);
 	w->hits->at[j] = off;
 	w->hits->len[j] = len;
+	w->hits->stream[j] = k.stream_id;
 	w->hits->tc[j] = pending.tc;
 	w->n++;
 	return 0;
@@ -380,6 +397,9 @@ static long inject_one(__u64 i, void *arg)
 		return 1;
 	__u32 j = (w->n - 1 - i) & (H2_MAX_INJECT - 1);
 	struct trace_ctx tc = w->hits->tc[j];
+	struct h2key k = w->key;
+	k.stream_id = w->hits->stream[j];
+	bpf_map_delete_elem(&h2_streams, &k);
 	if (inject_h2_field(w->msg, w->hits->at[j], w->hits->len[j], &tc))
 		stat_inc(STAT_INJECT_FAILED);
 	else
@@ -391,7 +411,9 @@ static long inject_one(__u64 i, void *arg)
  * Follows the frames of one message on an HTTP/2 connection from `off`
  * (past the preface or the rest of a cut frame), then injects into the
  * HEADERS frames whose streams' client calls are traced. -1: the frames
- * could not be followed.
+ * could not be followed; 1: the message is corked until a cut frame is
+ * whole (the caller restores c: the program runs again on the joined
+ * message from the same place).
  */
 static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u32 off)
 {
@@ -409,8 +431,18 @@ static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u
 	__u32 rp = msg->remote_port;
 	w.key.remote_port = __builtin_bswap16((__u16)(rp > 0xffff ? rp >> 16 : rp));
 	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
+	if (w.cork)
+		return bpf_msg_cork_bytes(msg, w.cork) ? -1 : 1;
 	if (w.failed || w.off + H2_FRAME_HEADER <= w.size)
 		return -1;
+	/*
+	 * A frame header cut by the message's end: hold the message until
+	 * the header is whole, so a HEADERS frame's type is seen where it
+	 * starts. (Should corking fail, the header's length bytes are kept
+	 * and the frame is skipped in the next message.)
+	 */
+	if (w.off < w.size && !bpf_msg_cork_bytes(msg, w.off + H2_FRAME_HEADER))
+		return 1;
 	c->skip = 0;
 	c->have = 0;
 	if (w.off >= w.size) {
@@ -536,11 +568,21 @@ int inject_traceparent(struct sk_msg_md *msg)
 		return SK_PASS;
 	struct h2_conn *c = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
 	if (c) {
+		/*
+		 * A corked message keeps its cork_bytes after it is sent, and the
+		 * kernel would hold every later write on the socket below that
+		 * size: clear it, walk_h2 sets it again when needed.
+		 */
+		bpf_msg_cork_bytes(msg, 0);
 		if (c->lost)
 			return SK_PASS;
+		struct h2_conn before = *c;
 		__u32 off = h2_resume(msg, c);
-		if (off == ~0U || (off < msg->size && walk_h2(msg, c, off)))
+		int r = off == ~0U ? -1 : off < msg->size ? walk_h2(msg, c, off) : 0;
+		if (r < 0)
 			h2_lost(sk, c);
+		else if (r > 0)
+			*c = before; /* corked: the joined message starts where this one did */
 		return SK_PASS;
 	}
 
@@ -584,7 +626,13 @@ int inject_traceparent(struct sk_msg_md *msg)
 	if (!c)
 		return SK_PASS;
 	c->adopted = start == 0;
-	if (msg->size > start && walk_h2(msg, c, start))
+	int r = msg->size > start ? walk_h2(msg, c, start) : 0;
+	if (r < 0) {
 		h2_lost(sk, c);
+	} else if (r > 0) {
+		/* Corked: the joined message is followed from past the preface. */
+		c->skip = start;
+		c->have = 0;
+	}
 	return SK_PASS;
 }

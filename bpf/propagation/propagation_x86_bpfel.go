@@ -62,10 +62,11 @@ type PropagationH2Conn struct {
 }
 
 type PropagationH2Hits struct {
-	_   structs.HostLayout
-	At  [64]uint32
-	Len [64]uint32
-	Tc  [64]struct {
+	_      structs.HostLayout
+	At     [64]uint32
+	Len    [64]uint32
+	Stream [64]uint32
+	Tc     [64]struct {
 		_       structs.HostLayout
 		TraceHi uint64
 		TraceLo uint64
