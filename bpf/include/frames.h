@@ -645,8 +645,10 @@ static __always_inline int frame_find(struct pt_regs *ctx, __u64 cookie, struct 
 	bpf_loop(MAX_DEPTH, find_frame, &fc, 0);
 	int match = fc.match;
 	if (match < 0) {
-		/* Frames deeper than the recorded ones were never pushed. */
-		if (gs->overflow > 0 &&
+		/* Frames deeper than the recorded ones were never pushed. (A
+		 * shared site may not be such a return: it leaves the count,
+		 * which the next pop clears.) */
+		if (gs->overflow > 0 && !COOKIE_SHARED(cookie) &&
 		    (depth == 0 || gs->frames[(depth - 1) & (MAX_DEPTH - 1)].sp_off < sp_off)) {
 			gs->overflow -= 1;
 			return -1;
