@@ -56,7 +56,7 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 	if r, ok := b.resume[key]; ok {
 		return r.sites, r.err
 	}
-	sites, err := b.resumeSites(f, results)
+	sites, err := b.scanResume(f, results, nil)
 	if b.resume == nil {
 		b.resume = make(map[resumeKey]resumeResult)
 	}
@@ -74,20 +74,11 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 // own RET would be. A call from any other function, or f's address in
 // data or code, is an error wrapping ErrNotResumable.
 func (b *Binary) CallerExits(f *Func, callers []*Func) ([]ResumeSite, error) {
-	if b.Arch != "amd64" {
-		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
-	}
-	r := resumer{b: b, callers: map[uint64]bool{}, decoded: map[uint64][]insn{}, seen: map[uint64]int{}}
+	vouched := make(map[uint64]bool, len(callers))
 	for _, c := range callers {
-		r.callers[c.Entry] = true
+		vouched[c.Entry] = true
 	}
-	if err := r.walk(f); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", f.Name, ErrNotResumable, err)
-	}
-	if len(r.sites) == 0 {
-		return nil, fmt.Errorf("%s: %w: no direct call to it", f.Name, ErrNotResumable)
-	}
-	return r.sites, nil
+	return b.scanResume(f, 0, vouched)
 }
 
 type resumeKey struct {
@@ -100,11 +91,12 @@ type resumeResult struct {
 	err   error
 }
 
-func (b *Binary) resumeSites(f *Func, results int) ([]ResumeSite, error) {
+// scanResume runs the scan behind ResumeSites (callers nil) and CallerExits.
+func (b *Binary) scanResume(f *Func, results int, callers map[uint64]bool) ([]ResumeSite, error) {
 	if b.Arch != "amd64" {
 		return nil, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
 	}
-	r := resumer{b: b, results: results, decoded: map[uint64][]insn{}, seen: map[uint64]int{}}
+	r := resumer{b: b, results: results, callers: callers, decoded: map[uint64][]insn{}, seen: map[uint64]int{}}
 	if err := r.walk(f); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", f.Name, ErrNotResumable, err)
 	}
