@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/bpf/propagation"
 	"github.com/latscope/latscope/internal/fixture"
 )
 
@@ -192,5 +195,80 @@ func TestPropagationUnsentIsCounted(t *testing.T) {
 	}
 	if servers != 3 {
 		t.Errorf("%d server spans, want 3", servers)
+	}
+}
+
+// Only traced processes' connections go through the sk_msg program: a
+// socket in its sockhash sends through the kernel's slower sk_msg path,
+// which the node's other processes (here the test itself) must not pay.
+func TestPropagationLeavesUntracedConnectionsAlone(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	checked := false
+	ready := func(*agent.Process) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		port := uint32(c.LocalAddr().(*net.TCPAddr).Port)
+		maps := 0
+		for id := ebpf.MapID(0); ; {
+			next, err := ebpf.MapGetNextID(id)
+			if err != nil {
+				break
+			}
+			id = next
+			m, err := ebpf.NewMapFromID(id)
+			if err != nil {
+				continue
+			}
+			info, err := m.Info()
+			if err != nil || info.Name != "sockets" || info.Type != ebpf.SockHash {
+				m.Close()
+				continue
+			}
+			maps++
+			var k propagation.PropagationSockkey
+			it := m.Iterate()
+			for it.Next(&k, new(uint64)) {
+				if k.LocalPort == port {
+					t.Errorf("the test's own connection (local port %d) is in sockhash %d", port, id)
+				}
+			}
+			m.Close()
+		}
+		checked = maps > 0
+	}
+	var stdout bytes.Buffer
+	sess := &agent.Session{Command: []string{bin}, Stdout: &stdout, Exporters: []span.Exporter{&collector{}}, Tracer: agent.Config{Inject: true}, Ready: ready}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := sess.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !checked {
+		t.Fatal("found no sockets map of the session to check")
+	}
+	for _, c := range res.Counters {
+		if c.Name == "propagation_injected" && c.Value != 2 {
+			t.Errorf("propagation_injected = %d, want 2: the traced process's own connections are followed", c.Value)
+		}
 	}
 }

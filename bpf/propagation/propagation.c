@@ -4,7 +4,7 @@
 /*
  * Trace context on the wire, without writing into any process's memory
  * (kernel lockdown refuses bpf_probe_write_user). A sock_ops program puts
- * every outgoing TCP connection in a sockhash; the sk_msg program below
+ * every outgoing TCP connection of a traced process in a sockhash; the sk_msg program below
  * runs on each sendmsg on them and inserts a W3C traceparent where a
  * library's probes have left a client call's context (propagation.h):
  *
@@ -29,7 +29,7 @@ struct sockkey {
 	__u32 remote_port;
 };
 
-/* Outgoing TCP connections, so the sk_msg program sees what they send. */
+/* Outgoing TCP connections of traced processes, so the sk_msg program sees what they send. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
@@ -37,12 +37,40 @@ struct {
 	__type(value, __u64);
 } sockets SEC(".maps");
 
-/* Adds every outgoing TCP connection (IPv4, IPv6) to the sockets map. */
+/* Connections a traced process is opening, marked at connect(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} connecting SEC(".maps");
+
+/*
+ * Adds the outgoing TCP connections (IPv4, IPv6) of traced processes to
+ * the sockets map. Only theirs: a socket in a sockhash with an sk_msg
+ * program sends through the kernel's slower sk_msg path, which every
+ * other process on the node (load generators, databases, the agent's own
+ * exporter) should not pay for. The process is known only at connect(),
+ * which runs in its context; the socket can join the map only once
+ * established, which may run in softirq context.
+ */
 SEC("sockops")
 int track_sockets(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		__u32 pid = bpf_get_current_pid_tgid() >> 32;
+		if (bpf_map_lookup_elem(&procs, &pid))
+			bpf_sk_storage_get(&connecting, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
+	if (!bpf_sk_storage_get(&connecting, sk, 0, 0))
+		return 1;
+	bpf_sk_storage_delete(&connecting, sk);
 	struct sockkey k = {.family = skops->family, .local_port = skops->local_port, .remote_port = skops->remote_port};
 	if (k.family == AF_INET) {
 		k.local_ip[0] = skops->local_ip4;

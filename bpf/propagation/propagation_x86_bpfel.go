@@ -191,6 +191,7 @@ type PropagationProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type PropagationMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
+	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
@@ -248,6 +249,7 @@ func (o *PropagationObjects) Close() error {
 // It can be passed to LoadPropagationObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PropagationMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
+	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
@@ -268,6 +270,7 @@ type PropagationMaps struct {
 func (m *PropagationMaps) Close() error {
 	return _PropagationClose(
 		m.CallSeq,
+		m.Connecting,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
