@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"bytes"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/latscope/latscope/internal/fixture"
@@ -44,8 +45,8 @@ func TestOpenMetadata(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if f.File != "latscope.test/calls/main.go" || f.Line != 20 {
-					t.Errorf("main.leaf declared at %s:%d, want latscope.test/calls/main.go:20", f.File, f.Line)
+				if f.File != "latscope.test/calls/main.go" || f.Line != leafLine {
+					t.Errorf("main.leaf declared at %s:%d, want latscope.test/calls/main.go:%d", f.File, f.Line, leafLine)
 				}
 				for i := 1; i < len(b.Funcs); i++ {
 					if b.Funcs[i].Entry < b.Funcs[i-1].Entry {
@@ -141,3 +142,17 @@ func BenchmarkInlineIndex(b *testing.B) {
 		})
 	}
 }
+
+// leafLine is where the calls fixture declares leaf.
+var leafLine = func() int {
+	src, err := os.ReadFile("../internal/fixture/src/calls/main.go")
+	if err != nil {
+		panic(err)
+	}
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, "func leaf(") {
+			return i + 1
+		}
+	}
+	panic("calls fixture: no func leaf")
+}()

@@ -81,6 +81,47 @@ func (b *Binary) CallerExits(f *Func, callers []*Func) ([]ResumeSite, error) {
 	return b.scanResume(f, 0, vouched)
 }
 
+// ResumeAt is ResumeSites for one call site, found at run time by its
+// return address ret (in any function, reached through a direct or
+// indirect call): the site where a call from there has returned, always
+// Shared, since other functions' calls may return there too (an
+// interface call). tail reports a caller that returns right after the
+// call instead, its epilogue keeping the results and restoring its frame
+// pointer: the return is then seen where that caller's own call returns,
+// one frame up (ResumeAt of its return address). caller is the function
+// holding ret.
+func (b *Binary) ResumeAt(ret uint64, results int) (site ResumeSite, caller *Func, tail bool, err error) {
+	if b.Arch != "amd64" {
+		return site, nil, false, newError(b.Path, ErrUnsupportedArch, "resume sites are implemented for amd64 only, not %s", b.Arch)
+	}
+	caller = b.funcAt(ret)
+	if caller == nil {
+		return site, nil, false, fmt.Errorf("%w: return address %#x is in no function", ErrNotResumable, ret)
+	}
+	code, err := b.code(caller)
+	if err != nil {
+		return site, caller, false, err
+	}
+	insns := decode(caller.Entry, code)
+	i := indexAt(insns, ret)
+	if i < 1 || insns[i-1].inst.Op != x86asm.CALL {
+		return site, caller, false, fmt.Errorf("%w: %#x in %s does not follow a CALL", ErrNotResumable, ret, caller.Name)
+	}
+	r := resumer{b: b, results: results, tails: true, seen: map[uint64]int{}}
+	switch err := r.after(caller, insns, i-1); {
+	case errors.Is(err, errTailCall):
+		return site, caller, true, nil
+	case err != nil:
+		return site, caller, false, fmt.Errorf("%w: %w", ErrNotResumable, err)
+	}
+	site = r.sites[0]
+	site.Shared = true
+	return site, caller, false, nil
+}
+
+// errTailCall: ResumeAt's caller returns right after the call.
+var errTailCall = errors.New("the caller returns right after the call")
+
 type resumeKey struct {
 	entry   uint64
 	results int
@@ -114,6 +155,9 @@ type resumer struct {
 	// reason to refuse, an indirect call after f's call is stepped over,
 	// and a tail call is seen at that caller's own return.
 	callers map[uint64]bool
+	// tails (ResumeAt): a caller's epilogue that keeps the results and
+	// pops BP ends the scan with errTailCall.
+	tails   bool
 	decoded map[uint64][]insn // by function entry
 	seen    map[uint64]int    // site address → index in sites
 	sites   []ResumeSite
@@ -157,6 +201,7 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 	joins := branchSources(insns, caller)
 	shared := false
 	lift := int64(8) // the return popped the return address
+	poppedBP := false
 	for j := i + 1; j < len(insns) && j <= i+resumeWindow; j++ {
 		in := insns[j]
 		// Another path joining is harmless: the site pops only a frame of
@@ -173,6 +218,24 @@ func (r *resumer) after(caller *Func, insns []insn, i int) error {
 			return r.add(in, lift, shared)
 		}
 		if eff, ok := epilogueEffect(in); ok && eff > 0 || in.inst.Op == x86asm.RET {
+			if r.tails {
+				// The caller returns f's results as its own; one frame up,
+				// its frame pointer must be its caller's again.
+				if in.inst.Op == x86asm.RET {
+					if !poppedBP {
+						return fmt.Errorf("%s returns at %#x without restoring BP", caller.Name, in.addr)
+					}
+					return errTailCall
+				}
+				if in.inst.Op == x86asm.POP {
+					if in.inst.Args[0] != x86asm.RBP {
+						return fmt.Errorf("%s pops %s in its epilogue at %#x", caller.Name, in.inst.Args[0], in.addr)
+					}
+					poppedBP = true
+				}
+				lift += int64(eff)
+				continue
+			}
 			if r.callers == nil {
 				return fmt.Errorf("%s tail-calls it at %#x", caller.Name, insns[i].addr)
 			}

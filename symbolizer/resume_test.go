@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"github.com/latscope/latscope/internal/fixture"
 )
 
@@ -59,5 +61,45 @@ func TestResumeSites(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// ResumeAt works from a return address, whatever the call: after
+// learnRound's interface call, the first emulated instruction; after
+// areaOf's, areaOf's own return (a tail call); elsewhere, an error.
+func TestResumeAt(t *testing.T) {
+	for _, tc := range fixture.Matrix() {
+		t.Run(tc, func(t *testing.T) {
+			b := openFixture(t, tc, fixture.Stripped)
+			indirectReturn := func(name string) uint64 {
+				f, err := b.Lookup(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, err := b.code(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, in := range decode(f.Entry, code) {
+					if _, direct := in.target(); in.inst.Op == x86asm.CALL && !direct {
+						return in.addr + uint64(in.inst.Len)
+					}
+				}
+				t.Fatalf("%s: no indirect call", name)
+				return 0
+			}
+			ret := indirectReturn("main.learnRound")
+			site, caller, tail, err := b.ResumeAt(ret, 1)
+			if err != nil || tail || caller.Name != "main.learnRound" || !site.Emulated || !site.Shared || site.SPDelta != -8 || site.Addr <= ret {
+				t.Errorf("ResumeAt(learnRound's interface call) = %+v, %v, tail %v, %v", site, caller, tail, err)
+			}
+			ret = indirectReturn("main.areaOf")
+			if _, caller, tail, err := b.ResumeAt(ret, 1); err != nil || !tail || caller.Name != "main.areaOf" {
+				t.Errorf("ResumeAt(areaOf's interface call) = %v, tail %v, %v; want a tail call", caller, tail, err)
+			}
+			if _, _, _, err := b.ResumeAt(ret-1, 1); !errors.Is(err, ErrNotResumable) {
+				t.Errorf("ResumeAt(inside a CALL) = %v, want ErrNotResumable", err)
+			}
+		})
 	}
 }
