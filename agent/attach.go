@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,8 +29,11 @@ type Process struct {
 	// Funcs is indexed by function id (the id in calltracer events).
 	Funcs []TracedFunc
 
-	links  []link.Link
 	traced map[string]bool // functions being traced, by name
+
+	mu    sync.Mutex // guards what the learner changes after attach:
+	links []link.Link
+	learn map[uint32]*learning // functions whose returns are learned, by id
 }
 
 // TracedFunc is one probed function.
@@ -64,7 +69,7 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{PID: pid, Binary: bin, Info: ProcessInfo(pid, bin)}
+	p := &Process{PID: pid, Binary: bin, Info: ProcessInfo(pid, bin), learn: map[uint32]*learning{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -308,6 +313,7 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		return nil
 	}
 	var exits []symbolizer.ResumeSite
+	own := false // exits are the function's own
 	if t.cfg.NaiveSites {
 		sites = naive(sites)
 		for _, e := range sites.Exits {
@@ -323,6 +329,7 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		if len(callers) == 0 || why != nil {
 			if exits, why = p.Binary.Exits(f, sites, results); why != nil {
 				t.log.Debug("returns probed in the function itself", "func", f.Name, "reason", why)
+				own = true
 			}
 		}
 	}
@@ -330,6 +337,11 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name, err)
+	}
+	var l *learning
+	if own && t.learnable(p.Binary, sites, exits) {
+		l = &learning{id: tf.ID, name: f.Name, results: results, exitProg: exitProg, exe: exe, probed: map[uint64]bool{}, last: time.Now()}
+		cookie = calltracer.Learn(cookie)
 	}
 	if err := t.probe(p, exe, entryProg, sites.Entry, cookie, f.Name); err != nil {
 		return err
@@ -340,13 +352,26 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
-		if exit.Shared {
+		// A learned call site through a tail caller pops the frame one
+		// frame up, at another SP: its own exit finds no frame.
+		if exit.Shared || l != nil {
 			cookie = calltracer.Shared(cookie)
-		}
-		if err := t.probe(p, exe, exitProg, exit.Site, cookie, f.Name); err != nil {
-			return err
+			exits[i].Shared = true
 		}
 		tf.Cookies = append(tf.Cookies, cookie)
+	}
+	if l != nil {
+		l.ownExits, l.ownCookies = exits, tf.Cookies[1:]
+		if err := t.attachOwnExits(p, l); err != nil {
+			return err
+		}
+		p.learn[tf.ID] = l
+	} else {
+		for i, exit := range exits {
+			if err := t.probe(p, exe, exitProg, exit.Site, tf.Cookies[i+1], f.Name); err != nil {
+				return err
+			}
+		}
 	}
 	p.Funcs = append(p.Funcs, tf)
 	return nil
@@ -446,7 +471,9 @@ func (t *Tracer) probe(p *Process, exe *link.Executable, prog *ebpf.Program, s s
 		}
 		return fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
 	}
+	p.mu.Lock()
 	p.links = append(p.links, l)
+	p.mu.Unlock()
 	return nil
 }
 
@@ -465,20 +492,37 @@ func (t *Tracer) Detach(p *Process) error {
 			err = errors.Join(err, derr)
 		}
 	}
-	return errors.Join(err, t.forgetGoroutines(uint32(p.PID)))
+	return errors.Join(err, t.forgetGoroutines(uint32(p.PID)), t.forgetRetSites(uint32(p.PID)))
 }
 
 func (p *Process) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var errs []error
 	for _, l := range p.links {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
+	for _, l := range p.learn {
+		for _, lk := range l.rets {
+			errs = append(errs, lk.Close())
+		}
+		l.rets = nil
+	}
+	p.learn = nil
 	return errors.Join(errs...)
 }
 
 // Probes is the number of uprobes attached in p.
-func (p *Process) Probes() int { return len(p.links) }
+func (p *Process) Probes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.links)
+	for _, l := range p.learn {
+		n += len(l.rets)
+	}
+	return n
+}
 
 // ProcessInfo describes pid for span resources: service.name is the
 // process's OTEL_SERVICE_NAME when set, else the executable's name.

@@ -54,7 +54,13 @@ type Config struct {
 	// instructions instead of the chosen sites: only to measure what the
 	// site choice saves (scripts/probecost).
 	NaiveSites bool
-	Logger     *slog.Logger
+	// SettleReturns: a function whose returns are learned per call site
+	// (it is reached through interfaces, func values or tail calls; see
+	// learn.go) keeps its own RET probes, single-stepped, until no new
+	// call site has shown up for this long. Default 10s; negative turns
+	// learning off (the RET probes stay).
+	SettleReturns time.Duration
+	Logger        *slog.Logger
 }
 
 // Tracer owns the loaded programs, their maps and the ring buffer reader.
@@ -71,6 +77,10 @@ type Tracer struct {
 
 	mu    sync.Mutex
 	procs map[int]*Process
+
+	retSites    retSiteQueue // call sites the kernel reported, for learnReturns
+	stopLearner chan struct{}
+	learnerDone chan struct{}
 
 	short  uint64    // records too short to be an event (never expected)
 	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
@@ -90,6 +100,9 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	if cfg.IDSalt == 0 {
 		cfg.IDSalt = callchain.NewSalt()
+	}
+	if cfg.SettleReturns == 0 {
+		cfg.SettleReturns = 10 * time.Second
 	}
 	if cfg.RingBytes&(cfg.RingBytes-1) != 0 || cfg.RingBytes < os.Getpagesize() {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two and at least %d", cfg.RingBytes, os.Getpagesize())
@@ -122,6 +135,12 @@ func New(cfg Config) (*Tracer, error) {
 		t.closeObjects()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	t.retSites.wake = make(chan struct{}, 1)
+	t.stopLearner, t.learnerDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(t.learnerDone)
+		t.learnReturns(t.stopLearner)
+	}()
 	return t, nil
 }
 
@@ -217,6 +236,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 				sink.Call(ev)
 			} else if _, ok := calltracer.DecodeLib(rec.RawSample); ok {
 				sink.Lib(rec.RawSample)
+			} else if e, ok := calltracer.DecodeRetSite(rec.RawSample); ok {
+				t.retSites.push(*e)
 			} else {
 				t.short++
 			}
@@ -281,6 +302,8 @@ func (t *Tracer) Hits() (map[uint64]uint64, error) {
 
 // Close detaches every process and unloads the programs.
 func (t *Tracer) Close() error {
+	close(t.stopLearner)
+	<-t.learnerDone
 	t.mu.Lock()
 	procs := make([]*Process, 0, len(t.procs))
 	for _, p := range t.procs {

@@ -4,7 +4,7 @@
 // runtime hooks that link goroutines to the frame that created them.
 package calltracer
 
-//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type lib_header -type tracer_stat -type call_flags -type record_type -type proc_config -type lib_key -type lib_fields Tracer calltracer.c -- -I../include
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_event -type lib_header -type tracer_stat -type call_flags -type record_type -type proc_config -type lib_key -type lib_fields -type ret_site_event -type ret_key -type ret_site_state Tracer calltracer.c -- -I../include
 
 import (
 	"encoding/binary"
@@ -97,7 +97,7 @@ func (o *TracerObjects) SharedMaps() map[string]*ebpf.Map {
 		"events": o.Events, "procs": o.Procs, "goroutines": o.Goroutines, "links": o.Links,
 		"live_roots": o.LiveRoots, "gstate_scratch": o.GstateScratch,
 		"stats": o.Stats, "call_seq": o.CallSeq, "hits": o.Hits,
-		"lib_offsets": o.LibOffsets,
+		"lib_offsets": o.LibOffsets, "ret_sites": o.RetSites,
 	}
 }
 
@@ -149,6 +149,9 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_INJECT_OFF:           {"propagation_off", false, "outgoing requests sent without a traceparent because injection is off (--no-inject, or unavailable: see the log)"},
 	TracerTracerStatSTAT_EXIT_MISSED:          {"exit_missed", true, "calls whose return no exit probe saw, closed late when a later call started (please report: a return path is not covered)"},
 	TracerTracerStatSTAT_INJECT_UNSENT:        {"propagation_unsent", true, "outgoing requests whose traceparent was ready but which were never seen leaving: connections latscope does not follow (not TCP; opened before attach and not adoptable) or HTTP/2 frames it could not follow"},
+	TracerTracerStatSTAT_RET_SITES_REPORTED:   {"return_sites_reported", false, "new call sites of functions whose returns are probed where their callers resume, reported to the agent to probe"},
+	TracerTracerStatSTAT_RET_SITES_FULL:       {"return_sites_table_full", true, "call sites not reported: the ret_sites table is full; their calls are seen at the function's RET while it is probed, else closed late (exit_missed)"},
+	TracerTracerStatSTAT_RET_SITE_LATE:        {"return_site_late", true, "calls from a call site that showed up after their function's own RET probes were detached: closed late, flagged; the site is probed from then on"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 
@@ -181,13 +184,19 @@ func Cookie(funcID uint32, spDelta int64, site uint16) (uint64, error) {
 	return uint64(funcID) | uint64(uint16(spDelta))<<32 | uint64(site)<<48, nil
 }
 
-// maxSite bounds site indexes: the cookie's top bit is Shared's.
-const maxSite = 0x7fff
+// maxSite bounds site indexes: the cookie's top bits are Shared's and
+// Learn's.
+const maxSite = 0x3fff
 
 // Shared marks an exit site's cookie: the site also runs on paths that
 // did not call the function (COOKIE_SHARED), as some resume sites do
 // (symbolizer.ResumeSite).
 func Shared(cookie uint64) uint64 { return cookie | 1<<63 }
+
+// Learn marks an entry site's cookie: the function's returns are probed
+// where each call site's caller resumes, learned as call sites show up
+// (COOKIE_LEARN; RetSite records ask, the RetSites map answers).
+func Learn(cookie uint64) uint64 { return cookie | 1<<62 }
 
 // EventSize is the size of a call_event record.
 const EventSize = int(unsafe.Sizeof(Event{}))
@@ -202,7 +211,31 @@ const LibHeaderSize = int(unsafe.Sizeof(LibHeader{}))
 const (
 	RecordCall = uint8(TracerRecordTypeRECORD_CALL)
 	RecordLib  = uint8(TracerRecordTypeRECORD_LIB)
+	// RecordRetSite asks the agent about a learned function's call site.
+	RecordRetSite = uint8(TracerRecordTypeRECORD_RET_SITE)
 )
+
+// RetSiteEvent is a RecordRetSite record.
+type RetSiteEvent = TracerRetSiteEvent
+
+// RetKey keys the RetSites map; RetSite* are its values.
+type RetKey = TracerRetKey
+
+// Answers in the RetSites map.
+const (
+	RetSitePending = uint8(TracerRetSiteStateRET_SITE_PENDING)
+	RetSiteProbed  = uint8(TracerRetSiteStateRET_SITE_PROBED)
+	RetSiteTail    = uint8(TracerRetSiteStateRET_SITE_TAIL)
+	RetSiteRefused = uint8(TracerRetSiteStateRET_SITE_REFUSED)
+)
+
+// DecodeRetSite returns the call site a RecordRetSite record reports.
+func DecodeRetSite(raw []byte) (*RetSiteEvent, bool) {
+	if len(raw) < int(unsafe.Sizeof(RetSiteEvent{})) || raw[0] != RecordRetSite {
+		return nil, false
+	}
+	return (*RetSiteEvent)(unsafe.Pointer(&raw[0])), true
+}
 
 // Decode returns the call a ring buffer record holds, in place: the record
 // is the C struct call_event, whose Go twin bpf2go generated. The result

@@ -113,8 +113,36 @@ type TracerProcConfig struct {
 type TracerRecordType uint32
 
 const (
-	TracerRecordTypeRECORD_CALL TracerRecordType = 1
-	TracerRecordTypeRECORD_LIB  TracerRecordType = 2
+	TracerRecordTypeRECORD_CALL     TracerRecordType = 1
+	TracerRecordTypeRECORD_LIB      TracerRecordType = 2
+	TracerRecordTypeRECORD_RET_SITE TracerRecordType = 3
+)
+
+type TracerRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
+type TracerRetSiteEvent struct {
+	_      structs.HostLayout
+	Type   uint8
+	Level  uint8
+	Pad    uint16
+	Pid    uint32
+	FuncId uint32
+	Pad2   uint32
+	Ret    uint64
+}
+
+type TracerRetSiteState uint32
+
+const (
+	TracerRetSiteStateRET_SITE_PENDING TracerRetSiteState = 0
+	TracerRetSiteStateRET_SITE_PROBED  TracerRetSiteState = 1
+	TracerRetSiteStateRET_SITE_TAIL    TracerRetSiteState = 2
+	TracerRetSiteStateRET_SITE_REFUSED TracerRetSiteState = 3
 )
 
 type TracerRootkey struct {
@@ -148,7 +176,10 @@ const (
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY   TracerTracerStat = 18
 	TracerTracerStatSTAT_EXIT_MISSED          TracerTracerStat = 19
 	TracerTracerStatSTAT_INJECT_UNSENT        TracerTracerStat = 20
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 21
+	TracerTracerStatSTAT_RET_SITES_REPORTED   TracerTracerStat = 21
+	TracerTracerStatSTAT_RET_SITES_FULL       TracerTracerStat = 22
+	TracerTracerStatSTAT_RET_SITE_LATE        TracerTracerStat = 23
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 24
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.
@@ -213,6 +244,7 @@ type TracerMapSpecs struct {
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -220,17 +252,20 @@ type TracerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // TracerObjects contains all objects after they have been loaded into the kernel.
@@ -262,6 +297,7 @@ type TracerMaps struct {
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 }
 
@@ -276,6 +312,7 @@ func (m *TracerMaps) Close() error {
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.RetSites,
 		m.Stats,
 	)
 }
@@ -284,17 +321,20 @@ func (m *TracerMaps) Close() error {
 //
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // TracerPrograms contains all programs after they have been loaded into the kernel.

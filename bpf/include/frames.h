@@ -35,18 +35,24 @@
  * no error.
  */
 #define COOKIE_SHARED(c) ((c) >> 63)
+/*
+ * An entry site of a function whose returns are probed where each call
+ * site's caller resumes, learned as call sites show up (learned_return).
+ */
+#define COOKIE_LEARN(c) (((c) >> 62) & 1)
 
 /* The first byte of every ring buffer record says what follows. */
 enum record_type {
 	RECORD_CALL = 1, /* struct call_event */
 	RECORD_LIB = 2,  /* struct lib_header + a library's payload */
+	RECORD_RET_SITE = 3, /* struct ret_site_event */
 };
 
 enum call_flags {
 	CALL_UNWOUND = 1 << 0, /* never returned: unwound by a panic or Goexit */
 	CALL_SPAWNED = 1 << 1, /* started goroutines: they may return after it */
 	CALL_ROOT = 1 << 2,    /* first frame of a chain (a request) */
-	CALL_EXIT_MISSED = 1 << 3, /* its return was not seen: closed when a later call started */
+	CALL_EXIT_MISSED = 1 << 3, /* its return was not seen (or will not be): closed late */
 };
 
 /* Every outcome worth knowing is counted; user space sums the per-CPU slots. */
@@ -72,6 +78,9 @@ enum tracer_stat {
 	STAT_INJECT_SOCKET_BUSY,     /* connections another sk_msg program owns: no injection on them */
 	STAT_EXIT_MISSED,            /* frames whose return was not seen, closed by a later call */
 	STAT_INJECT_UNSENT,          /* outgoing requests whose context was ready but never seen leaving */
+	STAT_RET_SITES_REPORTED,     /* new call sites of learned functions, sent to the agent */
+	STAT_RET_SITES_FULL,         /* call sites not reported: ret_sites table full */
+	STAT_RET_SITE_LATE,          /* calls from a call site not probed yet, the function's own exits gone */
 	STAT_MAX,
 };
 
@@ -108,6 +117,20 @@ struct lib_header {
 	__u16 probe; /* which of the library's records follows */
 	__u32 pid;
 	__u64 call_id;
+};
+
+/*
+ * A call site of a learned function (COOKIE_LEARN) with no probe where it
+ * resumes yet: the agent looks at the code there and answers in ret_sites.
+ */
+struct ret_site_event {
+	__u8 type;  /* RECORD_RET_SITE */
+	__u8 level; /* 0: the call's return address; n: that of the n-th tail caller above */
+	__u16 _pad;
+	__u32 pid;
+	__u32 func_id;
+	__u32 _pad2;
+	__u64 ret; /* the return address */
 };
 
 /* Per-process facts, written by the agent before attaching. */
@@ -234,6 +257,28 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } hits SEC(".maps");
+
+/* A call site of a learned function, by its return address (or a tail caller's). */
+struct ret_key {
+	__u32 pid;
+	__u32 func_id;
+	__u64 ret;
+};
+
+enum ret_site_state {
+	RET_SITE_PENDING = 0, /* reported, the agent has not answered yet */
+	RET_SITE_PROBED = 1,  /* the caller's resume site is probed: it sees the return */
+	RET_SITE_TAIL = 2,    /* the caller returns right after: look one frame up */
+	RET_SITE_REFUSED = 3, /* no resume site: the function's own RET must see it */
+};
+
+/* The agent's answers about call sites (enum ret_site_state). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ret_key);
+	__type(value, __u8);
+} ret_sites SEC(".maps");
 
 /*
  * Struct field offsets of each instrumented library, per process (they
@@ -466,6 +511,93 @@ static long close_stale(__u64 i, void *arg)
 	return 0;
 }
 
+/* How many tail-calling callers learned_return looks through. */
+#define LEARN_LEVELS 3
+
+/* Tells the agent about a call site it has not seen (once: PENDING marks it). */
+static __always_inline void report_ret_site(struct ret_key *k, int level)
+{
+	__u8 pending = RET_SITE_PENDING;
+	long err = bpf_map_update_elem(&ret_sites, k, &pending, BPF_NOEXIST);
+	if (err) {
+		if (err != -17 /* EEXIST: another CPU reported it */)
+			stat_inc(STAT_RET_SITES_FULL);
+		return;
+	}
+	struct ret_site_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		bpf_map_delete_elem(&ret_sites, k); /* report it again next time */
+		stat_inc(STAT_RINGBUF_FULL);
+		return;
+	}
+	e->type = RECORD_RET_SITE;
+	e->level = level;
+	e->_pad = 0;
+	e->_pad2 = 0;
+	e->pid = k->pid;
+	e->func_id = k->func_id;
+	e->ret = k->ret;
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP); /* rare, and the sooner probed the better */
+	stat_inc(STAT_RET_SITES_REPORTED);
+}
+
+/*
+ * learned_return finds where this call's return will be seen, for a
+ * function whose returns are probed where its callers resume, call site
+ * by call site, as the agent learns them (COOKIE_LEARN; amd64 only).
+ * Its own RET is single-stepped by the kernel (~10 µs on a VM) where the
+ * caller's next branch or call is emulated (~0.4 µs).
+ *
+ * at is where the return address is (SP at the first instruction). The
+ * agent has either probed the first emulated instruction after that
+ * address (PROBED), or found the caller returns right after (TAIL: its
+ * epilogue keeps the results), and the return is then seen where *its*
+ * caller resumes: one frame up, whose return address sits above the
+ * frame pointer the caller set up (Go keeps frame pointers; at an entry
+ * site before PUSH BP, BP is still the caller's).
+ *
+ * On success *slot is the address of the return address whose caller's
+ * probe will see the return, the SP the frame is matched at. Otherwise
+ * (a new call site, reported now; one being looked at; one the agent
+ * refused) the function's own RET must see it, if it is still probed.
+ */
+static __always_inline int learned_return(struct pt_regs *ctx, __u32 pid, __u32 func_id, __u64 at, __u64 *slot)
+{
+	struct ret_key k = {.pid = pid, .func_id = func_id};
+	__u64 fp = GO_FP(ctx);
+	for (int level = 0; level < LEARN_LEVELS; level++) {
+		if (level > 0) {
+			if (level > 1 && bpf_probe_read_user(&fp, sizeof(fp), (void *)fp))
+				return -1; /* the next caller's frame pointer */
+			at = fp + 8;
+		}
+		if (bpf_probe_read_user(&k.ret, sizeof(k.ret), (void *)at))
+			return -1;
+		__u8 *v = bpf_map_lookup_elem(&ret_sites, &k);
+		if (!v) {
+			report_ret_site(&k, level);
+			return -1;
+		}
+		if (*v == RET_SITE_PROBED) {
+			*slot = at;
+			return 0;
+		}
+		if (*v != RET_SITE_TAIL)
+			return -1;
+	}
+	return -1;
+}
+
+/*
+ * The agent detached the function's own exit probes once its call sites
+ * settled: it marks that with the return address 0.
+ */
+static __always_inline int own_exits_gone(__u32 pid, __u32 func_id)
+{
+	struct ret_key k = {.pid = pid, .func_id = func_id, .ret = 0};
+	return bpf_map_lookup_elem(&ret_sites, &k) != 0;
+}
+
 /*
  * frame_push records the entry of the function the cookie names on the
  * current goroutine and returns the new frame's call id (0: not recorded,
@@ -505,7 +637,15 @@ static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie,
 		if (!gs)
 			return 0;
 	}
-	__u32 sp_off = stack_hi - (GO_SP(ctx) + COOKIE_SP_DELTA(cookie));
+	__u64 sp = GO_SP(ctx) + COOKIE_SP_DELTA(cookie);
+	__u32 missed = 0;
+	if (COOKIE_LEARN(cookie) && learned_return(ctx, key.pid, COOKIE_FUNC(cookie), sp, &sp) &&
+	    own_exits_gone(key.pid, COOKIE_FUNC(cookie))) {
+		/* Nothing will see this return: say so on the span. */
+		missed = CALL_EXIT_MISSED;
+		stat_inc(STAT_RET_SITE_LATE);
+	}
+	__u32 sp_off = stack_hi - sp;
 	__u32 d = gs->depth;
 	/*
 	 * A new call is deeper than every call still running on its goroutine.
@@ -558,7 +698,7 @@ static __always_inline __u64 frame_push_chain(struct pt_regs *ctx, __u64 cookie,
 	f->sp_off = sp_off;
 	f->func_id = COOKIE_FUNC(cookie);
 	f->tid = (__u32)pid_tgid;
-	f->flags = flags;
+	f->flags = flags | missed;
 	f->arg = arg;
 	gs->depth = d + 1;
 	if (gsp)
@@ -683,3 +823,6 @@ const enum call_flags *unused_call_flags __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
 const struct lib_key *unused_lib_key __attribute__((unused));
 const struct lib_fields *unused_lib_fields __attribute__((unused));
+const struct ret_site_event *unused_ret_site_event __attribute__((unused));
+const struct ret_key *unused_ret_key __attribute__((unused));
+const enum ret_site_state *unused_ret_site_state __attribute__((unused));

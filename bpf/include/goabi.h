@@ -30,6 +30,8 @@ struct go_regs {
 
 #define GO_G(ctx) ((void *)((struct go_regs *)(ctx))->r14)
 #define GO_SP(ctx) (((struct go_regs *)(ctx))->sp)
+/* The frame pointer: at a function's first instruction, its caller's. */
+#define GO_FP(ctx) (((struct go_regs *)(ctx))->bp)
 #define GO_PARAM1(ctx) (((struct go_regs *)(ctx))->ax)
 #define GO_PARAM2(ctx) (((struct go_regs *)(ctx))->bx)
 #define GO_PARAM3(ctx) (((struct go_regs *)(ctx))->cx)
@@ -49,6 +51,8 @@ struct go_regs {
 
 #define GO_G(ctx) ((void *)((struct go_regs *)(ctx))->regs[28])
 #define GO_SP(ctx) (((struct go_regs *)(ctx))->sp)
+/* R29; the agent learns return sites on amd64 only (frames.h). */
+#define GO_FP(ctx) (((struct go_regs *)(ctx))->regs[29])
 #define GO_PARAM1(ctx) (((struct go_regs *)(ctx))->regs[0])
 #define GO_PARAM2(ctx) (((struct go_regs *)(ctx))->regs[1])
 #define GO_PARAM3(ctx) (((struct go_regs *)(ctx))->regs[2])

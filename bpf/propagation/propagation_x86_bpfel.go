@@ -118,6 +118,13 @@ type PropagationProcConfig struct {
 	StackHiOff    uint64
 }
 
+type PropagationRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
 type PropagationRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
@@ -204,6 +211,7 @@ type PropagationMapSpecs struct {
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Writing       *ebpf.MapSpec `ebpf:"writing"`
@@ -213,19 +221,22 @@ type PropagationMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PropagationVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
-	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.VariableSpec `ebpf:"inject_enabled"`
+	LibId              *ebpf.VariableSpec `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // PropagationObjects contains all objects after they have been loaded into the kernel.
@@ -262,6 +273,7 @@ type PropagationMaps struct {
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Sockets       *ebpf.Map `ebpf:"sockets"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Writing       *ebpf.Map `ebpf:"writing"`
@@ -283,6 +295,7 @@ func (m *PropagationMaps) Close() error {
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.RetSites,
 		m.Sockets,
 		m.Stats,
 		m.Writing,
@@ -293,19 +306,22 @@ func (m *PropagationMaps) Close() error {
 //
 // It can be passed to LoadPropagationObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PropagationVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
-	LibId            *ebpf.Variable `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.Variable `ebpf:"inject_enabled"`
+	LibId              *ebpf.Variable `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // PropagationPrograms contains all programs after they have been loaded into the kernel.

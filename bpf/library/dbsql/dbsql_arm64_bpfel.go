@@ -110,6 +110,13 @@ type DbsqlQuery struct {
 	Text [256]uint8
 }
 
+type DbsqlRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
 type DbsqlRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
@@ -179,6 +186,7 @@ type DbsqlMapSpecs struct {
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -186,23 +194,26 @@ type DbsqlMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DbsqlVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
-	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedDone       *ebpf.VariableSpec `ebpf:"unused_done"`
-	UnusedField      *ebpf.VariableSpec `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.VariableSpec `ebpf:"unused_probe"`
-	UnusedQuery      *ebpf.VariableSpec `ebpf:"unused_query"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.VariableSpec `ebpf:"inject_enabled"`
+	LibId              *ebpf.VariableSpec `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedDone         *ebpf.VariableSpec `ebpf:"unused_done"`
+	UnusedField        *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.VariableSpec `ebpf:"unused_probe"`
+	UnusedQuery        *ebpf.VariableSpec `ebpf:"unused_query"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // DbsqlObjects contains all objects after they have been loaded into the kernel.
@@ -234,6 +245,7 @@ type DbsqlMaps struct {
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 }
 
@@ -248,6 +260,7 @@ func (m *DbsqlMaps) Close() error {
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.RetSites,
 		m.Stats,
 	)
 }
@@ -256,23 +269,26 @@ func (m *DbsqlMaps) Close() error {
 //
 // It can be passed to LoadDbsqlObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DbsqlVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
-	LibId            *ebpf.Variable `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedDone       *ebpf.Variable `ebpf:"unused_done"`
-	UnusedField      *ebpf.Variable `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.Variable `ebpf:"unused_probe"`
-	UnusedQuery      *ebpf.Variable `ebpf:"unused_query"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.Variable `ebpf:"inject_enabled"`
+	LibId              *ebpf.Variable `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedDone         *ebpf.Variable `ebpf:"unused_done"`
+	UnusedField        *ebpf.Variable `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.Variable `ebpf:"unused_probe"`
+	UnusedQuery        *ebpf.Variable `ebpf:"unused_query"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // DbsqlPrograms contains all programs after they have been loaded into the kernel.

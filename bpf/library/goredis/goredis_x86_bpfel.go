@@ -136,6 +136,13 @@ type GoredisResult struct {
 	NameLen uint64
 }
 
+type GoredisRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
 type GoredisRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
@@ -211,6 +218,7 @@ type GoredisMapSpecs struct {
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -218,24 +226,27 @@ type GoredisMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GoredisVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
-	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedCommand    *ebpf.VariableSpec `ebpf:"unused_command"`
-	UnusedField      *ebpf.VariableSpec `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedPipeline   *ebpf.VariableSpec `ebpf:"unused_pipeline"`
-	UnusedProbe      *ebpf.VariableSpec `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedResult     *ebpf.VariableSpec `ebpf:"unused_result"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.VariableSpec `ebpf:"inject_enabled"`
+	LibId              *ebpf.VariableSpec `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedCommand      *ebpf.VariableSpec `ebpf:"unused_command"`
+	UnusedField        *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedPipeline     *ebpf.VariableSpec `ebpf:"unused_pipeline"`
+	UnusedProbe        *ebpf.VariableSpec `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedResult       *ebpf.VariableSpec `ebpf:"unused_result"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // GoredisObjects contains all objects after they have been loaded into the kernel.
@@ -267,6 +278,7 @@ type GoredisMaps struct {
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 }
 
@@ -281,6 +293,7 @@ func (m *GoredisMaps) Close() error {
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.RetSites,
 		m.Stats,
 	)
 }
@@ -289,24 +302,27 @@ func (m *GoredisMaps) Close() error {
 //
 // It can be passed to LoadGoredisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GoredisVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
-	LibId            *ebpf.Variable `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedCommand    *ebpf.Variable `ebpf:"unused_command"`
-	UnusedField      *ebpf.Variable `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedPipeline   *ebpf.Variable `ebpf:"unused_pipeline"`
-	UnusedProbe      *ebpf.Variable `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedResult     *ebpf.Variable `ebpf:"unused_result"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.Variable `ebpf:"inject_enabled"`
+	LibId              *ebpf.Variable `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedCommand      *ebpf.Variable `ebpf:"unused_command"`
+	UnusedField        *ebpf.Variable `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedPipeline     *ebpf.Variable `ebpf:"unused_pipeline"`
+	UnusedProbe        *ebpf.Variable `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedResult       *ebpf.Variable `ebpf:"unused_result"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // GoredisPrograms contains all programs after they have been loaded into the kernel.

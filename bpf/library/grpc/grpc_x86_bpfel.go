@@ -164,6 +164,13 @@ type GrpcProcConfig struct {
 	StackHiOff    uint64
 }
 
+type GrpcRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
 type GrpcRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
@@ -291,6 +298,7 @@ type GrpcMapSpecs struct {
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Queued        *ebpf.MapSpec `ebpf:"queued"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
@@ -299,25 +307,28 @@ type GrpcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrpcVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
-	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedCreq       *ebpf.VariableSpec `ebpf:"unused_creq"`
-	UnusedCresp      *ebpf.VariableSpec `ebpf:"unused_cresp"`
-	UnusedField      *ebpf.VariableSpec `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.VariableSpec `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedSreq       *ebpf.VariableSpec `ebpf:"unused_sreq"`
-	UnusedSstatus    *ebpf.VariableSpec `ebpf:"unused_sstatus"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.VariableSpec `ebpf:"inject_enabled"`
+	LibId              *ebpf.VariableSpec `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedCreq         *ebpf.VariableSpec `ebpf:"unused_creq"`
+	UnusedCresp        *ebpf.VariableSpec `ebpf:"unused_cresp"`
+	UnusedField        *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.VariableSpec `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedSreq         *ebpf.VariableSpec `ebpf:"unused_sreq"`
+	UnusedSstatus      *ebpf.VariableSpec `ebpf:"unused_sstatus"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // GrpcObjects contains all objects after they have been loaded into the kernel.
@@ -353,6 +364,7 @@ type GrpcMaps struct {
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Queued        *ebpf.Map `ebpf:"queued"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Writing       *ebpf.Map `ebpf:"writing"`
 }
@@ -372,6 +384,7 @@ func (m *GrpcMaps) Close() error {
 		m.LiveRoots,
 		m.Procs,
 		m.Queued,
+		m.RetSites,
 		m.Stats,
 		m.Writing,
 	)
@@ -381,25 +394,28 @@ func (m *GrpcMaps) Close() error {
 //
 // It can be passed to LoadGrpcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrpcVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
-	LibId            *ebpf.Variable `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedCreq       *ebpf.Variable `ebpf:"unused_creq"`
-	UnusedCresp      *ebpf.Variable `ebpf:"unused_cresp"`
-	UnusedField      *ebpf.Variable `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.Variable `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedSreq       *ebpf.Variable `ebpf:"unused_sreq"`
-	UnusedSstatus    *ebpf.Variable `ebpf:"unused_sstatus"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.Variable `ebpf:"inject_enabled"`
+	LibId              *ebpf.Variable `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedCreq         *ebpf.Variable `ebpf:"unused_creq"`
+	UnusedCresp        *ebpf.Variable `ebpf:"unused_cresp"`
+	UnusedField        *ebpf.Variable `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.Variable `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedSreq         *ebpf.Variable `ebpf:"unused_sreq"`
+	UnusedSstatus      *ebpf.Variable `ebpf:"unused_sstatus"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // GrpcPrograms contains all programs after they have been loaded into the kernel.

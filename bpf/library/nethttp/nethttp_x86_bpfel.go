@@ -157,6 +157,13 @@ type NethttpReqkey struct {
 	Req uint64
 }
 
+type NethttpRetKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	FuncId uint32
+	Ret    uint64
+}
+
 type NethttpRootkey struct {
 	_      structs.HostLayout
 	Pid    uint32
@@ -275,6 +282,7 @@ type NethttpMapSpecs struct {
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
@@ -283,25 +291,28 @@ type NethttpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpVariableSpecs struct {
-	CountHits        *ebpf.VariableSpec `ebpf:"count_hits"`
-	IdSalt           *ebpf.VariableSpec `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.VariableSpec `ebpf:"inject_enabled"`
-	LibId            *ebpf.VariableSpec `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.VariableSpec `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.VariableSpec `ebpf:"unused_call_flags"`
-	UnusedCreq       *ebpf.VariableSpec `ebpf:"unused_creq"`
-	UnusedCresp      *ebpf.VariableSpec `ebpf:"unused_cresp"`
-	UnusedField      *ebpf.VariableSpec `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.VariableSpec `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.VariableSpec `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.VariableSpec `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedSreq       *ebpf.VariableSpec `ebpf:"unused_sreq"`
-	UnusedSresp      *ebpf.VariableSpec `ebpf:"unused_sresp"`
-	UnusedTracerStat *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.VariableSpec `ebpf:"count_hits"`
+	IdSalt             *ebpf.VariableSpec `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.VariableSpec `ebpf:"inject_enabled"`
+	LibId              *ebpf.VariableSpec `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
+	UnusedCreq         *ebpf.VariableSpec `ebpf:"unused_creq"`
+	UnusedCresp        *ebpf.VariableSpec `ebpf:"unused_cresp"`
+	UnusedField        *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.VariableSpec `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.VariableSpec `ebpf:"unused_ret_site_state"`
+	UnusedSreq         *ebpf.VariableSpec `ebpf:"unused_sreq"`
+	UnusedSresp        *ebpf.VariableSpec `ebpf:"unused_sresp"`
+	UnusedTracerStat   *ebpf.VariableSpec `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // NethttpObjects contains all objects after they have been loaded into the kernel.
@@ -336,6 +347,7 @@ type NethttpMaps struct {
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Writing       *ebpf.Map `ebpf:"writing"`
 }
@@ -354,6 +366,7 @@ func (m *NethttpMaps) Close() error {
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.RetSites,
 		m.Stats,
 		m.Writing,
 	)
@@ -363,25 +376,28 @@ func (m *NethttpMaps) Close() error {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpVariables struct {
-	CountHits        *ebpf.Variable `ebpf:"count_hits"`
-	IdSalt           *ebpf.Variable `ebpf:"id_salt"`
-	InjectEnabled    *ebpf.Variable `ebpf:"inject_enabled"`
-	LibId            *ebpf.Variable `ebpf:"lib_id"`
-	MinDurationNs    *ebpf.Variable `ebpf:"min_duration_ns"`
-	UnusedCallEvent  *ebpf.Variable `ebpf:"unused_call_event"`
-	UnusedCallFlags  *ebpf.Variable `ebpf:"unused_call_flags"`
-	UnusedCreq       *ebpf.Variable `ebpf:"unused_creq"`
-	UnusedCresp      *ebpf.Variable `ebpf:"unused_cresp"`
-	UnusedField      *ebpf.Variable `ebpf:"unused_field"`
-	UnusedLibFields  *ebpf.Variable `ebpf:"unused_lib_fields"`
-	UnusedLibHeader  *ebpf.Variable `ebpf:"unused_lib_header"`
-	UnusedLibKey     *ebpf.Variable `ebpf:"unused_lib_key"`
-	UnusedProbe      *ebpf.Variable `ebpf:"unused_probe"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedSreq       *ebpf.Variable `ebpf:"unused_sreq"`
-	UnusedSresp      *ebpf.Variable `ebpf:"unused_sresp"`
-	UnusedTracerStat *ebpf.Variable `ebpf:"unused_tracer_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountHits          *ebpf.Variable `ebpf:"count_hits"`
+	IdSalt             *ebpf.Variable `ebpf:"id_salt"`
+	InjectEnabled      *ebpf.Variable `ebpf:"inject_enabled"`
+	LibId              *ebpf.Variable `ebpf:"lib_id"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
+	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
+	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
+	UnusedCreq         *ebpf.Variable `ebpf:"unused_creq"`
+	UnusedCresp        *ebpf.Variable `ebpf:"unused_cresp"`
+	UnusedField        *ebpf.Variable `ebpf:"unused_field"`
+	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
+	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
+	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
+	UnusedProbe        *ebpf.Variable `ebpf:"unused_probe"`
+	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
+	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
+	UnusedRetSiteState *ebpf.Variable `ebpf:"unused_ret_site_state"`
+	UnusedSreq         *ebpf.Variable `ebpf:"unused_sreq"`
+	UnusedSresp        *ebpf.Variable `ebpf:"unused_sresp"`
+	UnusedTracerStat   *ebpf.Variable `ebpf:"unused_tracer_stat"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // NethttpPrograms contains all programs after they have been loaded into the kernel.

@@ -1,0 +1,316 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/symbolizer"
+)
+
+// Returns learned per call site.
+//
+// A function reached through an interface, a func value or a tail-calling
+// caller cannot have its returns probed where its callers resume from the
+// binary alone (symbolizer.ResumeSites): who calls it is known only at run
+// time. Its own RET is single-stepped by the kernel, ~10 µs a call on a
+// VM. So its entry probe reads each call's return address (the kernel side
+// is learned_return in frames.h) and reports call sites it has not seen;
+// the agent probes the first emulated instruction where that caller
+// resumes (symbolizer.ResumeAt), or, when the caller returns right after
+// (a tail call), marks it so the kernel looks one frame up. The function's
+// own RET probes stay until no new call site has shown up for
+// Config.SettleReturns; from then on its returns cost an emulated trap.
+//
+// A call site that shows up after that is seen late the first time (the
+// call is closed by a later one, counted as exit_missed) and probed from
+// then on; one with no resume site puts the RET probes back for good.
+
+// learning is what the agent knows about one learned function's call sites.
+type learning struct {
+	id       uint32
+	name     string
+	results  int // result registers its exit program reads
+	exitProg *ebpf.Program
+	exe      *link.Executable
+
+	// Its own exit probes: attached while rets is set.
+	ownExits   []symbolizer.ResumeSite
+	ownCookies []uint64
+	rets       []link.Link
+
+	sites   []symbolizer.ResumeSite // probed where callers resume
+	cookies []uint64                // their probes' cookies, as sites
+	probed  map[uint64]bool         // site addresses probed
+	refused int                     // call sites with no resume site
+	last    time.Time               // when the last new call site showed up
+}
+
+// LearnedReturns tells where a learned function's returns are seen
+// (Process.LearnedReturns).
+type LearnedReturns struct {
+	// Sites probed where its callers resume, and their probes' cookies.
+	Sites   []symbolizer.ResumeSite
+	Cookies []uint64
+	// OwnRETs: its own exit probes are attached (until the call sites
+	// settle, or for good once one had no resume site).
+	OwnRETs bool
+	Refused int // call sites that have no resume site
+}
+
+// LearnedReturns reports what was learned about fn's call sites; false
+// when fn's returns are not learned.
+func (p *Process) LearnedReturns(fn string) (LearnedReturns, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.learn {
+		if l.name == fn {
+			return LearnedReturns{
+				Sites:   append([]symbolizer.ResumeSite(nil), l.sites...),
+				Cookies: append([]uint64(nil), l.cookies...),
+				OwnRETs: l.rets != nil,
+				Refused: l.refused,
+			}, true
+		}
+	}
+	return LearnedReturns{}, false
+}
+
+// Unsettled lists the learned functions whose own RET probes are still
+// attached while they may yet go: no call site was refused, and new ones
+// showed up within Config.SettleReturns.
+func (p *Process) Unsettled() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, l := range p.learn {
+		if l.rets != nil && l.refused == 0 {
+			out = append(out, l.name)
+		}
+	}
+	return out
+}
+
+// learnable reports whether f's returns can be learned per call site:
+// some of its own exits are single-stepped, the binary is amd64, and the
+// entry probe runs before f pushes BP (BP is then its caller's frame
+// pointer, which the kernel follows through tail callers).
+func (t *Tracer) learnable(bin *symbolizer.Binary, sites *symbolizer.Sites, ownExits []symbolizer.ResumeSite) bool {
+	if t.cfg.SettleReturns < 0 || t.cfg.NaiveSites || bin.Arch != "amd64" || sites.Entry.SPDelta != 0 {
+		return false
+	}
+	for _, e := range ownExits {
+		if !e.Emulated {
+			return true
+		}
+	}
+	return false
+}
+
+// retSiteQueue hands the kernel's call-site reports from the ring reader
+// to the learner, unbounded: a report not answered stays PENDING in the
+// kernel, and that call site would never be probed.
+type retSiteQueue struct {
+	mu     sync.Mutex
+	events []calltracer.RetSiteEvent
+	wake   chan struct{}
+}
+
+func (q *retSiteQueue) push(e calltracer.RetSiteEvent) {
+	q.mu.Lock()
+	q.events = append(q.events, e)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *retSiteQueue) take() []calltracer.RetSiteEvent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.events
+	q.events = nil
+	return e
+}
+
+// learnReturns answers call-site reports and detaches settled functions'
+// own exit probes, until stop is closed.
+func (t *Tracer) learnReturns(stop <-chan struct{}) {
+	tick := time.NewTicker(min(max(t.cfg.SettleReturns/4, 10*time.Millisecond), time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.retSites.wake:
+			for _, e := range t.retSites.take() {
+				t.learnSite(e)
+			}
+		case <-tick.C:
+			t.settleReturns()
+		}
+	}
+}
+
+// learnSite probes where a reported call site's caller resumes and
+// answers the kernel.
+func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
+	key := calltracer.RetKey{Pid: e.Pid, FuncId: e.FuncId, Ret: e.Ret}
+	t.mu.Lock()
+	p := t.procs[int(e.Pid)]
+	t.mu.Unlock()
+	var l *learning
+	if p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		l = p.learn[e.FuncId]
+	}
+	if l == nil {
+		// Reported while the process was still being attached (or after
+		// it was detached): forget the report, the next call makes another.
+		t.objs.RetSites.Delete(key)
+		return
+	}
+	l.last = time.Now()
+	state, err := t.resolveSite(p, l, e)
+	if err != nil {
+		state = calltracer.RetSiteRefused
+		l.refused++
+		t.log.Info("a call site's return is seen at the function's own RET, single-stepped", "pid", p.PID, "func", l.name, "return_address", fmt.Sprintf("%#x", e.Ret), "reason", err)
+		if l.rets == nil {
+			if err := t.attachOwnExits(p, l); err != nil {
+				t.log.Warn("returns of a function are no longer seen from some call sites (counted as exit_missed)", "pid", p.PID, "func", l.name, "err", err)
+			}
+		}
+	}
+	if err := t.objs.RetSites.Update(key, state, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Warn("answer a call-site report", "pid", p.PID, "func", l.name, "err", err)
+	}
+}
+
+// resolveSite works out a reported call site: probed where its caller
+// resumes, or a tail caller the kernel looks through.
+func (t *Tracer) resolveSite(p *Process, l *learning, e calltracer.RetSiteEvent) (uint8, error) {
+	site, caller, tail, err := p.Binary.ResumeAt(e.Ret, l.results)
+	if err != nil {
+		return 0, err
+	}
+	if tail {
+		// A traced tail caller's own exit would run first where they both
+		// return, and take this frame for one a panic skipped.
+		if p.traced[caller.Name] {
+			return 0, fmt.Errorf("its caller %s returns right after and is traced", caller.Name)
+		}
+		if int(e.Level)+1 >= learnLevels {
+			return 0, fmt.Errorf("%d tail-calling callers in a row", e.Level+1)
+		}
+		return calltracer.RetSiteTail, nil
+	}
+	if l.probed[site.Addr] {
+		return calltracer.RetSiteProbed, nil
+	}
+	cookie, err := calltracer.Cookie(l.id, site.SPDelta, uint16(len(l.ownCookies)+len(l.cookies)+1))
+	if err != nil {
+		return 0, err
+	}
+	cookie = calltracer.Shared(cookie) // other calls through the same instruction return there too
+	lk, err := l.exe.Uprobe("", l.exitProg, &link.UprobeOptions{Address: site.Offset, PID: p.PID, Cookie: cookie})
+	if err != nil {
+		return 0, fmt.Errorf("attach at %#x in %s: %w", site.Addr, caller.Name, err)
+	}
+	p.links = append(p.links, lk)
+	l.probed[site.Addr] = true
+	l.sites = append(l.sites, site)
+	l.cookies = append(l.cookies, cookie)
+	return calltracer.RetSiteProbed, nil
+}
+
+// learnLevels is LEARN_LEVELS of frames.h: how many tail-calling callers
+// the kernel looks through.
+const learnLevels = 3
+
+// settleReturns detaches the own exit probes of learned functions whose
+// call sites have settled.
+func (t *Tracer) settleReturns() {
+	if t.cfg.SettleReturns < 0 {
+		return
+	}
+	t.mu.Lock()
+	procs := make([]*Process, 0, len(t.procs))
+	for _, p := range t.procs {
+		procs = append(procs, p)
+	}
+	t.mu.Unlock()
+	for _, p := range procs {
+		p.mu.Lock()
+		for _, l := range p.learn {
+			if l.rets == nil || l.refused > 0 || len(l.sites) == 0 || time.Since(l.last) < t.cfg.SettleReturns {
+				continue
+			}
+			var errs []error
+			for _, lk := range l.rets {
+				errs = append(errs, lk.Close())
+			}
+			l.rets = nil
+			errs = append(errs, t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused))
+			if err := errors.Join(errs...); err != nil {
+				t.log.Warn("detach a function's own exit probes", "pid", p.PID, "func", l.name, "err", err)
+			}
+			t.log.Debug("returns now seen where callers resume", "pid", p.PID, "func", l.name, "sites", len(l.sites))
+		}
+		p.mu.Unlock()
+	}
+}
+
+// ownExitsGone keys the kernel's mark that l's own exit probes are
+// detached (own_exits_gone in frames.h).
+func ownExitsGone(p *Process, l *learning) calltracer.RetKey {
+	return calltracer.RetKey{Pid: uint32(p.PID), FuncId: l.id}
+}
+
+// attachOwnExits (re)attaches l's own exit probes.
+func (t *Tracer) attachOwnExits(p *Process, l *learning) error {
+	defer func() {
+		if l.rets != nil {
+			t.objs.RetSites.Delete(ownExitsGone(p, l))
+		}
+	}()
+	for i, e := range l.ownExits {
+		lk, err := l.exe.Uprobe("", l.exitProg, &link.UprobeOptions{Address: e.Offset, PID: p.PID, Cookie: l.ownCookies[i]})
+		if err != nil {
+			for _, lk := range l.rets {
+				lk.Close()
+			}
+			l.rets = nil
+			return fmt.Errorf("attach %s at %#x: %w", l.name, e.Addr, err)
+		}
+		l.rets = append(l.rets, lk)
+	}
+	return nil
+}
+
+// forgetRetSites deletes the kernel's call-site answers for pid.
+func (t *Tracer) forgetRetSites(pid uint32) error {
+	var key calltracer.RetKey
+	var state uint8
+	var keys []calltracer.RetKey
+	it := t.objs.RetSites.Iterate()
+	for it.Next(&key, &state) {
+		if key.Pid == pid {
+			keys = append(keys, key)
+		}
+	}
+	errs := []error{it.Err()}
+	for _, k := range keys {
+		if err := t.objs.RetSites.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
