@@ -7,7 +7,9 @@
 //
 //   - untraced: the plain catalog;
 //   - latscope: the same process traced by latscope with every library
-//     probe (no user functions), spans exported over OTLP to Jaeger;
+//     probe (no user functions), spans exported over OTLP to Jaeger,
+//     measured once its learned call sites have settled (a 2 s warm-up
+//     load, then agent.Config.SettleReturns);
 //   - OTel SDK: catalog built with -tags otel, instrumented in-process with
 //     otelhttp (server, client) and otelgrpc (client), exporting to the
 //     same Jaeger.
@@ -67,6 +69,7 @@ func main() {
 	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
 	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run of the first scenario to this file")
 	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/product, /ping)")
+	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
 	flag.Parse()
 	bin, err := os.MkdirTemp("", "benchdemo")
@@ -111,9 +114,12 @@ func main() {
 	defer stop(catalogSDK)
 
 	load := func(catalog *exec.Cmd, catalogAddr, path string) result {
+		return loadFor(catalog, catalogAddr, path, *seconds)
+	}
+	loadFor = func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result {
 		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
-			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", *seconds), "-json").Output()
+			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
 		if err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
@@ -130,10 +136,20 @@ func main() {
 	measure := func(name, path string, first bool) {
 		var untraced, traced, sdk []result
 		var exported, dropped, failed uint64
+		lost := map[string]uint64{}
 		for i := 0; i < *rounds; i++ {
+			record := *perfData != "" && first && i == 0
+			var stopPerf func()
+			if record {
+				stopPerf = startPerf(catalog.Process.Pid, *perfData+".untraced")
+			}
 			untraced = append(untraced, load(catalog, catalogAddr, path))
+			if record {
+				stopPerf()
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			ready := make(chan struct{})
+			var proc *agent.Process
 			done := make(chan error, 1)
 			exp, err := otlp.New(ctx, otlp.Options{})
 			if err != nil {
@@ -144,7 +160,7 @@ func main() {
 				Tracer:    agent.Config{Inject: *inject},
 				Exporters: []span.Exporter{exp},
 				Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Ready:     func(*agent.Process) { close(ready) },
+				Ready:     func(p *agent.Process) { proc = p; close(ready) },
 			}
 			if *cpuProfile != "" && first && i == 0 {
 				f, err := os.Create(*cpuProfile)
@@ -160,13 +176,30 @@ func main() {
 					log.Fatalf("enable BPF stats: %v", err)
 				}
 			}
-			go func() { _, err := s.Run(ctx); done <- err }()
+			go func() {
+				res, err := s.Run(ctx)
+				if err == nil {
+					for _, c := range res.Counters {
+						if c.Loss && c.Value > 0 {
+							lost[c.Name] += c.Value
+						}
+					}
+				}
+				done <- err
+			}()
 			select {
 			case <-ready:
 			case err := <-done:
 				log.Fatalf("latscope: %v", err)
 			}
+			settle(proc, func() { loadFor(catalog, catalogAddr, path, 2) })
+			if record {
+				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
+			}
 			traced = append(traced, load(catalog, catalogAddr, path))
+			if record {
+				stopPerf()
+			}
 			if *cpuProfile != "" && first && i == 0 {
 				pprof.StopCPUProfile()
 			}
@@ -208,7 +241,7 @@ func main() {
 		r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
 		fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 		fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
-		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed\n\n", exported, dropped, failed)
+		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed; losses counted by the tracer: %v\n\n", exported, dropped, failed, lost)
 	}
 	scenarios := []struct{ name, path string }{
 		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
@@ -224,6 +257,40 @@ func main() {
 		load(catalogSDK, catalogSDKAddr, sc.path)
 		measure(sc.name, sc.path, first)
 		first = false
+	}
+}
+
+// loadFor loads a catalog at path for seconds (set in main).
+var loadFor func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result
+
+// settle warms the traced catalog up with load until every function whose
+// returns latscope learns per call site has settled (its own RET probes
+// detached, agent.Config.SettleReturns after its last new call site): the
+// traced runs measure the steady state.
+func settle(p *agent.Process, warm func()) {
+	warm()
+	deadline := time.Now().Add(time.Minute)
+	for len(p.Unsettled()) > 0 {
+		if time.Now().After(deadline) {
+			log.Printf("still probed at their own RETs after a minute: %v", p.Unsettled())
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startPerf records pid's samples with call graphs to file until the
+// returned function is called.
+func startPerf(pid int, file string) func() {
+	cmd := exec.Command("perf", "record", "-q", "-g", "-p", strconv.Itoa(pid), "-o", file)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatalf("perf: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // perf attaches
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
 	}
 }
 
