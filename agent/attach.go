@@ -464,17 +464,26 @@ func (t *Tracer) hookNewproc1(p *Process, exe *link.Executable, hook func(string
 }
 
 func (t *Tracer) probe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) error {
-	l, err := exe.Uprobe("", prog, &link.UprobeOptions{Address: s.Offset, PID: p.PID, Cookie: cookie})
+	l, err := uprobe(p, exe, prog, s, cookie, fn)
 	if err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("attach %s in pid %d: %w", fn, p.PID, symbolizer.ErrProcessGone)
-		}
-		return fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
+		return err
 	}
 	p.mu.Lock()
 	p.links = append(p.links, l)
 	p.mu.Unlock()
 	return nil
+}
+
+// uprobe attaches prog at s in p.
+func uprobe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) (link.Link, error) {
+	l, err := exe.Uprobe("", prog, &link.UprobeOptions{Address: s.Offset, PID: p.PID, Cookie: cookie})
+	if err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return nil, fmt.Errorf("attach %s in pid %d: %w", fn, p.PID, symbolizer.ErrProcessGone)
+		}
+		return nil, fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
+	}
+	return l, nil
 }
 
 // Detach removes p's probes and its kernel state.

@@ -44,64 +44,61 @@ type learning struct {
 	ownCookies []uint64
 	rets       []link.Link
 
-	sites   []symbolizer.ResumeSite // probed where callers resume
-	cookies []uint64                // their probes' cookies, as sites
-	probed  map[uint64]bool         // site addresses probed
-	refused int                     // call sites with no resume site
-	last    time.Time               // when the last new call site showed up
+	sites    []symbolizer.ResumeSite // probed where callers resume
+	cookies  []uint64                // their probes' cookies, as sites
+	probed   map[uint64]bool         // site addresses probed
+	reported int                     // call sites reported
+	refused  int                     // call sites with no resume site
+	last     time.Time               // when the last new call site showed up
 }
 
 // LearnedReturns tells where a learned function's returns are seen
-// (Process.LearnedReturns).
+// (Process.Learned).
 type LearnedReturns struct {
 	// Sites probed where its callers resume, and their probes' cookies.
 	Sites   []symbolizer.ResumeSite
 	Cookies []uint64
 	// OwnRETs: its own exit probes are attached (until the call sites
 	// settle, or for good once one had no resume site).
-	OwnRETs bool
-	Refused int // call sites that have no resume site
+	OwnRETs  bool
+	Reported int // call sites met so far
+	Refused  int // call sites that have no resume site
 }
 
-// LearnedReturns reports what was learned about fn's call sites; false
-// when fn's returns are not learned.
-func (p *Process) LearnedReturns(fn string) (LearnedReturns, bool) {
+// Learned reports, for each function whose returns are learned per call
+// site, what is known so far.
+func (p *Process) Learned() map[string]LearnedReturns {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	out := make(map[string]LearnedReturns, len(p.learn))
 	for _, l := range p.learn {
-		if l.name == fn {
-			return LearnedReturns{
-				Sites:   append([]symbolizer.ResumeSite(nil), l.sites...),
-				Cookies: append([]uint64(nil), l.cookies...),
-				OwnRETs: l.rets != nil,
-				Refused: l.refused,
-			}, true
-		}
-	}
-	return LearnedReturns{}, false
-}
-
-// Unsettled lists the learned functions whose own RET probes are still
-// attached while they may yet go: no call site was refused, and new ones
-// showed up within Config.SettleReturns.
-func (p *Process) Unsettled() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for _, l := range p.learn {
-		if l.rets != nil && l.refused == 0 {
-			out = append(out, l.name)
+		out[l.name] = LearnedReturns{
+			Sites:    append([]symbolizer.ResumeSite(nil), l.sites...),
+			Cookies:  append([]uint64(nil), l.cookies...),
+			OwnRETs:  l.rets != nil,
+			Reported: l.reported,
+			Refused:  l.refused,
 		}
 	}
 	return out
 }
 
-// learnable reports whether f's returns can be learned per call site:
-// some of its own exits are single-stepped, the binary is amd64, and the
-// entry probe runs before f pushes BP (BP is then its caller's frame
-// pointer, which the kernel follows through tail callers).
+// Settled: no change is pending. The own RET probes are gone, or stay
+// for good (a refused call site), or until a first call (none yet).
+func (r LearnedReturns) Settled() bool { return !r.OwnRETs || r.Refused > 0 || r.Reported == 0 }
+
+// learnable reports whether f's returns are learned per call site.
 func (t *Tracer) learnable(bin *symbolizer.Binary, sites *symbolizer.Sites, ownExits []symbolizer.ResumeSite) bool {
-	if t.cfg.SettleReturns < 0 || t.cfg.NaiveSites || bin.Arch != "amd64" || sites.Entry.SPDelta != 0 {
+	return t.cfg.SettleReturns >= 0 && !t.cfg.NaiveSites && Learnable(bin, sites, ownExits)
+}
+
+// Learnable reports whether the returns of a function whose exits are its
+// own (ownExits, from symbolizer.Binary.Exits) can be learned per call
+// site: some of them are single-stepped, the binary is amd64, and the
+// entry probe runs before the function pushes BP (BP is then its caller's
+// frame pointer, which the kernel follows through tail callers).
+func Learnable(bin *symbolizer.Binary, sites *symbolizer.Sites, ownExits []symbolizer.ResumeSite) bool {
+	if bin.Arch != "amd64" || sites.Entry.SPDelta != 0 {
 		return false
 	}
 	for _, e := range ownExits {
@@ -178,7 +175,11 @@ func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 		return
 	}
 	l.last = time.Now()
+	l.reported++
 	state, err := t.resolveSite(p, l, e)
+	if errors.Is(err, symbolizer.ErrProcessGone) {
+		return
+	}
 	if err != nil {
 		state = calltracer.RetSiteRefused
 		l.refused++
@@ -220,9 +221,9 @@ func (t *Tracer) resolveSite(p *Process, l *learning, e calltracer.RetSiteEvent)
 		return 0, err
 	}
 	cookie = calltracer.Shared(cookie) // other calls through the same instruction return there too
-	lk, err := l.exe.Uprobe("", l.exitProg, &link.UprobeOptions{Address: site.Offset, PID: p.PID, Cookie: cookie})
+	lk, err := uprobe(p, l.exe, l.exitProg, site.Site, cookie, l.name+" (returned, in "+caller.Name+")")
 	if err != nil {
-		return 0, fmt.Errorf("attach at %#x in %s: %w", site.Addr, caller.Name, err)
+		return 0, err
 	}
 	p.links = append(p.links, lk)
 	l.probed[site.Addr] = true
@@ -262,7 +263,7 @@ func (t *Tracer) settleReturns() {
 			if err := errors.Join(errs...); err != nil {
 				t.log.Warn("detach a function's own exit probes", "pid", p.PID, "func", l.name, "err", err)
 			}
-			t.log.Debug("returns now seen where callers resume", "pid", p.PID, "func", l.name, "sites", len(l.sites))
+			t.log.Info("returns now seen only where callers resume", "pid", p.PID, "func", l.name, "sites", len(l.sites))
 		}
 		p.mu.Unlock()
 	}
@@ -282,13 +283,13 @@ func (t *Tracer) attachOwnExits(p *Process, l *learning) error {
 		}
 	}()
 	for i, e := range l.ownExits {
-		lk, err := l.exe.Uprobe("", l.exitProg, &link.UprobeOptions{Address: e.Offset, PID: p.PID, Cookie: l.ownCookies[i]})
+		lk, err := uprobe(p, l.exe, l.exitProg, e.Site, l.ownCookies[i], l.name)
 		if err != nil {
 			for _, lk := range l.rets {
 				lk.Close()
 			}
 			l.rets = nil
-			return fmt.Errorf("attach %s at %#x: %w", l.name, e.Addr, err)
+			return err
 		}
 		l.rets = append(l.rets, lk)
 	}

@@ -76,7 +76,7 @@ func TestLearnedReturns(t *testing.T) {
 			warm := 0
 			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 				var ok bool
-				if learned, ok = p.LearnedReturns(area); !ok {
+				if learned, ok = p.Learned()[area]; !ok {
 					t.Fatalf("%s: returns not learned", area)
 				}
 				if len(learned.Sites) >= 2 && !learned.OwnRETs || learned.Refused > 0 {
@@ -96,7 +96,7 @@ func TestLearnedReturns(t *testing.T) {
 			io.WriteString(stdin, "late\n")
 			expect("late")
 			for deadline := time.Now().Add(20 * time.Second); len(learned.Sites) < 3; time.Sleep(20 * time.Millisecond) {
-				learned, _ = p.LearnedReturns(area)
+				learned = p.Learned()[area]
 				if time.Now().After(deadline) {
 					t.Fatalf("%s: the late call site is not probed: %+v", area, learned)
 				}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -142,7 +143,10 @@ func describeExits(b *symbolizer.Binary, f *symbolizer.Func, s *symbolizer.Sites
 		}
 	}
 	where := "in callers"
-	if notResumed != nil {
+	switch {
+	case notResumed != nil && agent.Learnable(b, s, exits):
+		where = "own RETs until its call sites are learned, then in callers"
+	case notResumed != nil:
 		where = "own RETs"
 	}
 	return fmt.Sprintf("%s: %d/%d emulated, first %s", where, emulated, len(exits), describeSite(exits[0].Site))

@@ -39,6 +39,7 @@ func runTrace(args []string) (int, error) {
 	ring := fs.Int("ring-size", 8<<20, "ring buffer size in bytes (power of two)")
 	maxG := fs.Int("max-goroutines", 16384, "goroutines with traced state at once")
 	noInject := fs.Bool("no-inject", false, "do not put a traceparent on outgoing requests (the next service then starts its own trace)")
+	settle := fs.Duration("settle-returns", 10*time.Second, "functions reached through interfaces or tail calls keep their RET probes (single-stepped, slow) until no new call site has shown up for this long; negative: keep them")
 	verbose := fs.Bool("v", false, "log debug details")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
@@ -111,7 +112,7 @@ func runTrace(args []string) (int, error) {
 		Duration:  *dur,
 		Exporters: exporters,
 		Log:       log,
-		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW, Inject: !*noInject},
+		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW, Inject: !*noInject, SettleReturns: *settle},
 		Ready: func(p *agent.Process) {
 			log.Info("tracing", "pid", p.PID, "service", p.Info.ServiceName, "go", p.Binary.GoVersion, "functions", len(p.Funcs), "probes", p.Probes())
 		},

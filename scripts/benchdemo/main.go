@@ -137,6 +137,7 @@ func main() {
 		var untraced, traced, sdk []result
 		var exported, dropped, failed uint64
 		lost := map[string]uint64{}
+		var learned string
 		for i := 0; i < *rounds; i++ {
 			record := *perfData != "" && first && i == 0
 			var stopPerf func()
@@ -193,6 +194,9 @@ func main() {
 				log.Fatalf("latscope: %v", err)
 			}
 			settle(proc, func() { loadFor(catalog, catalogAddr, path, 2) })
+			if i == 0 {
+				learned = describeLearned(proc)
+			}
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
 			}
@@ -241,7 +245,8 @@ func main() {
 		r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
 		fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 		fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
-		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed; losses counted by the tracer: %v\n\n", exported, dropped, failed, lost)
+		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed; losses counted by the tracer: %v\n", exported, dropped, failed, lost)
+		fmt.Printf("returns learned per call site: %s\n\n", learned)
 	}
 	scenarios := []struct{ name, path string }{
 		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
@@ -269,14 +274,36 @@ var loadFor func(catalog *exec.Cmd, catalogAddr, path string, seconds int) resul
 // traced runs measure the steady state.
 func settle(p *agent.Process, warm func()) {
 	warm()
-	deadline := time.Now().Add(time.Minute)
-	for len(p.Unsettled()) > 0 {
-		if time.Now().After(deadline) {
-			log.Printf("still probed at their own RETs after a minute: %v", p.Unsettled())
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		var unsettled []string
+		for name, l := range p.Learned() {
+			if !l.Settled() {
+				unsettled = append(unsettled, name)
+			}
+		}
+		if len(unsettled) == 0 {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			log.Printf("still probed at their own RETs after a minute: %v", unsettled)
+			return
+		}
 	}
+}
+
+// describeLearned says where each learned function's returns were seen
+// once settled.
+func describeLearned(p *agent.Process) string {
+	var out []string
+	for name, l := range p.Learned() {
+		where := "own RETs"
+		if !l.OwnRETs {
+			where = "callers only"
+		}
+		out = append(out, fmt.Sprintf("%s: %d call sites probed, %d refused, %s", name, len(l.Sites), l.Refused, where))
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
 }
 
 // startPerf records pid's samples with call graphs to file until the
