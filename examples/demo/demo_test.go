@@ -91,6 +91,15 @@ func TestDemo(t *testing.T) {
 		t.Errorf("GET /product/100000 via gateway = %d %s, want 404", status, body)
 	}
 
+	// 3b. The benchmark's reference request: computation and one call to
+	// reviews; a bad id is refused.
+	if status, body := get(t, "http://"+catalog.addr+"/work/3", nil); status != http.StatusOK || !regexp.MustCompile(`^\d+ [0-9a-f]{64}\n$`).MatchString(body) {
+		t.Errorf("GET /work/3 = %d %q, want 200 and a review count and digest", status, body)
+	}
+	if status, _ := get(t, "http://"+catalog.addr+"/work/x", nil); status != http.StatusBadRequest {
+		t.Errorf("GET /work/x = %d, want 400", status)
+	}
+
 	// 4. reviews continues the trace of an incoming traceparent.
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	if status, body := get(t, "http://"+reviews.addr+"/reviews/3",
@@ -145,8 +154,8 @@ func TestDemo(t *testing.T) {
 	if !continued {
 		t.Errorf("reviews exported no server span in trace %s with parent %s: it does not continue an incoming traceparent", traceID, parentID)
 	}
-	if roots != requests {
-		t.Errorf("reviews exported %d root server spans for catalog's %d calls; catalog must not propagate trace context", roots, requests)
+	if calls := requests + 1; roots != calls { // the product requests and GET /work/3
+		t.Errorf("reviews exported %d root server spans for catalog's %d calls; catalog must not propagate trace context", roots, calls)
 	}
 }
 

@@ -1,8 +1,9 @@
 // Command benchdemo measures what tracing costs a real service: the demo
 // catalog under a fixed-concurrency loopback load, on GET /product/{id}
 // (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
-// reviews, two goroutines per request) and on GET /ping/{id} (a trivial
-// handler), in three variants run in turn, several rounds; the tables show
+// reviews, two goroutines per request), on GET /work/{id} (~200 µs of CPU
+// and one GET to reviews, the shape the overhead goal is set for) and on
+// GET /ping/{id} (a trivial handler), in three variants run in turn, several rounds; the tables show
 // medians:
 //
 //   - untraced: the plain catalog;
@@ -68,7 +69,7 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent requests")
 	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
 	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run of the first scenario to this file")
-	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/product, /ping)")
+	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/product, /work, /ping)")
 	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
 	flag.Parse()
@@ -250,6 +251,7 @@ func main() {
 	}
 	scenarios := []struct{ name, path string }{
 		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
+		{"GET /work/{id}: ~200 µs of CPU and one GET to reviews (the goal's reference shape)", "/work/%d"},
 		{"GET /ping/{id}: a trivial handler", "/ping/%d"},
 	}
 	first := true

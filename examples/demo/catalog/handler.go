@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,4 +127,36 @@ func (h *handler) reviews(ctx context.Context, id int64) ([]Review, error) {
 		reviews = []Review{}
 	}
 	return reviews, nil
+}
+
+// work serves GET /work/{id}: a fixed amount of computation (~170 µs of
+// CPU on the benchmark VM; with the request and the call, ~200 µs), then
+// one GET to reviews.
+func (h *handler) work(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(r.URL.Path, "/work/"), 10, 64)
+	if err != nil || id <= 0 {
+		http.Error(w, "want /work/{id} with a positive integer id", http.StatusBadRequest)
+		return
+	}
+	sum := compute(256)
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	reviews, err := h.reviews(ctx, id)
+	if err != nil {
+		h.log.Warn("work", "id", id, "err", err)
+		http.Error(w, "reviews unavailable", http.StatusBadGateway)
+		return
+	}
+	fmt.Fprintf(w, "%d %x\n", len(reviews), sum)
+}
+
+// compute hashes a 1 KiB block n times, feeding each digest back in.
+func compute(n int) [sha256.Size]byte {
+	var block [1024]byte
+	var sum [sha256.Size]byte
+	for i := 0; i < n; i++ {
+		sum = sha256.Sum256(block[:])
+		block[i%len(block)] ^= sum[0]
+	}
+	return sum
 }

@@ -85,6 +85,9 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 	// A trivial handler: what tracing costs a request that does nothing
 	// (scripts/benchdemo).
 	mux.HandleFunc("/ping/", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") })
+	// The overhead goal's reference shape: ~200 µs of CPU and one
+	// downstream GET (scripts/benchdemo).
+	mux.HandleFunc("/work/", h.work)
 	return service.ServeHTTP(ctx, log, listen, tracedHandler(mux))
 }
 
