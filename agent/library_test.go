@@ -234,3 +234,38 @@ func TestFieldTableMatchesDWARF(t *testing.T) {
 		}
 	}
 }
+
+// Under concurrency, with the garbage collector preempting goroutines all
+// the time (GOGC=1), every outgoing HTTP/1 request carries its own client
+// span's context: none is left behind by a writer goroutine that moved to
+// another thread, none lands on another request.
+func TestHTTPPropagationUnderLoad(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)
+	t.Setenv("GOGC", "1")
+	t.Setenv("GOMAXPROCS", "4")
+	const calls = 2000
+	tr := traceCommand(t, agent.Config{Inject: true}, nil, fmt.Sprintf("load %d ok\n", calls), bin, "load", fmt.Sprint(calls), "16")
+	servers, clients := tr.ofKind(span.KindServer), tr.ofKind(span.KindClient)
+	if len(servers) != calls || len(clients) != calls {
+		t.Fatalf("%d server and %d client spans, want %d and %d", len(servers), len(clients), calls, calls)
+	}
+	wrong := 0
+	for _, s := range servers {
+		c := tr.byID[s.ParentID]
+		// The server span continues the client span that fetched its item.
+		if c == nil || c.Kind != span.KindClient || c.TraceID != s.TraceID || !s.RemoteParent ||
+			!strings.HasSuffix(fmt.Sprint(attr(c, "url.full")), fmt.Sprint(attr(s, "url.path"))) {
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%d of %d server spans do not continue the client span of their request", wrong, calls)
+	}
+	for k, v := range map[string]uint64{"propagation_injected": calls, "propagation_failed": 0, "propagation_unsent": 0, "propagation_already_present": 0} {
+		if got := tr.res.Counter(k); got != v {
+			t.Errorf("%s = %d, want %d", k, got, v)
+		}
+	}
+}
+
