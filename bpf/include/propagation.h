@@ -24,20 +24,15 @@ struct pending_ctx {
  */
 #define PENDING_MAX_AGE_NS (1000ULL * 1000 * 1000)
 
-/* HTTP/1: the request head a thread is about to write (key: pid_tgid). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct pending_ctx);
-} writing SEC(".maps");
-
 /*
- * HTTP/2: a HEADERS frame a process has encoded and is about to send, by
- * its connection's ports and its stream id. (Not by thread: grpc-go's
- * writer yields between encoding and sending, and may resume on another.)
+ * A request a process is about to send, by its connection's ports: for
+ * HTTP/1 (stream_id 0) the next request head on the connection (a client
+ * connection carries one request at a time); for HTTP/2 the HEADERS frame
+ * of stream_id. Not by thread: Go's writer goroutines may move to another
+ * thread between preparing a request and the write call (the garbage
+ * collector preempts them, grpc-go's writer yields).
  */
-struct h2key {
+struct connkey {
 	__u32 pid;
 	__u16 local_port;
 	__u16 remote_port;
@@ -45,10 +40,45 @@ struct h2key {
 	__u32 _pad;
 };
 
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct h2key);
+	__type(key, struct connkey);
 	__type(value, struct pending_ctx);
-} h2_streams SEC(".maps");
+} conn_pending SEC(".maps");
+
+/* The port of the *net.TCPAddr in the net.Addr at netfd+addr_off; 0 if none. */
+static __always_inline __u16 addr_port(__u64 netfd, __u64 addr_off, __u64 port_off)
+{
+	__u64 addr = 0;
+	__s64 port = 0;
+	if (bpf_probe_read_user(&addr, sizeof(addr), (void *)netfd + addr_off + 8) || !addr ||
+	    bpf_probe_read_user(&port, sizeof(port), (void *)addr + port_off) || port <= 0 || port > 0xffff)
+		return 0;
+	return port;
+}
+
+/*
+ * Where in Go's net package a connection's ports are: a *net.TCPConn's
+ * conn.fd (*netFD), its laddr and raddr (net.Addr holding *TCPAddr), and
+ * TCPAddr.Port. Libraries table these per Go version.
+ */
+struct tcp_offsets {
+	__u64 conn_fd; /* net.TCPConn.conn + net.conn.fd */
+	__u64 laddr, raddr, port;
+};
+
+/*
+ * Fills k's ports from conn, a *net.TCPConn. Another net.Conn (TLS, a
+ * wrapper) gives nonsense here, almost always an impossible port: 0 is
+ * returned then, and the request is not injected.
+ */
+static __always_inline int tcp_conn_ports(__u64 conn, struct tcp_offsets *o, struct connkey *k)
+{
+	__u64 fd = 0;
+	if (!conn || bpf_probe_read_user(&fd, sizeof(fd), (void *)conn + o->conn_fd) || !fd)
+		return 0;
+	k->local_port = addr_port(fd, o->laddr, o->port);
+	k->remote_port = addr_port(fd, o->raddr, o->port);
+	return k->local_port && k->remote_port;
+}

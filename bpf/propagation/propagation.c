@@ -8,10 +8,10 @@
  * runs on each sendmsg on them and inserts a W3C traceparent where a
  * library's probes have left a client call's context (propagation.h):
  *
- *   HTTP/1  a header line after the request line of the request head the
- *           thread writes (nethttp: Request.write);
+ *   HTTP/1  a header line after the request line of the next request
+ *           head on the connection (nethttp: persistConn.roundTrip);
  *   HTTP/2  an HPACK field at the end of the header block of the HEADERS
- *           frame the thread sends for a stream (grpc: loopyWriter).
+ *           frame sent for a stream (grpc: loopyWriter).
  *
  * One sk_msg program serves both: a socket has one.
  */
@@ -89,6 +89,17 @@ int track_sockets(struct bpf_sock_ops *skops)
 	if (bpf_sock_hash_update(skops, &sockets, &k, BPF_NOEXIST))
 		stat_inc(STAT_INJECT_SOCKET_BUSY);
 	return 1;
+}
+
+/*
+ * The message's remote port in host order. remote_port is the
+ * network-order port, shifted to the upper half on little-endian hosts
+ * (the UAPI's historical layout; tolerate both).
+ */
+static __always_inline __u16 msg_remote_port(struct sk_msg_md *msg)
+{
+	__u32 rp = msg->remote_port;
+	return __builtin_bswap16((__u16)(rp > 0xffff ? rp >> 16 : rp));
 }
 
 static __always_inline void put_hex(__u8 *out, __u64 v, int digits)
@@ -278,7 +289,7 @@ struct {
 struct h2_hits {
 	__u32 at[H2_MAX_INJECT];     /* their header offsets */
 	__u32 len[H2_MAX_INJECT];    /* their payload lengths */
-	__u32 stream[H2_MAX_INJECT]; /* their stream ids: h2_streams entries go when injected */
+	__u32 stream[H2_MAX_INJECT]; /* their stream ids: conn_pending entries go when injected */
 	struct trace_ctx tc[H2_MAX_INJECT];
 };
 
@@ -292,7 +303,7 @@ struct {
 struct h2_walk {
 	struct sk_msg_md *msg;
 	struct h2_hits *hits; /* 0: only check that the message is whole frames */
-	struct h2key key; /* the connection's; stream id per frame */
+	struct connkey key; /* the connection's; stream id per frame */
 	__u64 now;
 	__u32 off;  /* the next frame header's offset */
 	__u32 size; /* the message's size */
@@ -319,7 +330,7 @@ static long walk_frame(__u64 i, void *arg)
 	}
 	__u32 len = (__u32)d[0] << 16 | (__u32)d[1] << 8 | d[2];
 	__u8 type = d[3], flags = d[4];
-	struct h2key k = w->key;
+	struct connkey k = w->key;
 	k.stream_id = ((__u32)d[5] & 0x7f) << 24 | (__u32)d[6] << 16 | (__u32)d[7] << 8 | d[8];
 	/*
 	 * Not a frame header a client sends (RFC 9113 6: stream frames name
@@ -336,12 +347,12 @@ static long walk_frame(__u64 i, void *arg)
 	w->off = off + H2_FRAME_HEADER + len;
 	if (type != H2_HEADERS || !w->hits)
 		return 0;
-	struct pending_ctx *p = bpf_map_lookup_elem(&h2_streams, &k);
+	struct pending_ctx *p = bpf_map_lookup_elem(&conn_pending, &k);
 	if (!p)
 		return 0;
 	struct pending_ctx pending = *p;
 	if (w->now - pending.at_ns > PENDING_MAX_AGE_NS) {
-		bpf_map_delete_elem(&h2_streams, &k);
+		bpf_map_delete_elem(&conn_pending, &k);
 		stat_inc(STAT_INJECT_UNSENT); /* a frame of an earlier connection on these ports */
 		return 0;
 	}
@@ -359,11 +370,11 @@ static long walk_frame(__u64 i, void *arg)
 	/* The header block must be whole, unpadded and in this message. */
 	if (!(flags & H2_END_HEADERS) || (flags & H2_PADDED) || len == 0 ||
 	    len + H2_FIELD_LEN > H2_MAX_FRAME || w->off > w->size || w->n >= H2_MAX_INJECT) {
-		bpf_map_delete_elem(&h2_streams, &k);
+		bpf_map_delete_elem(&conn_pending, &k);
 		stat_inc(STAT_INJECT_FAILED);
 		return 0;
 	}
-	/* Its context stays in h2_streams until injected: a corked message
+	/* Its context stays in conn_pending until injected: a corked message
 	 * is walked again. */
 	__u32 j = w->n & (H2_MAX_INJECT - 1);
 	w->hits->at[j] = off;
@@ -425,9 +436,9 @@ static long inject_one(__u64 i, void *arg)
 		return 1;
 	__u32 j = (w->n - 1 - i) & (H2_MAX_INJECT - 1);
 	struct trace_ctx tc = w->hits->tc[j];
-	struct h2key k = w->key;
+	struct connkey k = w->key;
 	k.stream_id = w->hits->stream[j];
-	bpf_map_delete_elem(&h2_streams, &k);
+	bpf_map_delete_elem(&conn_pending, &k);
 	if (inject_h2_field(w->msg, w->hits->at[j], w->hits->len[j], &tc))
 		stat_inc(STAT_INJECT_FAILED);
 	else
@@ -452,12 +463,7 @@ static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u
 	struct h2_walk w = {.msg = msg, .hits = hits, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
 	w.key.pid = bpf_get_current_pid_tgid() >> 32;
 	w.key.local_port = msg->local_port;
-	/*
-	 * remote_port is the network-order port, shifted to the upper half
-	 * on little-endian hosts (the UAPI's historical layout; tolerate both).
-	 */
-	__u32 rp = msg->remote_port;
-	w.key.remote_port = __builtin_bswap16((__u16)(rp > 0xffff ? rp >> 16 : rp));
+	w.key.remote_port = msg_remote_port(msg);
 	bpf_loop(H2_MAX_FRAMES, walk_frame, &w, 0);
 	if (w.cork)
 		return bpf_msg_cork_bytes(msg, w.cork) ? -1 : 1;
@@ -615,10 +621,11 @@ int inject_traceparent(struct sk_msg_md *msg)
 	}
 
 	__u64 tid = bpf_get_current_pid_tgid();
-	struct pending_ctx *pp = bpf_map_lookup_elem(&writing, &tid);
+	struct connkey k = {.pid = tid >> 32, .local_port = msg->local_port, .remote_port = msg_remote_port(msg)};
+	struct pending_ctx *pp = bpf_map_lookup_elem(&conn_pending, &k);
 	if (pp) {
 		struct pending_ctx p = *pp;
-		bpf_map_delete_elem(&writing, &tid);
+		bpf_map_delete_elem(&conn_pending, &k);
 		if (bpf_ktime_get_ns() - p.at_ns > PENDING_MAX_AGE_NS)
 			stat_inc(STAT_INJECT_UNSENT); /* an earlier request that left unseen */
 		else

@@ -41,7 +41,7 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*PropagationObj
 // SharedMaps are the maps where libraries leave client calls' contexts
 // (propagation.h), to pass as MapReplacements when loading them.
 func (o *PropagationObjects) SharedMaps() map[string]*ebpf.Map {
-	return map[string]*ebpf.Map{"writing": o.Writing, "h2_streams": o.H2Streams}
+	return map[string]*ebpf.Map{"conn_pending": o.ConnPending}
 }
 
 // Attach attaches the programs: sock_ops to cgroup (a cgroup v2
@@ -82,9 +82,7 @@ func (o *PropagationObjects) SweepPending(all bool) (uint64, error) {
 	if all {
 		cutoff = math.MaxUint64
 	}
-	n1, err1 := sweep[uint64](o.Writing, cutoff)
-	n2, err2 := sweep[PropagationH2key](o.H2Streams, cutoff)
-	return n1 + n2, errors.Join(err1, err2)
+	return sweep[PropagationConnkey](o.ConnPending, cutoff)
 }
 
 // sweep deletes m's pending contexts (keyed by K) ready before cutoff.

@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type PropagationConnkey struct {
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
+}
+
 type PropagationGkey struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -75,15 +84,6 @@ type PropagationH2Hits struct {
 		Valid   uint8
 		Pad     [6]uint8
 	}
-}
-
-type PropagationH2key struct {
-	_          structs.HostLayout
-	Pid        uint32
-	LocalPort  uint16
-	RemotePort uint16
-	StreamId   uint32
-	Pad        uint32
 }
 
 type PropagationLibFields struct {
@@ -198,13 +198,13 @@ type PropagationProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type PropagationMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
+	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	H2Conns       *ebpf.MapSpec `ebpf:"h2_conns"`
 	H2Scratch     *ebpf.MapSpec `ebpf:"h2_scratch"`
-	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
@@ -214,7 +214,6 @@ type PropagationMapSpecs struct {
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
 
 // PropagationVariableSpecs contains global variables before they are loaded into the kernel.
@@ -260,13 +259,13 @@ func (o *PropagationObjects) Close() error {
 // It can be passed to LoadPropagationObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PropagationMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
+	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
 	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	H2Conns       *ebpf.Map `ebpf:"h2_conns"`
 	H2Scratch     *ebpf.Map `ebpf:"h2_scratch"`
-	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
@@ -276,19 +275,18 @@ type PropagationMaps struct {
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Sockets       *ebpf.Map `ebpf:"sockets"`
 	Stats         *ebpf.Map `ebpf:"stats"`
-	Writing       *ebpf.Map `ebpf:"writing"`
 }
 
 func (m *PropagationMaps) Close() error {
 	return _PropagationClose(
 		m.CallSeq,
+		m.ConnPending,
 		m.Connecting,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
 		m.H2Conns,
 		m.H2Scratch,
-		m.H2Streams,
 		m.Hits,
 		m.InjectScratch,
 		m.LibOffsets,
@@ -298,7 +296,6 @@ func (m *PropagationMaps) Close() error {
 		m.RetSites,
 		m.Sockets,
 		m.Stats,
-		m.Writing,
 	)
 }
 

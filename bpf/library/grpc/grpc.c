@@ -426,17 +426,6 @@ int queue_headers(struct pt_regs *ctx)
 	return 0;
 }
 
-/* The port of the *net.TCPAddr in the net.Addr at base+off; 0 if none. */
-static __always_inline __u16 addr_port(struct lib_fields *fl, __u64 base, __u64 off)
-{
-	__u64 addr = read_ptr((void *)base, off + 8);
-	__s64 port = 0;
-	if (!addr || bpf_probe_read_user(&port, sizeof(port), (void *)addr + FIELD(fl, F_TCPADDR_PORT)) ||
-	    port <= 0 || port > 0xffff)
-		return 0;
-	return port;
-}
-
 /*
  * func (l *loopyWriter) writeHeader(streamID uint32, endStream bool,
  *                                   hf []hpack.HeaderField, onWrite func()) error
@@ -468,17 +457,14 @@ int write_headers(struct pt_regs *ctx)
 	}
 	/* l.conn: a *net.TCPConn (TLS or another net.Conn: no injection). */
 	__u64 conn = read_ptr((void *)GO_PARAM1(ctx), FIELD(fl, F_LOOPY_CONN) + 8);
-	__u64 fd = conn ? read_ptr((void *)conn, FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD)) : 0;
-	struct h2key k = {.pid = q.pid, .stream_id = GO_PARAM2(ctx)};
-	if (fd) {
-		k.local_port = addr_port(fl, fd, FIELD(fl, F_NETFD_LADDR));
-		k.remote_port = addr_port(fl, fd, FIELD(fl, F_NETFD_RADDR));
-	}
-	if (!k.local_port || !k.remote_port) {
+	struct tcp_offsets o = {.conn_fd = FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD),
+				.laddr = FIELD(fl, F_NETFD_LADDR), .raddr = FIELD(fl, F_NETFD_RADDR), .port = FIELD(fl, F_TCPADDR_PORT)};
+	struct connkey k = {.pid = q.pid, .stream_id = GO_PARAM2(ctx)};
+	if (!tcp_conn_ports(conn, &o, &k)) {
 		stat_inc(STAT_INJECT_FAILED);
 		return 0;
 	}
-	bpf_map_update_elem(&h2_streams, &k, &p, BPF_ANY);
+	bpf_map_update_elem(&conn_pending, &k, &p, BPF_ANY);
 	return 0;
 }
 

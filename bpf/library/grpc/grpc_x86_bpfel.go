@@ -44,6 +44,15 @@ type GrpcClientResponse struct {
 	Pad       [3]uint8
 }
 
+type GrpcConnkey struct {
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
+}
+
 type GrpcGkey struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -122,15 +131,6 @@ type GrpcGstate struct {
 		Flags   uint32
 		Arg     uint64
 	}
-}
-
-type GrpcH2key struct {
-	_          structs.HostLayout
-	Pid        uint32
-	LocalPort  uint16
-	RemotePort uint16
-	StreamId   uint32
-	Pad        uint32
 }
 
 type GrpcHfkey struct {
@@ -287,10 +287,10 @@ type GrpcProgramSpecs struct {
 type GrpcMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
 	Calls         *ebpf.MapSpec `ebpf:"calls"`
+	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
@@ -300,7 +300,6 @@ type GrpcMapSpecs struct {
 	Queued        *ebpf.MapSpec `ebpf:"queued"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
 
 // GrpcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -353,10 +352,10 @@ func (o *GrpcObjects) Close() error {
 type GrpcMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
 	Calls         *ebpf.Map `ebpf:"calls"`
+	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
@@ -366,17 +365,16 @@ type GrpcMaps struct {
 	Queued        *ebpf.Map `ebpf:"queued"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
-	Writing       *ebpf.Map `ebpf:"writing"`
 }
 
 func (m *GrpcMaps) Close() error {
 	return _GrpcClose(
 		m.CallSeq,
 		m.Calls,
+		m.ConnPending,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
-		m.H2Streams,
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
@@ -386,7 +384,6 @@ func (m *GrpcMaps) Close() error {
 		m.Queued,
 		m.RetSites,
 		m.Stats,
-		m.Writing,
 	)
 }
 

@@ -39,6 +39,14 @@ enum nethttp_field {
 	F_H2I_RWS,                /* net/http/internal/http2.responseWriter.rws (Go >= 1.27) */
 	F_H2I_STATUS,             /* net/http/internal/http2.responseWriterState.status */
 	F_H2I_WROTE,              /* net/http/internal/http2.responseWriterState.wroteBytes */
+	/* The client connection a request goes out on, and its ports. */
+	F_TREQ_REQUEST,           /* net/http.transportRequest.Request *Request (embedded) */
+	F_PCONN_CONN,             /* net/http.persistConn.conn net.Conn */
+	F_TCPCONN_CONN,           /* net.TCPConn.conn */
+	F_CONN_FD,                /* net.conn.fd *netFD */
+	F_NETFD_LADDR,            /* net.netFD.laddr net.Addr */
+	F_NETFD_RADDR,            /* net.netFD.raddr net.Addr */
+	F_TCPADDR_PORT,           /* net.TCPAddr.Port int */
 	F_FIELD_MAX,
 };
 
@@ -97,7 +105,7 @@ struct reqkey {
 	__u64 req; /* *http.Request */
 };
 
-/* Client calls' own trace context, by request, until it is written. */
+/* Client calls' own trace context, by request, while the call runs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -241,12 +249,13 @@ int client_entry(struct pt_regs *ctx)
 {
 	void *req = (void *)GO_PARAM2(ctx);
 	struct gstate *gs = 0;
-	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, 0, &gs);
+	/* The frame keeps req: the exit forgets its context. */
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), (__u64)req, 0, &gs);
 	struct lib_fields *fl = lib_fields();
 	if (!call_id || !fl || !gs)
 		return 0;
 	if (inject_enabled) {
-		/* The request's writer (persistConn.writeLoop) picks it up. */
+		/* conn_round_trip hands it to the connection the request takes. */
 		struct reqkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .req = (__u64)req};
 		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
 				       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1};
@@ -282,31 +291,47 @@ int client_exit(struct pt_regs *ctx)
 		r->err = err;
 		lib_submit(r);
 	}
+	if (inject_enabled) {
+		struct reqkey k = {.pid = x.key.pid, .req = x.arg};
+		bpf_map_delete_elem(&client_ctx, &k);
+	}
 	frame_pop(&x);
 	return 0;
 }
 
 /*
- * func (r *Request) write(w io.Writer, usingProxy bool, extraHeaders Header,
- *                         waitForContinue func() bool) (err error)
- * runs on the connection's writer goroutine; its thread is the one that
- * will send the request (Go writes the buffered head with one write call
- * right after). Entry hook only: not a traced call.
+ * func (pc *persistConn) roundTrip(req *transportRequest) (resp *Response, err error)
+ * RAX = pc, RBX = req. The request is about to go out on pc's connection,
+ * which carries nothing else until it is answered: its context waits for
+ * the connection's next request head there, by the connection's ports
+ * (the writer goroutine may write it from any thread). Called again on
+ * another connection when the transport retries. Entry hook only.
  */
 SEC("uprobe")
-int request_write(struct pt_regs *ctx)
+int conn_round_trip(struct pt_regs *ctx)
 {
-	struct reqkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .req = GO_PARAM1(ctx)};
-	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &k);
+	struct lib_fields *fl = lib_fields();
+	if (!fl)
+		return 0;
+	struct reqkey rk = {.pid = bpf_get_current_pid_tgid() >> 32,
+			    .req = read_ptr((void *)GO_PARAM2(ctx), FIELD(fl, F_TREQ_REQUEST))};
+	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &rk);
 	if (!tc)
 		return 0;
-	__u64 tid = bpf_get_current_pid_tgid();
 	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
-	/* One left by this thread's previous request was never seen leaving. */
-	if (bpf_map_update_elem(&writing, &tid, &p, BPF_NOEXIST)) {
-		stat_inc(STAT_INJECT_UNSENT);
-		bpf_map_update_elem(&writing, &tid, &p, BPF_ANY);
+	/* pc.conn: a *net.TCPConn (TLS or another net.Conn: no injection). */
+	__u64 conn = read_ptr((void *)GO_PARAM1(ctx), FIELD(fl, F_PCONN_CONN) + 8);
+	struct tcp_offsets o = {.conn_fd = FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD),
+				.laddr = FIELD(fl, F_NETFD_LADDR), .raddr = FIELD(fl, F_NETFD_RADDR), .port = FIELD(fl, F_TCPADDR_PORT)};
+	struct connkey k = {.pid = rk.pid};
+	if (!tcp_conn_ports(conn, &o, &k)) {
+		stat_inc(STAT_INJECT_FAILED);
+		return 0;
 	}
-	bpf_map_delete_elem(&client_ctx, &k);
+	/* One left by the connection's previous request was never seen leaving. */
+	if (bpf_map_update_elem(&conn_pending, &k, &p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT);
+		bpf_map_update_elem(&conn_pending, &k, &p, BPF_ANY);
+	}
 	return 0;
 }

@@ -33,8 +33,8 @@ var Library = &library.Library{
 			"net/http.(*serverHandler).ServeHTTP",        // the pointer-receiver wrapper
 		}},
 		{Symbol: "net/http.(*Transport).roundTrip", Entry: "client_entry", Exit: "client_exit"},
-		// Outgoing traceparent: the thread about to write a request.
-		{Symbol: "net/http.(*Request).write", Entry: "request_write"},
+		// Outgoing traceparent: the connection a request goes out on.
+		{Symbol: "net/http.(*persistConn).roundTrip", Entry: "conn_round_trip"},
 		// Incoming traceparent: each raw header line as it is read.
 		{Symbol: "net/textproto.readMIMEHeader", Callee: "net/textproto.(*Reader).readContinuedLineSlice", Returned: "header_line"},
 	},
@@ -82,6 +82,14 @@ func fields() []string {
 		NethttpNethttpFieldF_H2I_RWS:    "?net/http/internal/http2.responseWriter.rws",
 		NethttpNethttpFieldF_H2I_STATUS: "?net/http/internal/http2.responseWriterState.status",
 		NethttpNethttpFieldF_H2I_WROTE:  "?net/http/internal/http2.responseWriterState.wroteBytes",
+		// The client connection a request goes out on.
+		NethttpNethttpFieldF_TREQ_REQUEST: "net/http.transportRequest.Request",
+		NethttpNethttpFieldF_PCONN_CONN:   "net/http.persistConn.conn",
+		NethttpNethttpFieldF_TCPCONN_CONN: "net.TCPConn.conn",
+		NethttpNethttpFieldF_CONN_FD:      "net.conn.fd",
+		NethttpNethttpFieldF_NETFD_LADDR:  "net.netFD.laddr",
+		NethttpNethttpFieldF_NETFD_RADDR:  "net.netFD.raddr",
+		NethttpNethttpFieldF_TCPADDR_PORT: "net.TCPAddr.Port",
 	}
 	out := make([]string, NethttpNethttpFieldF_FIELD_MAX)
 	for i, name := range byEnum {

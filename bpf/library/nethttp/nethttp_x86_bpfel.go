@@ -44,6 +44,15 @@ type NethttpClientResponse struct {
 	Err    uint64
 }
 
+type NethttpConnkey struct {
+	_          structs.HostLayout
+	Pid        uint32
+	LocalPort  uint16
+	RemotePort uint16
+	StreamId   uint32
+	Pad        uint32
+}
+
 type NethttpGkey struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -82,15 +91,6 @@ type NethttpGstate struct {
 	}
 }
 
-type NethttpH2key struct {
-	_          structs.HostLayout
-	Pid        uint32
-	LocalPort  uint16
-	RemotePort uint16
-	StreamId   uint32
-	Pad        uint32
-}
-
 type NethttpLibFields struct {
 	_   structs.HostLayout
 	Off [32]uint64
@@ -125,7 +125,14 @@ const (
 	NethttpNethttpFieldF_H2I_RWS                NethttpNethttpField = 17
 	NethttpNethttpFieldF_H2I_STATUS             NethttpNethttpField = 18
 	NethttpNethttpFieldF_H2I_WROTE              NethttpNethttpField = 19
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 20
+	NethttpNethttpFieldF_TREQ_REQUEST           NethttpNethttpField = 20
+	NethttpNethttpFieldF_PCONN_CONN             NethttpNethttpField = 21
+	NethttpNethttpFieldF_TCPCONN_CONN           NethttpNethttpField = 22
+	NethttpNethttpFieldF_CONN_FD                NethttpNethttpField = 23
+	NethttpNethttpFieldF_NETFD_LADDR            NethttpNethttpField = 24
+	NethttpNethttpFieldF_NETFD_RADDR            NethttpNethttpField = 25
+	NethttpNethttpFieldF_TCPADDR_PORT           NethttpNethttpField = 26
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 27
 )
 
 type NethttpNethttpProbe uint32
@@ -258,12 +265,12 @@ type NethttpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpProgramSpecs struct {
-	ClientEntry  *ebpf.ProgramSpec `ebpf:"client_entry"`
-	ClientExit   *ebpf.ProgramSpec `ebpf:"client_exit"`
-	HeaderLine   *ebpf.ProgramSpec `ebpf:"header_line"`
-	RequestWrite *ebpf.ProgramSpec `ebpf:"request_write"`
-	ServerEntry  *ebpf.ProgramSpec `ebpf:"server_entry"`
-	ServerExit   *ebpf.ProgramSpec `ebpf:"server_exit"`
+	ClientEntry   *ebpf.ProgramSpec `ebpf:"client_entry"`
+	ClientExit    *ebpf.ProgramSpec `ebpf:"client_exit"`
+	ConnRoundTrip *ebpf.ProgramSpec `ebpf:"conn_round_trip"`
+	HeaderLine    *ebpf.ProgramSpec `ebpf:"header_line"`
+	ServerEntry   *ebpf.ProgramSpec `ebpf:"server_entry"`
+	ServerExit    *ebpf.ProgramSpec `ebpf:"server_exit"`
 }
 
 // NethttpMapSpecs contains maps before they are loaded into the kernel.
@@ -272,10 +279,10 @@ type NethttpProgramSpecs struct {
 type NethttpMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
 	ClientCtx     *ebpf.MapSpec `ebpf:"client_ctx"`
+	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	H2Streams     *ebpf.MapSpec `ebpf:"h2_streams"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
 	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
@@ -284,7 +291,6 @@ type NethttpMapSpecs struct {
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	Writing       *ebpf.MapSpec `ebpf:"writing"`
 }
 
 // NethttpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -337,10 +343,10 @@ func (o *NethttpObjects) Close() error {
 type NethttpMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
 	ClientCtx     *ebpf.Map `ebpf:"client_ctx"`
+	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	H2Streams     *ebpf.Map `ebpf:"h2_streams"`
 	Hits          *ebpf.Map `ebpf:"hits"`
 	Incoming      *ebpf.Map `ebpf:"incoming"`
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
@@ -349,17 +355,16 @@ type NethttpMaps struct {
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
-	Writing       *ebpf.Map `ebpf:"writing"`
 }
 
 func (m *NethttpMaps) Close() error {
 	return _NethttpClose(
 		m.CallSeq,
 		m.ClientCtx,
+		m.ConnPending,
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
-		m.H2Streams,
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
@@ -368,7 +373,6 @@ func (m *NethttpMaps) Close() error {
 		m.Procs,
 		m.RetSites,
 		m.Stats,
-		m.Writing,
 	)
 }
 
@@ -404,20 +408,20 @@ type NethttpVariables struct {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpPrograms struct {
-	ClientEntry  *ebpf.Program `ebpf:"client_entry"`
-	ClientExit   *ebpf.Program `ebpf:"client_exit"`
-	HeaderLine   *ebpf.Program `ebpf:"header_line"`
-	RequestWrite *ebpf.Program `ebpf:"request_write"`
-	ServerEntry  *ebpf.Program `ebpf:"server_entry"`
-	ServerExit   *ebpf.Program `ebpf:"server_exit"`
+	ClientEntry   *ebpf.Program `ebpf:"client_entry"`
+	ClientExit    *ebpf.Program `ebpf:"client_exit"`
+	ConnRoundTrip *ebpf.Program `ebpf:"conn_round_trip"`
+	HeaderLine    *ebpf.Program `ebpf:"header_line"`
+	ServerEntry   *ebpf.Program `ebpf:"server_entry"`
+	ServerExit    *ebpf.Program `ebpf:"server_exit"`
 }
 
 func (p *NethttpPrograms) Close() error {
 	return _NethttpClose(
 		p.ClientEntry,
 		p.ClientExit,
+		p.ConnRoundTrip,
 		p.HeaderLine,
-		p.RequestWrite,
 		p.ServerEntry,
 		p.ServerExit,
 	)
