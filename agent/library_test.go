@@ -268,4 +268,3 @@ func TestHTTPPropagationUnderLoad(t *testing.T) {
 		}
 	}
 }
-
