@@ -30,6 +30,7 @@ type Process struct {
 	Funcs []TracedFunc
 
 	traced map[string]bool // functions being traced, by name
+	bias   uint64          // run-time minus link-time addresses (PIE)
 
 	mu    sync.Mutex // guards what the learner changes after attach:
 	links []link.Link
@@ -89,6 +90,9 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
 	}
 	p.traced = t.planExits(bin, funcs)
+	if p.bias, err = loadBias(pid, bin); err != nil {
+		return nil, err
+	}
 	if err := t.attachRuntime(p, exe); err != nil {
 		return nil, err
 	}

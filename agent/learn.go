@@ -3,11 +3,15 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/symbolizer"
@@ -139,6 +143,9 @@ func (q *retSiteQueue) take() []calltracer.RetSiteEvent {
 // learnReturns answers call-site reports and detaches settled functions'
 // own exit probes, until stop is closed.
 func (t *Tracer) learnReturns(stop <-chan struct{}) {
+	if t.cfg.SettleReturns < 0 {
+		return // nothing learns: no entry probe reports call sites
+	}
 	tick := time.NewTicker(min(max(t.cfg.SettleReturns/4, 10*time.Millisecond), time.Second))
 	defer tick.Stop()
 	for {
@@ -150,6 +157,10 @@ func (t *Tracer) learnReturns(stop <-chan struct{}) {
 				t.learnSite(e)
 			}
 		case <-tick.C:
+			// Reports already read count as new call sites first.
+			for _, e := range t.retSites.take() {
+				t.learnSite(e)
+			}
 			t.settleReturns()
 		}
 	}
@@ -198,7 +209,7 @@ func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 // resolveSite works out a reported call site: probed where its caller
 // resumes, or a tail caller the kernel looks through.
 func (t *Tracer) resolveSite(p *Process, l *learning, e calltracer.RetSiteEvent) (uint8, error) {
-	site, caller, tail, err := p.Binary.ResumeAt(e.Ret, l.results)
+	site, caller, tail, err := p.Binary.ResumeAt(e.Ret-p.bias, l.results)
 	if err != nil {
 		return 0, err
 	}
@@ -239,9 +250,6 @@ const learnLevels = 3
 // settleReturns detaches the own exit probes of learned functions whose
 // call sites have settled.
 func (t *Tracer) settleReturns() {
-	if t.cfg.SettleReturns < 0 {
-		return
-	}
 	t.mu.Lock()
 	procs := make([]*Process, 0, len(t.procs))
 	for _, p := range t.procs {
@@ -254,12 +262,13 @@ func (t *Tracer) settleReturns() {
 			if l.rets == nil || l.refused > 0 || len(l.sites) == 0 || time.Since(l.last) < t.cfg.SettleReturns {
 				continue
 			}
-			var errs []error
+			// Marked first: a call from a new site that enters meanwhile is
+			// flagged and counted, even if its own RET still sees it.
+			errs := []error{t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused)}
 			for _, lk := range l.rets {
 				errs = append(errs, lk.Close())
 			}
 			l.rets = nil
-			errs = append(errs, t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused))
 			if err := errors.Join(errs...); err != nil {
 				t.log.Warn("detach a function's own exit probes", "pid", p.PID, "func", l.name, "err", err)
 			}
@@ -294,6 +303,44 @@ func (t *Tracer) attachOwnExits(p *Process, l *learning) error {
 		l.rets = append(l.rets, lk)
 	}
 	return nil
+}
+
+// loadBias is how far pid's executable is mapped from its link-time
+// addresses: 0 unless it is a PIE. The kernel reports call sites by
+// run-time return address; the binary is read at link-time ones.
+func loadBias(pid int, bin *symbolizer.Binary) (uint64, error) {
+	if !bin.PIE {
+		return 0, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			err = symbolizer.ErrProcessGone
+		}
+		return 0, fmt.Errorf("stat executable of pid %d: %w", pid, err)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read mappings of pid %d: %w", pid, err)
+	}
+	// start-end perms offset dev inode path
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.Contains(f[1], "x") || f[4] != strconv.FormatUint(st.Ino, 10) {
+			continue
+		}
+		start, err1 := strconv.ParseUint(strings.Split(f[0], "-")[0], 16, 64)
+		off, err2 := strconv.ParseUint(f[2], 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		vaddr, err := bin.Vaddr(off)
+		if err != nil {
+			return 0, err
+		}
+		return start - vaddr, nil
+	}
+	return 0, fmt.Errorf("pid %d: no executable mapping of its binary in /proc/%d/maps", pid, pid)
 }
 
 // forgetRetSites deletes the kernel's call-site answers for pid.

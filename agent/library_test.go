@@ -238,7 +238,8 @@ func TestFieldTableMatchesDWARF(t *testing.T) {
 // Under concurrency, with the garbage collector preempting goroutines all
 // the time (GOGC=1), every outgoing HTTP/1 request carries its own client
 // span's context: none is left behind by a writer goroutine that moved to
-// another thread, none lands on another request.
+// another thread, none lands on another request. Half of them have a body
+// (net/http sends a copy of such a request).
 func TestHTTPPropagationUnderLoad(t *testing.T) {
 	fixture.RequireRoot(t)
 	bin := fixture.Build(t, "httpapp", "local", fixture.Stripped)

@@ -227,6 +227,16 @@ func (b *Binary) FileOffset(vaddr uint64) (uint64, error) {
 	return 0, newError(b.Path, ErrNotMapped, "address %#x is in no PT_LOAD segment's file image", vaddr)
 }
 
+// Vaddr is FileOffset's inverse: the link-time address of file offset off.
+func (b *Binary) Vaddr(off uint64) (uint64, error) {
+	for _, p := range b.loads {
+		if off >= p.Off && off-p.Off < p.Filesz {
+			return p.Vaddr + (off - p.Off), nil
+		}
+	}
+	return 0, newError(b.Path, ErrNotMapped, "file offset %#x is in no PT_LOAD segment's file image", off)
+}
+
 // readAt reads n bytes at virtual address vaddr from the file image.
 func (b *Binary) readAt(vaddr uint64, n int) ([]byte, error) {
 	off, err := b.FileOffset(vaddr)

@@ -150,8 +150,8 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_EXIT_MISSED:          {"exit_missed", true, "calls whose return no exit probe saw, closed late when a later call started (please report: a return path is not covered)"},
 	TracerTracerStatSTAT_INJECT_UNSENT:        {"propagation_unsent", true, "outgoing requests whose traceparent was ready but which were never seen leaving: connections latscope does not follow (not TCP; opened before attach and not adoptable) or HTTP/2 frames it could not follow"},
 	TracerTracerStatSTAT_RET_SITES_REPORTED:   {"return_sites_reported", false, "new call sites of functions whose returns are probed where their callers resume, reported to the agent to probe"},
-	TracerTracerStatSTAT_RET_SITES_FULL:       {"return_sites_table_full", true, "call sites not reported: the ret_sites table is full; their calls are seen at the function's RET while it is probed, else closed late (exit_missed)"},
-	TracerTracerStatSTAT_RET_SITE_LATE:        {"return_site_late", true, "calls from a call site that showed up after their function's own RET probes were detached: closed late, flagged; the site is probed from then on"},
+	TracerTracerStatSTAT_RET_SITES_FULL:       {"return_sites_table_full", true, "calls whose new call site could not be reported (the ret_sites table is full): seen at the function's RET while it is probed, else closed late"},
+	TracerTracerStatSTAT_RET_SITE_LATE:        {"return_site_late", true, "calls from a call site met after their function's own RET probes were detached, made before the agent probed it: closed late, flagged"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 

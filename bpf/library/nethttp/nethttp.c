@@ -40,7 +40,6 @@ enum nethttp_field {
 	F_H2I_STATUS,             /* net/http/internal/http2.responseWriterState.status */
 	F_H2I_WROTE,              /* net/http/internal/http2.responseWriterState.wroteBytes */
 	/* The client connection a request goes out on, and its ports. */
-	F_TREQ_REQUEST,           /* net/http.transportRequest.Request *Request (embedded) */
 	F_PCONN_CONN,             /* net/http.persistConn.conn net.Conn */
 	F_TCPCONN_CONN,           /* net.TCPConn.conn */
 	F_CONN_FD,                /* net.conn.fd *netFD */
@@ -99,17 +98,16 @@ const struct client_response *unused_cresp __attribute__((unused));
 const enum nethttp_field *unused_field __attribute__((unused));
 const enum nethttp_probe *unused_probe __attribute__((unused));
 
-struct reqkey {
-	__u32 pid;
-	__u32 _pad;
-	__u64 req; /* *http.Request */
-};
-
-/* Client calls' own trace context, by request, while the call runs. */
+/*
+ * Client calls' own trace context, by goroutine, while the call runs.
+ * Not by request: Transport.roundTrip sends a shallow copy of a request
+ * with a body (setupRewindBody), and another on each retry; the
+ * connection is taken on the calling goroutine.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct reqkey);
+	__type(key, struct gkey);
 	__type(value, struct trace_ctx);
 } client_ctx SEC(".maps");
 
@@ -249,14 +247,13 @@ int client_entry(struct pt_regs *ctx)
 {
 	void *req = (void *)GO_PARAM2(ctx);
 	struct gstate *gs = 0;
-	/* The frame keeps req: the exit forgets its context. */
-	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), (__u64)req, 0, &gs);
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, 0, &gs);
 	struct lib_fields *fl = lib_fields();
 	if (!call_id || !fl || !gs)
 		return 0;
 	if (inject_enabled) {
 		/* conn_round_trip hands it to the connection the request takes. */
-		struct reqkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .req = (__u64)req};
+		struct gkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
 		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
 				       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1};
 		bpf_map_update_elem(&client_ctx, &k, &tc, BPF_ANY);
@@ -291,43 +288,46 @@ int client_exit(struct pt_regs *ctx)
 		r->err = err;
 		lib_submit(r);
 	}
-	if (inject_enabled) {
-		struct reqkey k = {.pid = x.key.pid, .req = x.arg};
-		bpf_map_delete_elem(&client_ctx, &k);
-	}
+	if (inject_enabled)
+		bpf_map_delete_elem(&client_ctx, &x.key);
 	frame_pop(&x);
 	return 0;
 }
 
 /*
  * func (pc *persistConn) roundTrip(req *transportRequest) (resp *Response, err error)
- * RAX = pc, RBX = req. The request is about to go out on pc's connection,
- * which carries nothing else until it is answered: its context waits for
- * the connection's next request head there, by the connection's ports
- * (the writer goroutine may write it from any thread). Called again on
- * another connection when the transport retries. Entry hook only.
+ * RAX = pc, on the goroutine of Transport.roundTrip. The request is about
+ * to go out on pc's connection, which carries nothing else until it is
+ * answered: its context waits for the connection's next request head
+ * there, by the connection's ports (the writer goroutine may write it
+ * from any thread). Called again on another connection when the
+ * transport retries. Entry hook only.
  */
 SEC("uprobe")
 int conn_round_trip(struct pt_regs *ctx)
 {
 	struct lib_fields *fl = lib_fields();
-	if (!fl)
+	struct gkey g = {};
+	if (!fl || current_gkey(ctx, &g))
 		return 0;
-	struct reqkey rk = {.pid = bpf_get_current_pid_tgid() >> 32,
-			    .req = read_ptr((void *)GO_PARAM2(ctx), FIELD(fl, F_TREQ_REQUEST))};
-	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &rk);
-	if (!tc)
-		return 0;
-	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
 	/* pc.conn: a *net.TCPConn (TLS or another net.Conn: no injection). */
 	__u64 conn = read_ptr((void *)GO_PARAM1(ctx), FIELD(fl, F_PCONN_CONN) + 8);
 	struct tcp_offsets o = {.conn_fd = FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD),
 				.laddr = FIELD(fl, F_NETFD_LADDR), .raddr = FIELD(fl, F_NETFD_RADDR), .port = FIELD(fl, F_TCPADDR_PORT)};
-	struct connkey k = {.pid = rk.pid};
-	if (!tcp_conn_ports(conn, &o, &k)) {
+	struct connkey k = {.pid = g.pid};
+	int tcp = tcp_conn_ports(conn, &o, &k);
+	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &g);
+	if (!tc) {
+		/* A context an earlier request left here must not name this one. */
+		if (tcp)
+			bpf_map_delete_elem(&conn_pending, &k);
+		return 0;
+	}
+	if (!tcp) {
 		stat_inc(STAT_INJECT_FAILED);
 		return 0;
 	}
+	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
 	/* One left by the connection's previous request was never seen leaving. */
 	if (bpf_map_update_elem(&conn_pending, &k, &p, BPF_NOEXIST)) {
 		stat_inc(STAT_INJECT_UNSENT);

@@ -83,7 +83,6 @@ func fields() []string {
 		NethttpNethttpFieldF_H2I_STATUS: "?net/http/internal/http2.responseWriterState.status",
 		NethttpNethttpFieldF_H2I_WROTE:  "?net/http/internal/http2.responseWriterState.wroteBytes",
 		// The client connection a request goes out on.
-		NethttpNethttpFieldF_TREQ_REQUEST: "net/http.transportRequest.Request",
 		NethttpNethttpFieldF_PCONN_CONN:   "net/http.persistConn.conn",
 		NethttpNethttpFieldF_TCPCONN_CONN: "net.TCPConn.conn",
 		NethttpNethttpFieldF_CONN_FD:      "net.conn.fd",

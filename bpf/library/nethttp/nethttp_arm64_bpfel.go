@@ -125,14 +125,13 @@ const (
 	NethttpNethttpFieldF_H2I_RWS                NethttpNethttpField = 17
 	NethttpNethttpFieldF_H2I_STATUS             NethttpNethttpField = 18
 	NethttpNethttpFieldF_H2I_WROTE              NethttpNethttpField = 19
-	NethttpNethttpFieldF_TREQ_REQUEST           NethttpNethttpField = 20
-	NethttpNethttpFieldF_PCONN_CONN             NethttpNethttpField = 21
-	NethttpNethttpFieldF_TCPCONN_CONN           NethttpNethttpField = 22
-	NethttpNethttpFieldF_CONN_FD                NethttpNethttpField = 23
-	NethttpNethttpFieldF_NETFD_LADDR            NethttpNethttpField = 24
-	NethttpNethttpFieldF_NETFD_RADDR            NethttpNethttpField = 25
-	NethttpNethttpFieldF_TCPADDR_PORT           NethttpNethttpField = 26
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 27
+	NethttpNethttpFieldF_PCONN_CONN             NethttpNethttpField = 20
+	NethttpNethttpFieldF_TCPCONN_CONN           NethttpNethttpField = 21
+	NethttpNethttpFieldF_CONN_FD                NethttpNethttpField = 22
+	NethttpNethttpFieldF_NETFD_LADDR            NethttpNethttpField = 23
+	NethttpNethttpFieldF_NETFD_RADDR            NethttpNethttpField = 24
+	NethttpNethttpFieldF_TCPADDR_PORT           NethttpNethttpField = 25
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 26
 )
 
 type NethttpNethttpProbe uint32
@@ -155,13 +154,6 @@ type NethttpProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
-}
-
-type NethttpReqkey struct {
-	_   structs.HostLayout
-	Pid uint32
-	Pad uint32
-	Req uint64
 }
 
 type NethttpRetKey struct {
