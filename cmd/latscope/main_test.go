@@ -164,4 +164,32 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// symbols says where each function's returns are probed: in the callers
+// when the binary proves every call direct, else at its own RETs until
+// its call sites are learned at run time.
+func TestSymbols(t *testing.T) {
+	bin := fixture.Build(t, "calls", "local", fixture.Stripped)
+	stdout, stderr, code := run(t, "symbols", bin, "--match", `main\.(middle|\(\*circle\)\.area)$`)
+	if code != 0 {
+		t.Fatalf("latscope symbols: exit %d: %s", code, stderr)
+	}
+	for fn, want := range map[string]string{
+		"main.middle":         "in callers: ",
+		"main.(*circle).area": "own RETs until its call sites are learned, then in callers: ",
+	} {
+		found := false
+		for _, line := range strings.Split(stdout, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == fn {
+				found = true
+				if !strings.Contains(line, want) {
+					t.Errorf("%s: %q, want its exits %q", fn, line, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s not listed:\n%s", fn, stdout)
+		}
+	}
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
