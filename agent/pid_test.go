@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -138,5 +140,53 @@ func TestMissedExitIsClosed(t *testing.T) {
 				t.Errorf("naive=%v: span %s has a parent: the stale frame parented it", naive, sp.Name)
 			}
 		}
+	}
+}
+
+// Calls still running when tracing stops get no span; they are counted.
+func TestCallsOpenAtDetach(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "calls", "local", fixture.Stripped)
+	cmd := exec.Command(bin, "block")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("fixture said %q, want ready", lines.Text())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &agent.Session{
+		PIDs:      []int{cmd.Process.Pid},
+		Patterns:  []string{"main.waitLine"},
+		Exporters: []span.Exporter{&collector{}},
+		Ready: func(*agent.Process) {
+			io.WriteString(stdin, "go\n")
+			go func() {
+				lines.Scan() // "waiting": waitLine's entry probe has run
+				cancel()
+			}()
+		},
+	}
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Counter("calls_open_at_detach"); got != 1 {
+		t.Errorf("calls_open_at_detach = %d, want 1 (waitLine)", got)
+	}
+	io.WriteString(stdin, "done\n")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("fixture: %v", err)
 	}
 }

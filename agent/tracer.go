@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +82,8 @@ type Tracer struct {
 	retSites    retSiteQueue // call sites the kernel reported, for learnReturns
 	stopLearner chan struct{}
 	learnerDone chan struct{}
+
+	openAtDetach uint64 // calls still running when their process was detached
 
 	short  uint64    // records too short to be an event (never expected)
 	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
@@ -283,6 +286,7 @@ func (t *Tracer) Counters() ([]Counter, error) {
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
 	}
 	out = append(out, Counter{"lost_bad_records", t.short, true, "ring buffer records of unknown type or too short to decode"})
+	out = append(out, Counter{"calls_open_at_detach", t.openAtDetach, false, "calls still running when tracing of their process stopped (it exited or was detached mid-call): no span"})
 	return out, nil
 }
 
@@ -330,6 +334,12 @@ func (t *Tracer) forgetGoroutines(pid uint32) error {
 		for it.Next(&key, &val) {
 			if key.Pid == pid {
 				keys = append(keys, key)
+				// struct gstate starts with its frame count: calls that
+				// never returned while traced (the process exited, or was
+				// detached, mid-call) get no span; they are counted.
+				if m == t.objs.Goroutines && len(val) >= 4 {
+					t.openAtDetach += uint64(min(binary.LittleEndian.Uint32(val), uint32(len(calltracer.TracerGstate{}.Frames))))
+				}
 			}
 		}
 		errs = append(errs, it.Err())
