@@ -306,6 +306,8 @@ int client_exit(struct pt_regs *ctx)
 SEC("uprobe")
 int conn_round_trip(struct pt_regs *ctx)
 {
+	if (!inject_enabled)
+		return 0; /* no context is ever kept: nothing to hand over or clear */
 	struct lib_fields *fl = lib_fields();
 	struct gkey g = {};
 	if (!fl || current_gkey(ctx, &g))
