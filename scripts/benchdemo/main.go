@@ -114,10 +114,8 @@ func main() {
 	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
 	defer stop(catalogSDK)
 
-	load := func(catalog *exec.Cmd, catalogAddr, path string) result {
-		return loadFor(catalog, catalogAddr, path, *seconds)
-	}
-	loadFor = func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result {
+	// load runs the load generator against a catalog at path for seconds.
+	load := func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result {
 		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
@@ -145,7 +143,7 @@ func main() {
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".untraced")
 			}
-			untraced = append(untraced, load(catalog, catalogAddr, path))
+			untraced = append(untraced, load(catalog, catalogAddr, path, *seconds))
 			if record {
 				stopPerf()
 			}
@@ -194,14 +192,14 @@ func main() {
 			case err := <-done:
 				log.Fatalf("latscope: %v", err)
 			}
-			settle(proc, func() { loadFor(catalog, catalogAddr, path, 2) })
+			settle(proc, func() { load(catalog, catalogAddr, path, 2) })
 			if i == 0 {
 				learned = describeLearned(proc)
 			}
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
 			}
-			traced = append(traced, load(catalog, catalogAddr, path))
+			traced = append(traced, load(catalog, catalogAddr, path, *seconds))
 			if record {
 				stopPerf()
 			}
@@ -221,7 +219,7 @@ func main() {
 			}
 			e, d, f := exp.Stats()
 			exported, dropped, failed = exported+e, dropped+d, failed+f
-			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path))
+			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path, *seconds))
 		}
 		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", name, *conc, *seconds, *rounds)
 		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | Jaeger CPU µs/request | errors |")
@@ -260,15 +258,12 @@ func main() {
 			continue
 		}
 		// Warm up caches and connections.
-		load(catalog, catalogAddr, sc.path)
-		load(catalogSDK, catalogSDKAddr, sc.path)
+		load(catalog, catalogAddr, sc.path, *seconds)
+		load(catalogSDK, catalogSDKAddr, sc.path, *seconds)
 		measure(sc.name, sc.path, first)
 		first = false
 	}
 }
-
-// loadFor loads a catalog at path for seconds (set in main).
-var loadFor func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result
 
 // settle warms the traced catalog up with load until every function whose
 // returns latscope learns per call site has settled (its own RET probes
