@@ -15,7 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/propagation"
 	"github.com/latscope/latscope/internal/fixture"
 )

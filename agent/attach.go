@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/bpf/library"
 	"github.com/latscope/latscope/symbolizer"

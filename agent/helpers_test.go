@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // traced is what tracing a fixture command produced.

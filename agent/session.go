@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent/callchain"
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/symbolizer"
 )

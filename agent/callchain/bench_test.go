@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 )
 

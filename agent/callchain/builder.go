@@ -19,7 +19,7 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 )
 

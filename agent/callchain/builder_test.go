@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 )
 

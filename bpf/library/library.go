@@ -10,7 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // Probe is one probed function: the programs (by name in the library's

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 const usage = `latscope: where did the latency of a Go service go?

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/exporter/otlpjson"
 	"github.com/latscope/latscope/exporter/tree"

@@ -22,7 +22,7 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // Options tune batching; zero values take the defaults.

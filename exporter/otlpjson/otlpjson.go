@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // Writer is a span.Exporter writing to an io.Writer.

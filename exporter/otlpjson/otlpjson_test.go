@@ -8,7 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // The output must parse with the OpenTelemetry Collector's own OTLP/JSON

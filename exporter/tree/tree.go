@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 // Printer is a span.Exporter that prints each trace once it has been

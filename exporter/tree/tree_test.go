@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 )
 
 func TestWriteTree(t *testing.T) {

@@ -47,7 +47,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/internal/jaegertest"
 )

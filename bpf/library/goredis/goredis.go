@@ -12,7 +12,7 @@ import (
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
-	"github.com/latscope/latscope/agent/span"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/library"
 )
 
