@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -20,21 +18,19 @@ import (
 	"github.com/latscope/latscope/symbolizer"
 )
 
-// Process is a traced process: its binary, the functions probed in it and
-// the links that hold the probes.
+// Process is a traced process: its executable's image (binary, traced
+// functions and probes, shared with every other process running the same
+// file) and what is its own (load bias, span resource).
 type Process struct {
 	PID    int
-	Binary *symbolizer.Binary
+	Binary *symbolizer.Binary // the image's: shared, read-only
 	Info   *span.Process
-	// Funcs is indexed by function id (the id in calltracer events).
+	// Funcs is indexed by function id (the id in calltracer events); the
+	// image's, shared.
 	Funcs []TracedFunc
 
-	traced map[string]bool // functions being traced, by name
-	bias   uint64          // run-time minus link-time addresses (PIE)
-
-	mu    sync.Mutex // guards what the learner changes after attach:
-	links []link.Link
-	learn map[uint32]*learning // functions whose returns are learned, by id
+	img  *image
+	bias uint64 // run-time minus link-time addresses (PIE)
 }
 
 // TracedFunc is one probed function.
@@ -57,61 +53,62 @@ const (
 	fnRunqput  = "runtime.runqput"  // newproc queues the new g right after newproc1
 )
 
-// Attach probes the functions of bin (the executable of pid) that match
-// patterns, and the runtime functions that follow goroutines. Functions
-// inlined at some call sites are probed and reported with a warning: those
-// inlined calls cannot be seen.
-func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Process, error) {
-	offs, err := bin.Offsets()
+// Attach traces process pid: the functions of its executable that match
+// patterns, the instrumented libraries it uses, and the runtime functions
+// that follow goroutines. The first process of an executable file parses
+// it and attaches its probes (tens of milliseconds); every further
+// process of the same file (replicas, restarts, by device and inode)
+// shares them and costs a few map updates. One tracer probes one set of
+// patterns per file: another set for a file already traced is an error.
+// Functions inlined at some call sites are probed and reported with a
+// warning: those inlined calls cannot be seen. Errors wrap
+// symbolizer.ErrProcessGone when pid exits meanwhile, and the
+// symbolizer's typed errors (ErrNotGo, ErrUnsupportedVersion, …) for an
+// executable latscope cannot read.
+func (t *Tracer) Attach(pid int, patterns []string) (*Process, error) {
+	t.attachMu.Lock()
+	defer t.attachMu.Unlock()
+	id, err := exeID(pid)
 	if err != nil {
 		return nil, err
 	}
-	funcs, err := bin.Match(patterns)
-	if err != nil {
-		return nil, err
+	key := strings.Join(patterns, ",")
+	t.mu.Lock()
+	im := t.images[id]
+	t.mu.Unlock()
+	if im != nil && im.patterns != key {
+		return nil, fmt.Errorf("pid %d runs %s, already traced with functions %q, not %q: one tracer probes one set of functions per executable", pid, im.bin.Path, im.patterns, key)
 	}
-	p := &Process{PID: pid, Binary: bin, Info: ProcessInfo(pid, bin), learn: map[uint32]*learning{}}
+	var batch *probeSites
+	if im == nil {
+		if im, batch, err = t.prepareImage(pid, id, patterns); err != nil {
+			return nil, err
+		}
+	}
+	p := &Process{PID: pid, Binary: im.bin, Funcs: im.funcs, img: im, Info: ProcessInfo(pid, im.bin)}
 	ok := false
 	defer func() {
 		if !ok {
-			p.close()
+			t.unregister(p)
+			if batch != nil {
+				im.close()
+			}
 		}
 	}()
-
-	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi}
-	if err := t.objs.Procs.Put(uint32(pid), cfg); err != nil {
-		return nil, fmt.Errorf("configure pid %d: %w", pid, err)
-	}
-	exe, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("pid %d exited before its probes were attached: %w", pid, symbolizer.ErrProcessGone)
-		}
-		return nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
-	}
-	p.traced = t.planExits(bin, funcs)
-	if p.bias, err = loadBias(pid, bin); err != nil {
+	if p.bias, err = loadBias(pid, im.bin); err != nil {
 		return nil, err
 	}
-	if err := t.attachRuntime(p, exe); err != nil {
+	// The process is known to the programs before its probes go in.
+	if err := t.register(p); err != nil {
 		return nil, err
 	}
-	probed := make(map[string]bool)
-	for id, lib := range Libraries {
-		if err := t.attachLibrary(p, exe, id, lib, probed); err != nil {
-			return nil, err
+	if batch != nil {
+		if err := t.attachImage(im, batch); err != nil {
+			return nil, fmt.Errorf("pid %d (%s): %w", pid, im.bin.Path, err)
 		}
-	}
-	for _, f := range funcs {
-		if probed[f.Name] {
-			continue // a library probes it already, with more to say
-		}
-		if err := t.attachFunc(p, exe, f, t.objs.CallEntry, t.objs.CallExit, 0, nil); err != nil {
-			return nil, err
-		}
-	}
-	if len(p.Funcs) == 0 {
-		return nil, fmt.Errorf("pid %d: nothing to probe: no instrumented library is used and none of %q can be probed (see warnings above)", pid, strings.Join(patterns, ","))
+		t.mu.Lock()
+		t.images[id] = im
+		t.mu.Unlock()
 	}
 	if len(t.injectLinks) > 0 {
 		n, err := t.adoptConnections(pid)
@@ -129,17 +126,127 @@ func (t *Tracer) Attach(pid int, bin *symbolizer.Binary, patterns []string) (*Pr
 	return p, nil
 }
 
+// prepareImage reads the executable of pid and works out every probe
+// site of the functions, libraries and runtime hooks to trace, without
+// attaching any.
+func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *probeSites, error) {
+	bin, err := symbolizer.OpenPID(pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	im := &image{id: id, bin: bin, patterns: strings.Join(patterns, ","), libs: map[int]calltracer.LibFields{}, learn: map[uint32]*learning{}, procs: map[int]*Process{}}
+	ok := false
+	defer func() {
+		if !ok {
+			im.close()
+		}
+	}()
+	offs, err := bin.Offsets()
+	if err != nil {
+		return nil, nil, err
+	}
+	funcs, err := bin.Match(patterns)
+	if err != nil {
+		return nil, nil, err
+	}
+	im.cfg = calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi}
+	if im.file, err = os.Open(fmt.Sprintf("/proc/%d/exe", pid)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("pid %d exited before its probes were attached: %w", pid, symbolizer.ErrProcessGone)
+		}
+		return nil, nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
+	}
+	if im.exe, err = link.OpenExecutable(fmt.Sprintf("/proc/self/fd/%d", im.file.Fd())); err != nil {
+		return nil, nil, fmt.Errorf("open executable of pid %d: %w", pid, err)
+	}
+	im.traced = t.planExits(bin, funcs)
+	batch := &probeSites{}
+	if err := t.attachRuntime(im, batch); err != nil {
+		return nil, nil, err
+	}
+	probed := make(map[string]bool)
+	for id, lib := range Libraries {
+		if err := t.attachLibrary(im, batch, id, lib, probed); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, f := range funcs {
+		if probed[f.Name] {
+			continue // a library probes it already, with more to say
+		}
+		if err := t.attachFunc(im, batch, f, t.objs.CallEntry, t.objs.CallExit, 0, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(im.funcs) == 0 {
+		return nil, nil, fmt.Errorf("pid %d (%s): nothing to probe: no instrumented library is used and none of %q can be probed (see warnings above)", pid, bin.Path, strings.Join(patterns, ","))
+	}
+	ok = true
+	return im, batch, nil
+}
+
+// attachImage attaches a prepared image's probes: the own exits of
+// functions whose returns are learned first, then the rest, so no call
+// enters between an entry probe and its exits.
+func (t *Tracer) attachImage(im *image, batch *probeSites) error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, l := range im.learn {
+		if err := t.attachOwnExits(im, l); err != nil {
+			return err
+		}
+	}
+	links, err := batch.attach(im.exe, t.multi)
+	if err != nil {
+		return err
+	}
+	im.links = append(im.links, links...)
+	im.sites += batch.len()
+	return nil
+}
+
+// register gives the programs what they need to trace p: its runtime
+// offsets, its libraries' struct offsets, and the answers about learned
+// call sites its image already has (at p's own run-time addresses).
+func (t *Tracer) register(p *Process) error {
+	im := p.img
+	if err := t.objs.Procs.Put(uint32(p.PID), im.cfg); err != nil {
+		return fmt.Errorf("configure pid %d: %w", p.PID, err)
+	}
+	for id, fields := range im.libs {
+		if err := t.objs.LibOffsets.Put(calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}, fields); err != nil {
+			return fmt.Errorf("configure %s for pid %d: %w", Libraries[id].Name, p.PID, err)
+		}
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.procs[p.PID] = p
+	for _, l := range im.learn {
+		for ret, state := range l.answers {
+			if err := t.objs.RetSites.Put(calltracer.RetKey{Pid: uint32(p.PID), FuncId: l.id, Ret: ret + p.bias}, state); err != nil {
+				return fmt.Errorf("configure pid %d: learned call sites of %s: %w", p.PID, l.name, err)
+			}
+		}
+		if l.gone {
+			if err := t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused); err != nil {
+				return fmt.Errorf("configure pid %d: %w", p.PID, err)
+			}
+		}
+	}
+	return nil
+}
+
 // listedCallers resolves a library probe's Callers in p's binary (those
 // not linked in are left out); nil when there are none, or when one is
 // traced itself: its own exit would run first where it returns.
-func (t *Tracer) listedCallers(p *Process, pr library.Probe) []*symbolizer.Func {
+func (t *Tracer) listedCallers(im *image, pr library.Probe) []*symbolizer.Func {
 	var out []*symbolizer.Func
 	for _, name := range pr.Callers {
-		f, err := p.Binary.Lookup(name)
+		f, err := im.bin.Lookup(name)
 		if err != nil {
 			continue
 		}
-		if p.traced[name] {
+		if im.traced[name] {
 			t.log.Debug("returns probed in the function itself: a listed caller is traced", "func", pr.Symbol, "caller", name)
 			return nil
 		}
@@ -181,10 +288,10 @@ func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) map
 // attachLibrary probes lib in p when the binary uses it. A library whose
 // struct offsets are unknown for this binary's version is turned off with
 // one log line; everything else still attaches.
-func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *library.Library, probed map[string]bool) error {
+func (t *Tracer) attachLibrary(im *image, b *probeSites, id int, lib *library.Library, probed map[string]bool) error {
 	var funcs []*symbolizer.Func
 	for _, pr := range lib.Probes {
-		f, err := p.Binary.Lookup(pr.Symbol)
+		f, err := im.bin.Lookup(pr.Symbol)
 		if err != nil {
 			funcs = append(funcs, nil) // not linked into this binary
 			continue
@@ -200,7 +307,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 	}
 	offs, source, err := []uint64(nil), "none needed", error(nil)
 	if len(lib.Fields) > 0 {
-		offs, source, err = p.Binary.FieldOffsets(lib.Module, lib.Fields)
+		offs, source, err = im.bin.FieldOffsets(lib.Module, lib.Fields)
 	}
 	if err != nil {
 		t.log.Warn("library probes off: struct offsets unknown for this version", "library", lib.Name, "err", err)
@@ -211,10 +318,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		return fmt.Errorf("%s reads %d fields, at most %d fit", lib.Name, len(offs), len(fields.Off))
 	}
 	copy(fields.Off[:], offs)
-	key := calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}
-	if err := t.objs.LibOffsets.Put(key, fields); err != nil {
-		return fmt.Errorf("configure %s for pid %d: %w", lib.Name, p.PID, err)
-	}
+	im.libs[id] = fields
 	t.log.Debug("library probes on", "library", lib.Name, "offsets", source)
 	for i, pr := range lib.Probes {
 		if funcs[i] == nil {
@@ -222,14 +326,14 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		}
 		coll := t.libs[id]
 		if pr.Callee != "" {
-			if err := t.attachCallHook(p, exe, lib, funcs[i], pr, coll); err != nil {
+			if err := t.attachCallHook(im, b, lib, funcs[i], pr, coll); err != nil {
 				return err
 			}
 			continue
 		}
 		entry, exit := coll.Programs[pr.Entry], coll.Programs[pr.Exit]
 		if pr.Exit == "" {
-			if err := t.attachEntryHook(p, exe, lib, funcs[i], entry); err != nil {
+			if err := t.attachEntryHook(im, b, lib, funcs[i], entry); err != nil {
 				return err
 			}
 			continue
@@ -237,7 +341,7 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
 		}
-		if err := t.attachFunc(p, exe, funcs[i], entry, exit, libraryExitResults, t.listedCallers(p, pr)); err != nil {
+		if err := t.attachFunc(im, b, funcs[i], entry, exit, libraryExitResults, t.listedCallers(im, pr)); err != nil {
 			return err
 		}
 		probed[pr.Symbol] = true
@@ -246,31 +350,32 @@ func (t *Tracer) attachLibrary(p *Process, exe *link.Executable, id int, lib *li
 }
 
 // attachEntryHook runs prog at f's entry site, outside the frame stacks.
-func (t *Tracer) attachEntryHook(p *Process, exe *link.Executable, lib *library.Library, f *symbolizer.Func, prog *ebpf.Program) error {
+func (t *Tracer) attachEntryHook(im *image, b *probeSites, lib *library.Library, f *symbolizer.Func, prog *ebpf.Program) error {
 	if prog == nil {
 		return fmt.Errorf("%s: entry hook for %s not in its object", lib.Name, f.Name)
 	}
-	sites, err := p.Binary.Sites(f)
+	sites, err := im.bin.Sites(f)
 	if err != nil {
 		return err
 	}
-	return t.probe(p, exe, prog, sites.Entry, 0, f.Name)
+	b.add(prog, sites.Entry, 0, f.Name)
+	return nil
 }
 
 // attachCallHook attaches pr's hook at caller's direct calls to
 // pr.Callee: at the call instructions (pr.Calling) or where they have
 // returned (pr.Returned). Without such a call (a version that inlined it
 // or changed it) the hook is off, said once.
-func (t *Tracer) attachCallHook(p *Process, exe *link.Executable, lib *library.Library, caller *symbolizer.Func, pr library.Probe, coll *ebpf.Collection) error {
-	name, sitesOf := pr.Returned, p.Binary.CallReturnSites
+func (t *Tracer) attachCallHook(im *image, b *probeSites, lib *library.Library, caller *symbolizer.Func, pr library.Probe, coll *ebpf.Collection) error {
+	name, sitesOf := pr.Returned, im.bin.CallReturnSites
 	if pr.Calling != "" {
-		name, sitesOf = pr.Calling, p.Binary.CallSites
+		name, sitesOf = pr.Calling, im.bin.CallSites
 	}
 	prog := coll.Programs[name]
 	if prog == nil {
 		return fmt.Errorf("%s: program %s not in its object", lib.Name, name)
 	}
-	callee, err := p.Binary.Lookup(pr.Callee)
+	callee, err := im.bin.Lookup(pr.Callee)
 	if err != nil {
 		t.log.Warn("library hook off: function not found", "library", lib.Name, "hook", name, "func", pr.Callee)
 		return nil
@@ -281,9 +386,7 @@ func (t *Tracer) attachCallHook(p *Process, exe *link.Executable, lib *library.L
 		return nil
 	}
 	for _, s := range sites {
-		if err := t.probe(p, exe, prog, s, 0, pr.Callee); err != nil {
-			return err
-		}
+		b.add(prog, s, 0, pr.Callee)
 	}
 	return nil
 }
@@ -297,12 +400,12 @@ const libraryExitResults = 2
 // frame, exitProg pops it where f has returned: in its callers when they
 // allow (resume sites, which keep the first results result registers:
 // symbolizer.ResumeSites), else at its own RETs.
-func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func, entryProg, exitProg *ebpf.Program, results int, callers []*symbolizer.Func) error {
-	sites, err := p.Binary.Sites(f)
+func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryProg, exitProg *ebpf.Program, results int, callers []*symbolizer.Func) error {
+	sites, err := im.bin.Sites(f)
 	if err != nil {
 		return err
 	}
-	inl, err := p.Binary.Inlined(f)
+	inl, err := im.bin.Inlined(f)
 	if err != nil {
 		return err
 	}
@@ -326,30 +429,28 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 	} else {
 		var why error
 		if len(callers) > 0 {
-			if exits, why = p.Binary.CallerExits(f, callers); why != nil {
+			if exits, why = im.bin.CallerExits(f, callers); why != nil {
 				t.log.Debug("returns not probed in the listed callers", "func", f.Name, "reason", why)
 			}
 		}
 		if len(callers) == 0 || why != nil {
-			if exits, why = p.Binary.Exits(f, sites, results); why != nil {
+			if exits, why = im.bin.Exits(f, sites, results); why != nil {
 				t.log.Debug("returns probed in the function itself", "func", f.Name, "reason", why)
 				own = true
 			}
 		}
 	}
-	tf := TracedFunc{ID: uint32(len(p.Funcs)), Func: f, Sites: sites, Exits: exits, Inline: inl}
+	tf := TracedFunc{ID: uint32(len(im.funcs)), Func: f, Sites: sites, Exits: exits, Inline: inl}
 	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name, err)
 	}
 	var l *learning
-	if own && t.learnable(p.Binary, sites, exits) {
-		l = &learning{id: tf.ID, name: f.Name, results: results, exitProg: exitProg, exe: exe, probed: map[uint64]bool{}, last: time.Now()}
+	if own && t.learnable(im.bin, sites, exits) {
+		l = &learning{id: tf.ID, name: f.Name, results: results, exitProg: exitProg, probed: map[uint64]bool{}, answers: map[uint64]uint8{}, last: time.Now()}
 		cookie = calltracer.Learn(cookie)
 	}
-	if err := t.probe(p, exe, entryProg, sites.Entry, cookie, f.Name); err != nil {
-		return err
-	}
+	b.add(entryProg, sites.Entry, cookie, f.Name)
 	tf.Cookies = append(tf.Cookies, cookie)
 	for i, exit := range exits {
 		cookie, err := calltracer.Cookie(tf.ID, exit.SPDelta, uint16(i+1))
@@ -364,20 +465,18 @@ func (t *Tracer) attachFunc(p *Process, exe *link.Executable, f *symbolizer.Func
 		}
 		tf.Cookies = append(tf.Cookies, cookie)
 	}
-	if l != nil {
-		l.ownExits, l.ownCookies = exits, tf.Cookies[1:]
-		if err := t.attachOwnExits(p, l); err != nil {
-			return err
-		}
-		p.learn[tf.ID] = l
-	} else {
-		for i, exit := range exits {
-			if err := t.probe(p, exe, exitProg, exit.Site, tf.Cookies[i+1], f.Name); err != nil {
-				return err
-			}
+	for i, exit := range exits {
+		if l != nil {
+			l.own.add(exitProg, exit.Site, tf.Cookies[i+1], f.Name)
+		} else {
+			b.add(exitProg, exit.Site, tf.Cookies[i+1], f.Name)
 		}
 	}
-	p.Funcs = append(p.Funcs, tf)
+	if l != nil {
+		l.ownExits = len(exits)
+		im.learn[tf.ID] = l
+	}
+	im.funcs = append(im.funcs, tf)
 	return nil
 }
 
@@ -395,30 +494,29 @@ func naive(s *symbolizer.Sites) *symbolizer.Sites {
 // attachRuntime hooks goroutine creation and exit. Without them calls are
 // still traced, but chains stop at go statements and the goroutine map
 // relies on Detach to be cleaned: that is said once, loudly.
-func (t *Tracer) attachRuntime(p *Process, exe *link.Executable) error {
+func (t *Tracer) attachRuntime(im *image, b *probeSites) error {
 	hook := func(name string, prog *ebpf.Program, exits bool) error {
-		f, err := p.Binary.Lookup(name)
+		f, err := im.bin.Lookup(name)
 		if err != nil {
 			return err
 		}
-		if inl, err := p.Binary.Inlined(f); err == nil && len(inl.Callers) > 0 {
+		if inl, err := im.bin.Inlined(f); err == nil && len(inl.Callers) > 0 {
 			t.log.Warn("runtime function is inlined in this binary; goroutine tracking is partial", "func", name, "inlined_into", strings.Join(inl.Callers, ","))
 		}
-		sites, err := p.Binary.Sites(f)
+		sites, err := im.bin.Sites(f)
 		if err != nil {
 			return err
 		}
 		if !exits {
-			return t.probe(p, exe, prog, sites.Entry, 0, name)
+			b.add(prog, sites.Entry, 0, name)
+			return nil
 		}
 		for _, e := range sites.Exits {
-			if err := t.probe(p, exe, prog, e.Chosen, 0, name); err != nil {
-				return err
-			}
+			b.add(prog, e.Chosen, 0, name)
 		}
 		return nil
 	}
-	if err := t.hookNewproc1(p, exe, hook); err != nil {
+	if err := t.hookNewproc1(im, b, hook); err != nil {
 		return fmt.Errorf("hook goroutine creation: %w", err)
 	}
 	if err := hook(fnGoexit1, t.objs.GoroutineExit, false); err != nil {
@@ -434,104 +532,105 @@ func (t *Tracer) attachRuntime(p *Process, exe *link.Executable) error {
 // argument; elsewhere (newcoro, debugCallWrap: rare) it is where newproc1
 // has returned. Its own RET, single-stepped (~10 µs on this kind of VM,
 // once per goroutine), is the fallback when no caller is found.
-func (t *Tracer) hookNewproc1(p *Process, exe *link.Executable, hook func(string, *ebpf.Program, bool) error) error {
-	f, err := p.Binary.Lookup(fnNewproc1)
+func (t *Tracer) hookNewproc1(im *image, b *probeSites, hook func(string, *ebpf.Program, bool) error) error {
+	f, err := im.bin.Lookup(fnNewproc1)
 	if err != nil {
 		return err
 	}
-	callers, err := p.Binary.DirectCallers(f, "runtime.")
+	callers, err := im.bin.DirectCallers(f, "runtime.")
 	if err != nil || len(callers) == 0 {
 		return hook(fnNewproc1, t.objs.GoroutineCreated, true)
 	}
-	runqput, _ := p.Binary.Lookup(fnRunqput)
+	runqput, _ := im.bin.Lookup(fnRunqput)
 	for _, c := range callers {
 		var queued []symbolizer.Site
 		if runqput != nil {
-			if queued, err = p.Binary.CallSites(c, runqput); err != nil {
+			if queued, err = im.bin.CallSites(c, runqput); err != nil {
 				return err
 			}
 		}
 		prog, sites := t.objs.GoroutineQueued, queued
 		if len(queued) != 1 {
 			prog = t.objs.GoroutineCreated
-			if sites, err = p.Binary.CallReturnSites(c, f); err != nil {
+			if sites, err = im.bin.CallReturnSites(c, f); err != nil {
 				return err
 			}
 		}
 		for _, s := range sites {
-			if err := t.probe(p, exe, prog, s, 0, fnNewproc1); err != nil {
-				return err
-			}
+			b.add(prog, s, 0, fnNewproc1)
 		}
 	}
 	return nil
 }
 
-func (t *Tracer) probe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) error {
-	l, err := uprobe(p, exe, prog, s, cookie, fn)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.links = append(p.links, l)
-	p.mu.Unlock()
-	return nil
-}
-
-// uprobe attaches prog at s in p.
-func uprobe(p *Process, exe *link.Executable, prog *ebpf.Program, s symbolizer.Site, cookie uint64, fn string) (link.Link, error) {
-	l, err := exe.Uprobe("", prog, &link.UprobeOptions{Address: s.Offset, PID: p.PID, Cookie: cookie})
-	if err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return nil, fmt.Errorf("attach %s in pid %d: %w", fn, p.PID, symbolizer.ErrProcessGone)
-		}
-		return nil, fmt.Errorf("attach %s at %#x (file offset %#x) in pid %d: %w", fn, s.Addr, s.Offset, p.PID, err)
-	}
-	return l, nil
-}
-
-// Detach removes p's probes and its kernel state.
+// Detach stops tracing p: the programs forget it and its kernel state is
+// deleted; the probes of its executable go when no other traced process
+// runs it (one uprobe_multi link per program: milliseconds).
 func (t *Tracer) Detach(p *Process) error {
 	t.mu.Lock()
-	delete(t.procs, p.PID)
+	if t.procs[p.PID] == p {
+		delete(t.procs, p.PID)
+	}
 	t.mu.Unlock()
-	err := p.close()
-	if derr := t.objs.Procs.Delete(uint32(p.PID)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
-		err = errors.Join(err, derr)
+	err := t.unregister(p)
+	im := p.img
+	t.attachMu.Lock()
+	im.mu.Lock()
+	delete(im.procs, p.PID)
+	last := len(im.procs) == 0
+	im.mu.Unlock()
+	if last {
+		t.mu.Lock()
+		if t.images[im.id] == im {
+			delete(t.images, im.id)
+		}
+		t.mu.Unlock()
+	}
+	t.attachMu.Unlock()
+	if last {
+		err = errors.Join(err, im.close())
+	}
+	return err
+}
+
+// unregister deletes what the kernel keeps for p.
+func (t *Tracer) unregister(p *Process) error {
+	var errs []error
+	if err := t.objs.Procs.Delete(uint32(p.PID)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, err)
 	}
 	for id := range Libraries {
 		key := calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}
-		if derr := t.objs.LibOffsets.Delete(key); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
-			err = errors.Join(err, derr)
+		if err := t.objs.LibOffsets.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(err, t.forgetGoroutines(uint32(p.PID)), t.forgetRetSites(uint32(p.PID)))
+	return errors.Join(append(errs, t.forgetGoroutines(uint32(p.PID)), t.forgetRetSites(uint32(p.PID)))...)
 }
 
-func (p *Process) close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
-	}
-	p.links = nil
-	for _, l := range p.learn {
-		for _, lk := range l.rets {
-			errs = append(errs, lk.Close())
-		}
-		l.rets = nil
-	}
-	p.learn = nil
-	return errors.Join(errs...)
-}
-
-// Probes is the number of uprobes attached in p.
+// Probes is the number of probe sites attached in p's executable, which
+// every traced process running it shares.
 func (p *Process) Probes() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.links)
-	for _, l := range p.learn {
+	im := p.img
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	n := im.sites
+	for _, l := range im.learn {
+		if l.rets != nil {
+			n += l.ownExits
+		}
+	}
+	return n
+}
+
+// Links is the number of kernel links holding p's executable's probes:
+// one per program with uprobe_multi, one per site without.
+func (p *Process) Links() int {
+	im := p.img
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	n := len(im.links)
+	for _, l := range im.learn {
 		n += len(l.rets)
 	}
 	return n

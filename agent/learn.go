@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/bpf/calltracer"
@@ -35,25 +34,29 @@ import (
 // call is closed by a later one, counted as exit_missed) and probed from
 // then on; one with no resume site puts the RET probes back for good.
 
-// learning is what the agent knows about one learned function's call sites.
+// learning is what the agent knows about one learned function's call
+// sites, in one executable (shared by the processes running it).
 type learning struct {
 	id       uint32
 	name     string
 	results  int // result registers its exit program reads
 	exitProg *ebpf.Program
-	exe      *link.Executable
 
 	// Its own exit probes: attached while rets is set.
-	ownExits   []symbolizer.ResumeSite
-	ownCookies []uint64
-	rets       []link.Link
+	own      probeSites
+	ownExits int
+	rets     probeLinks
+	gone     bool // detached once the call sites settled: marked per process
 
-	sites    []symbolizer.ResumeSite // probed where callers resume
-	cookies  []uint64                // their probes' cookies, as sites
-	probed   map[uint64]bool         // site addresses probed
-	reported int                     // call sites reported
-	refused  int                     // call sites with no resume site
-	last     time.Time               // when the last new call site showed up
+	sites   []symbolizer.ResumeSite // probed where callers resume
+	cookies []uint64                // their probes' cookies, as sites
+	probed  map[uint64]bool         // site addresses probed
+	// answers by link-time return address: every process of the
+	// executable gets them at its own run-time addresses.
+	answers  map[uint64]uint8
+	reported int       // call sites reported
+	refused  int       // call sites with no resume site
+	last     time.Time // when the last new call site showed up
 }
 
 // LearnedReturns tells where a learned function's returns are seen
@@ -72,10 +75,11 @@ type LearnedReturns struct {
 // Learned reports, for each function whose returns are learned per call
 // site, what is known so far.
 func (p *Process) Learned() map[string]LearnedReturns {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[string]LearnedReturns, len(p.learn))
-	for _, l := range p.learn {
+	im := p.img
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	out := make(map[string]LearnedReturns, len(im.learn))
+	for _, l := range im.learn {
 		out[l.name] = LearnedReturns{
 			Sites:    append([]symbolizer.ResumeSite(nil), l.sites...),
 			Cookies:  append([]uint64(nil), l.cookies...),
@@ -166,8 +170,10 @@ func (t *Tracer) learnReturns(stop <-chan struct{}) {
 	}
 }
 
-// learnSite probes where a reported call site's caller resumes and
-// answers the kernel.
+// learnSite answers a call-site report: from what the executable's
+// image already knows (another process of it met the site), or by
+// probing where that caller resumes. Every process of the image gets the
+// answer.
 func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 	key := calltracer.RetKey{Pid: e.Pid, FuncId: e.FuncId, Ret: e.Ret}
 	t.mu.Lock()
@@ -175,9 +181,9 @@ func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 	t.mu.Unlock()
 	var l *learning
 	if p != nil {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		l = p.learn[e.FuncId]
+		p.img.mu.Lock()
+		defer p.img.mu.Unlock()
+		l = p.img.learn[e.FuncId]
 	}
 	if l == nil {
 		// Reported while the process was still being attached (or after
@@ -185,19 +191,31 @@ func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 		t.objs.RetSites.Delete(key)
 		return
 	}
-	l.last = time.Now()
-	l.reported++
-	state, err := t.resolveSite(p, l, e)
-	if errors.Is(err, symbolizer.ErrProcessGone) {
-		return
-	}
-	if err != nil {
-		state = calltracer.RetSiteRefused
-		l.refused++
-		t.log.Info("a call site's return is seen at the function's own RET, single-stepped", "pid", p.PID, "func", l.name, "return_address", fmt.Sprintf("%#x", e.Ret), "reason", err)
-		if l.rets == nil {
-			if err := t.attachOwnExits(p, l); err != nil {
-				t.log.Warn("returns of a function are no longer seen from some call sites (counted as exit_missed)", "pid", p.PID, "func", l.name, "err", err)
+	im := p.img
+	ret := e.Ret - p.bias
+	state, known := l.answers[ret]
+	if !known {
+		l.last = time.Now()
+		l.reported++
+		var err error
+		state, err = t.resolveSite(im, l, ret, e.Level)
+		if errors.Is(err, symbolizer.ErrProcessGone) {
+			return
+		}
+		if err != nil {
+			state = calltracer.RetSiteRefused
+			l.refused++
+			t.log.Info("a call site's return is seen at the function's own RET, single-stepped", "exe", im.bin.Path, "func", l.name, "return_address", fmt.Sprintf("%#x", ret), "reason", err)
+			if l.rets == nil {
+				if err := t.attachOwnExits(im, l); err != nil {
+					t.log.Warn("returns of a function are no longer seen from some call sites (counted as exit_missed)", "exe", im.bin.Path, "func", l.name, "err", err)
+				}
+			}
+		}
+		l.answers[ret] = state
+		for _, q := range im.procs {
+			if q != p {
+				t.objs.RetSites.Put(calltracer.RetKey{Pid: uint32(q.PID), FuncId: l.id, Ret: ret + q.bias}, state)
 			}
 		}
 	}
@@ -206,37 +224,41 @@ func (t *Tracer) learnSite(e calltracer.RetSiteEvent) {
 	}
 }
 
-// resolveSite works out a reported call site: probed where its caller
-// resumes, or a tail caller the kernel looks through.
-func (t *Tracer) resolveSite(p *Process, l *learning, e calltracer.RetSiteEvent) (uint8, error) {
-	site, caller, tail, err := p.Binary.ResumeAt(e.Ret-p.bias, l.results)
+// resolveSite works out a reported call site (ret, a link-time return
+// address): probed where its caller resumes, or a tail caller the kernel
+// looks through.
+func (t *Tracer) resolveSite(im *image, l *learning, ret uint64, level uint8) (uint8, error) {
+	site, caller, tail, err := im.bin.ResumeAt(ret, l.results)
 	if err != nil {
 		return 0, err
 	}
 	if tail {
 		// A traced tail caller's own exit would run first where they both
 		// return, and take this frame for one a panic skipped.
-		if p.traced[caller.Name] {
+		if im.traced[caller.Name] {
 			return 0, fmt.Errorf("its caller %s returns right after and is traced", caller.Name)
 		}
-		if int(e.Level)+1 >= learnLevels {
-			return 0, fmt.Errorf("%d tail-calling callers in a row", e.Level+1)
+		if int(level)+1 >= learnLevels {
+			return 0, fmt.Errorf("%d tail-calling callers in a row", level+1)
 		}
 		return calltracer.RetSiteTail, nil
 	}
 	if l.probed[site.Addr] {
 		return calltracer.RetSiteProbed, nil
 	}
-	cookie, err := calltracer.Cookie(l.id, site.SPDelta, uint16(len(l.ownCookies)+len(l.cookies)+1))
+	cookie, err := calltracer.Cookie(l.id, site.SPDelta, uint16(l.ownExits+len(l.cookies)+1))
 	if err != nil {
 		return 0, err
 	}
 	cookie = calltracer.Shared(cookie) // other calls through the same instruction return there too
-	lk, err := uprobe(p, l.exe, l.exitProg, site.Site, cookie, l.name+" (returned, in "+caller.Name+")")
+	var b probeSites
+	b.add(l.exitProg, site.Site, cookie, l.name+" (returned, in "+caller.Name+")")
+	links, err := b.attach(im.exe, t.multi)
 	if err != nil {
 		return 0, err
 	}
-	p.links = append(p.links, lk)
+	im.links = append(im.links, links...)
+	im.sites++
 	l.probed[site.Addr] = true
 	l.sites = append(l.sites, site)
 	l.cookies = append(l.cookies, cookie)
@@ -251,56 +273,52 @@ const learnLevels = 3
 // call sites have settled.
 func (t *Tracer) settleReturns() {
 	t.mu.Lock()
-	procs := make([]*Process, 0, len(t.procs))
-	for _, p := range t.procs {
-		procs = append(procs, p)
+	images := make([]*image, 0, len(t.images))
+	for _, im := range t.images {
+		images = append(images, im)
 	}
 	t.mu.Unlock()
-	for _, p := range procs {
-		p.mu.Lock()
-		for _, l := range p.learn {
+	for _, im := range images {
+		im.mu.Lock()
+		for _, l := range im.learn {
 			if l.rets == nil || l.refused > 0 || len(l.sites) == 0 || time.Since(l.last) < t.cfg.SettleReturns {
 				continue
 			}
 			// Marked first: a call from a new site that enters meanwhile is
 			// flagged and counted, even if its own RET still sees it.
-			errs := []error{t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused)}
-			for _, lk := range l.rets {
-				errs = append(errs, lk.Close())
+			var errs []error
+			for _, p := range im.procs {
+				errs = append(errs, t.objs.RetSites.Put(ownExitsGone(p, l), calltracer.RetSiteRefused))
 			}
-			l.rets = nil
+			errs = append(errs, l.rets.Close())
+			l.rets, l.gone = nil, true
 			if err := errors.Join(errs...); err != nil {
-				t.log.Warn("detach a function's own exit probes", "pid", p.PID, "func", l.name, "err", err)
+				t.log.Warn("detach a function's own exit probes", "exe", im.bin.Path, "func", l.name, "err", err)
 			}
-			t.log.Info("returns now seen only where callers resume", "pid", p.PID, "func", l.name, "sites", len(l.sites))
+			t.log.Info("returns now seen only where callers resume", "exe", im.bin.Path, "func", l.name, "sites", len(l.sites))
 		}
-		p.mu.Unlock()
+		im.mu.Unlock()
 	}
 }
 
 // ownExitsGone keys the kernel's mark that l's own exit probes are
-// detached (own_exits_gone in frames.h).
+// detached (own_exits_gone in frames.h), for p.
 func ownExitsGone(p *Process, l *learning) calltracer.RetKey {
 	return calltracer.RetKey{Pid: uint32(p.PID), FuncId: l.id}
 }
 
-// attachOwnExits (re)attaches l's own exit probes.
-func (t *Tracer) attachOwnExits(p *Process, l *learning) error {
-	defer func() {
-		if l.rets != nil {
+// attachOwnExits (re)attaches l's own exit probes; im.mu is held.
+func (t *Tracer) attachOwnExits(im *image, l *learning) error {
+	links, err := l.own.attach(im.exe, t.multi)
+	if err != nil {
+		return err
+	}
+	l.rets = links
+	if l.gone {
+		l.gone = false
+		for _, p := range im.procs {
 			t.objs.RetSites.Delete(ownExitsGone(p, l))
 		}
-	}()
-	for i, e := range l.ownExits {
-		lk, err := uprobe(p, l.exe, l.exitProg, e.Site, l.ownCookies[i], l.name)
-		if err != nil {
-			for _, lk := range l.rets {
-				lk.Close()
-			}
-			l.rets = nil
-			return err
-		}
-		l.rets = append(l.rets, lk)
 	}
 	return nil
 }

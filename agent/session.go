@@ -13,7 +13,6 @@ import (
 	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
-	"github.com/latscope/latscope/symbolizer"
 )
 
 // Session is one `latscope trace` run: processes (found by pid, or a
@@ -102,18 +101,17 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 	}
 	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: tr.IDSalt()})
 	var procs []*Process
+	images := map[*image]bool{}
 	for _, pid := range pids {
-		bin, err := symbolizer.OpenPID(pid)
-		if err != nil {
-			return nil, err
-		}
-		defer bin.Close()
-		proc, err := tr.Attach(pid, bin, s.Patterns)
+		proc, err := tr.Attach(pid, s.Patterns)
 		if err != nil {
 			return nil, err
 		}
 		procs = append(procs, proc)
-		res.Probes += proc.Probes()
+		if !images[proc.img] {
+			images[proc.img] = true
+			res.Probes += proc.Probes()
+		}
 		res.Funcs = append(res.Funcs, proc.Funcs...)
 		funcs := make([]callchain.Func, len(proc.Funcs))
 		for i, f := range proc.Funcs {

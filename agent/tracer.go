@@ -51,6 +51,10 @@ type Config struct {
 	// Record, if set, receives every ring buffer record as the kernel
 	// sent it, framed by calltracer.WriteRecord (bug reports, replays).
 	Record io.Writer
+	// PerfUprobes attaches one perf-event uprobe per probe site even
+	// where the kernel offers uprobe_multi links (≥ 6.6): only to compare
+	// them (benchmarks); they take ~115 ms each to detach here.
+	PerfUprobes bool
 	// NaiveSites probes each function's first byte and its RET
 	// instructions instead of the chosen sites: only to measure what the
 	// site choice saves (scripts/probecost).
@@ -76,8 +80,14 @@ type Tracer struct {
 	injectLinks []link.Link
 	reader      *ringbuf.Reader
 
-	mu    sync.Mutex
-	procs map[int]*Process
+	// multi: probes are uprobe_multi links (one per program and
+	// executable), else perf-event uprobes (one per site).
+	multi bool
+
+	attachMu sync.Mutex // one Attach at a time; Detach's image bookkeeping
+	mu       sync.Mutex
+	procs    map[int]*Process
+	images   map[fileID]*image // traced executables, shared by their processes
 
 	retSites    retSiteQueue // call sites the kernel reported, for learnReturns
 	stopLearner chan struct{}
@@ -119,6 +129,7 @@ func New(cfg Config) (*Tracer, error) {
 		IDSalt:        cfg.IDSalt,
 	}
 	opts.Inject = cfg.Inject
+	opts.UprobeMulti = !cfg.PerfUprobes && uprobeMultiSupported()
 	t, err := load(cfg, opts)
 	if err != nil {
 		return nil, err
@@ -155,7 +166,7 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 		}
 		return nil, err
 	}
-	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, procs: make(map[int]*Process)}
+	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, multi: opts.UprobeMulti, procs: make(map[int]*Process), images: make(map[fileID]*image)}
 	if t.prop, err = propagation.Load(opts, objs.SharedMaps()); err != nil {
 		objs.Close()
 		return nil, err

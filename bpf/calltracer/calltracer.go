@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -42,6 +43,10 @@ type Options struct {
 	CountHits     bool   // count probe hits per attach cookie (tests, diagnostics)
 	IDSalt        uint64 // span ids are derived from call ids with it (agent/callchain)
 	Inject        bool   // put trace context on outgoing requests (libraries that can)
+	// UprobeMulti loads the uprobe programs to be attached as uprobe_multi
+	// links (Linux ≥ 6.6): a program loaded so cannot be a perf-event
+	// uprobe, and the other way round.
+	UprobeMulti bool
 }
 
 // Load loads and verifies the program with opts applied.
@@ -78,6 +83,13 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if opts.UprobeMulti {
+		for _, ps := range spec.Programs {
+			if ps.Type == ebpf.Kprobe && strings.HasPrefix(ps.SectionName, "uprobe") {
+				ps.AttachType = ebpf.AttachTraceUprobeMulti
+			}
 		}
 	}
 	if opts.RingBytes > 0 {
@@ -138,7 +150,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_EXIT_WITHOUT_ENTRY:   {"exit_without_entry", true, "returns whose entry was not seen (attached mid-call)"},
 	TracerTracerStatSTAT_GOROUTINE_TABLE_FULL: {"lost_goroutine_table_full", true, "calls lost: too many goroutines with traced frames (raise --max-goroutines)"},
 	TracerTracerStatSTAT_READ_G_FAILED:        {"lost_read_g_failed", true, "probe hits whose goroutine could not be read"},
-	TracerTracerStatSTAT_UNKNOWN_PROCESS:      {"hits_unknown_process", true, "probe hits in a process latscope has no configuration for"},
+	TracerTracerStatSTAT_UNKNOWN_PROCESS:      {"hits_untraced_process", false, "probe hits in a process latscope does not trace that runs an executable it traces (not selected, or not attached yet): probes are shared per executable file and filtered per process in the kernel"},
 	TracerTracerStatSTAT_SYSTEM_STACK:         {"hits_on_system_stack", true, "probe hits on a system stack (g0): not a goroutine"},
 	TracerTracerStatSTAT_LINKS_EXPIRED:        {"goroutine_links_expired", false, "goroutines outlived the request that created them; their later calls start new traces"},
 	TracerTracerStatSTAT_ROOTS_TABLE_FULL:     {"lost_roots_table_full", true, "requests in flight beyond the live-roots table: their goroutine links are dropped"},

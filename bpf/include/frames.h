@@ -66,7 +66,7 @@ enum tracer_stat {
 	STAT_EXIT_WITHOUT_ENTRY,     /* exit seen, entry not (probe attached mid-call) */
 	STAT_GOROUTINE_TABLE_FULL,   /* lost: goroutine map full */
 	STAT_READ_G_FAILED,          /* lost: could not read the g struct */
-	STAT_UNKNOWN_PROCESS,        /* probe hit in a process with no config */
+	STAT_UNKNOWN_PROCESS,        /* probe hit in an untraced process running a traced file */
 	STAT_SYSTEM_STACK,           /* probe hit on g0 (system stack): no goroutine */
 	STAT_LINKS_EXPIRED,          /* goroutine links dropped: their request had ended */
 	STAT_ROOTS_TABLE_FULL,       /* lost: too many requests in flight to bound links */
