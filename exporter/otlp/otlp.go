@@ -235,9 +235,20 @@ func (e *Exporter) resource(p *span.Process) *resourcepb.Resource {
 	}
 	attrs = append(attrs, span.Attr{Key: "telemetry.distro.name", Value: "latscope"}, span.Attr{Key: "telemetry.distro.version", Value: span.Scope.Version})
 	r := &resourcepb.Resource{Attributes: keyValues(attrs)}
+	// A node agent sees processes come and go: the cache is rebuilt
+	// rather than kept for every process ever traced.
+	if len(e.resources) >= maxResources {
+		clear(e.resources)
+	}
 	e.resources[p] = r
 	return r
 }
+
+// maxResources bounds the resource cache (one entry per traced process).
+const maxResources = 4096
+
+// Queued is the number of spans waiting in the queue.
+func (e *Exporter) Queued() int { return len(e.queue) }
 
 // keyValues converts attributes, allocating the values of one span
 // together.
