@@ -15,9 +15,9 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/propagation"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 )
 
 // A service traced with --pid has its connections open already: an

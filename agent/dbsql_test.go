@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 )
 
 // database/sql spans against real SQLite: statements with literals

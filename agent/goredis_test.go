@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/library/goredis"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/symbolizer"
 )
 

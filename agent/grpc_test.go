@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 )
 
 // gRPC spans from a process that serves demo.Pricing on loopback and

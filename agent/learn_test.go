@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 )
 
 // A function reached only through an interface has its returns probed

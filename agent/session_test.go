@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/span"
 )
 
 // collector is an in-memory span.Exporter.

@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/span"
 )
 
 // testdata/checkout.events was recorded with

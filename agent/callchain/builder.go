@@ -19,8 +19,8 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/span"
 )
 
 // Func describes a traced function id of a process.

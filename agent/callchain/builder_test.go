@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/span"
 )
 
 var funcs = []Func{{Name: "main.root"}, {Name: "main.child"}, {Name: "main.leaf"}, {Name: "main.worker"}}

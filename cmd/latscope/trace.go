@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/exporter/otlpjson"
 	"github.com/latscope/latscope/exporter/tree"
+	"github.com/latscope/latscope/span"
 )
 
 // runTrace returns the exit code: the traced command's when one was run.

@@ -47,9 +47,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/agent"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/internal/jaegertest"
+	"github.com/latscope/latscope/span"
 )
 
 type result struct {

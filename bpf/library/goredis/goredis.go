@@ -12,8 +12,8 @@ import (
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/library"
+	"github.com/latscope/latscope/span"
 )
 
 const pkg = "github.com/redis/go-redis/v9."

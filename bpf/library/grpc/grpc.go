@@ -16,8 +16,8 @@ import (
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/library"
+	"github.com/latscope/latscope/span"
 )
 
 const transport = "google.golang.org/grpc/internal/transport"
