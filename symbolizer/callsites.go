@@ -1,7 +1,7 @@
 package symbolizer
 
 import (
-	"bytes"
+	"encoding/binary"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -87,8 +87,9 @@ func (b *Binary) DirectCallers(callee *Func, prefix string) ([]*Func, error) {
 		if err != nil {
 			continue
 		}
-		// Quick reject: a rel32 CALL is E8 followed by the displacement.
-		if !bytes.Contains(code, []byte{0xe8}) {
+		// Quick reject before decoding: a CALL rel32 to callee is E8 and
+		// the displacement from the next instruction to its entry.
+		if !mayCall(code, f.Entry, callee.Entry) {
 			continue
 		}
 		for _, in := range decode(f.Entry, code) {
@@ -129,4 +130,16 @@ func (b *Binary) CallSites(caller, callee *Func) ([]Site, error) {
 		}
 	}
 	return sites, nil
+}
+
+// mayCall reports whether code (at addr) holds the bytes of a CALL rel32
+// to target somewhere; only decoding tells whether they are an
+// instruction.
+func mayCall(code []byte, addr, target uint64) bool {
+	for i := 0; i+5 <= len(code); i++ {
+		if code[i] == 0xe8 && uint64(int64(addr)+int64(i)+5+int64(int32(binary.LittleEndian.Uint32(code[i+1:])))) == target {
+			return true
+		}
+	}
+	return false
 }

@@ -16,7 +16,7 @@ func TestOffsets(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
 		t.Run(tc, func(t *testing.T) {
 			def := openFixture(t, tc, fixture.Default)
-			fromDWARF, err := def.Offsets()
+			fromDWARF, err := def.DWARFOffsets()
 			if err != nil || fromDWARF.Source != "dwarf" {
 				t.Fatalf("Offsets() = %+v, %v; want from DWARF", fromDWARF, err)
 			}
