@@ -1,0 +1,122 @@
+// Package api is the agent's HTTP API: Jaeger's HTTP query API over the
+// embedded trace store (so Jaeger's UI and Grafana's Jaeger data source read
+// the agent as they read Jaeger), the agent's status, its Prometheus
+// metrics, and health and readiness probes.
+//
+// Routes (anything else is 404):
+//
+//	GET /healthz                          200 "ok" while the process serves
+//	GET /readyz                           200 "ok", or 503 with what is not ready
+//	GET /metrics                          Options.Metrics, when set
+//	GET /api/status                       Options.Status() as JSON, when set
+//	GET /api/services                     Jaeger: service names
+//	GET /api/services/{service}/operations  Jaeger: operation names of a service
+//	GET /api/operations?service=&spanKind=  Jaeger: operations with their span kinds
+//	GET /api/traces?…                     Jaeger: search (see parseSearch)
+//	GET /api/traces/{traceID}             Jaeger: one trace
+//
+// Jaeger answers use Jaeger's envelope, {"data", "total", "limit",
+// "offset", "errors"}; an error answer has data null and errors
+// [{"code", "msg"}], the message naming the parameter at fault.
+package api
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/latscope/latscope/store"
+)
+
+// Options configures the handler New returns. Every field is optional.
+type Options struct {
+	// Store is the trace store the Jaeger API reads; without it the Jaeger
+	// routes are not served (404).
+	Store *store.Store
+	// Status reports the agent's state; its result is JSON-marshalled at
+	// GET /api/status. Without it that route is 404.
+	Status func() any
+	// Metrics serves GET /metrics (a Prometheus handler). Without it that
+	// route is 404.
+	Metrics http.Handler
+	// Ready reports whether the agent is ready: nil for 200 "ok", an error
+	// for 503 with its message. Without it /readyz is always 200.
+	Ready func() error
+	// Log receives what the handler cannot tell the client (a response it
+	// failed to encode). Nil discards.
+	Log *slog.Logger
+}
+
+// New returns the agent's HTTP handler.
+func New(opts Options) http.Handler {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if opts.Ready != nil {
+			if err := opts.Ready(); err != nil {
+				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				return
+			}
+		}
+		writeText(w, http.StatusOK, "ok")
+	})
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	if opts.Status != nil {
+		mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, log, http.StatusOK, opts.Status())
+		})
+	}
+	if opts.Store != nil {
+		q := &query{store: opts.Store, log: log, now: time.Now}
+		mux.HandleFunc("GET /api/services", q.services)
+		mux.HandleFunc("GET /api/services/{service}/operations", q.serviceOperations)
+		mux.HandleFunc("GET /api/operations", q.operations)
+		mux.HandleFunc("GET /api/traces", q.search)
+		mux.HandleFunc("GET /api/traces/{traceID}", q.trace)
+	}
+	// Unknown API paths answer in Jaeger's envelope, so a client reading
+	// it sees why.
+	mux.HandleFunc("GET /api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, log, http.StatusNotFound, "no API endpoint at "+r.URL.Path)
+	})
+	return mux
+}
+
+func writeText(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write([]byte(msg + "\n"))
+}
+
+// writeJSON marshals v before writing anything, so a value that cannot be
+// encoded becomes a 500 rather than a truncated body.
+func writeJSON(w http.ResponseWriter, log *slog.Logger, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		log.Error("encode API response", "err", err)
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(response{Errors: []apiError{{Code: code, Msg: "encode response: " + err.Error()}}})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+// writeData answers with data in Jaeger's envelope; total is how many
+// items data holds.
+func writeData(w http.ResponseWriter, log *slog.Logger, data any, total int) {
+	writeJSON(w, log, http.StatusOK, response{Data: data, Total: total})
+}
+
+func writeError(w http.ResponseWriter, log *slog.Logger, code int, msg string) {
+	writeJSON(w, log, code, response{Errors: []apiError{{Code: code, Msg: msg}}})
+}

@@ -1,0 +1,53 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkSearch searches stores of 10k and 100k checkout traces (4 spans
+// each, one in 50 failing) with the queries Jaeger's UI and Grafana send.
+func BenchmarkSearch(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		s := New(1 << 40)
+		for i := range uint64(n) {
+			status := int64(200)
+			if i%50 == 0 {
+				status = 500
+			}
+			s.Export(checkout(i, t0.Add(time.Duration(i)*time.Millisecond), status, time.Duration(i%1000)*time.Microsecond))
+		}
+		queries := []struct {
+			name string
+			q    Query
+		}{
+			{"service", Query{Service: "frontend", Limit: 20}},
+			{"all", Query{Limit: 100}},
+			{"operation+tags", Query{Service: "payments", Operation: "POST /charge", Tags: map[string]string{"http.response.status_code": "500"}, Limit: 20}},
+			{"derived tag", Query{Tags: map[string]string{"code.function.name": "main.nomatch"}, Limit: 20}},
+			{"minDuration", Query{Service: "frontend", MinDuration: 900 * time.Microsecond, Limit: 20}},
+			{"window", Query{Start: t0.Add(time.Duration(n/2) * time.Millisecond), End: t0.Add(time.Duration(n/2+100) * time.Millisecond)}},
+			{"error", Query{Error: true, Limit: 20}},
+		}
+		for _, q := range queries {
+			b.Run(fmt.Sprintf("traces=%d/%s", n, q.name), func(b *testing.B) {
+				for b.Loop() {
+					s.Search(q.q)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkExport adds checkout traces to a store at its budget, so every
+// Export also evicts.
+func BenchmarkExport(b *testing.B) {
+	s := New(16 << 20)
+	var i uint64
+	for b.Loop() {
+		s.Export(checkout(i, t0.Add(time.Duration(i)*time.Millisecond), 200, time.Millisecond))
+		i++
+	}
+	b.ReportMetric(float64(s.Stats().Traces), "traces_held")
+}
