@@ -6,15 +6,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/bpf/library"
+	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -91,7 +92,7 @@ func (t *Tracer) Attach(pid int, patterns []string) (*Process, error) {
 		if !ok {
 			t.unregister(p)
 			if batch != nil {
-				im.close()
+				im.close(&t.binaries)
 			}
 		}
 	}()
@@ -130,15 +131,18 @@ func (t *Tracer) Attach(pid int, patterns []string) (*Process, error) {
 // site of the functions, libraries and runtime hooks to trace, without
 // attaching any.
 func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *probeSites, error) {
-	bin, err := symbolizer.OpenPID(pid)
-	if err != nil {
-		return nil, nil, err
+	bin := t.binaries.take(id)
+	if bin == nil {
+		var err error
+		if bin, err = symbolizer.OpenPID(pid); err != nil {
+			return nil, nil, err
+		}
 	}
 	im := &image{id: id, bin: bin, patterns: strings.Join(patterns, ","), libs: map[int]calltracer.LibFields{}, learn: map[uint32]*learning{}, procs: map[int]*Process{}}
 	ok := false
 	defer func() {
 		if !ok {
-			im.close()
+			im.close(nil)
 		}
 	}()
 	offs, err := bin.Offsets()
@@ -588,7 +592,7 @@ func (t *Tracer) Detach(p *Process) error {
 	}
 	t.attachMu.Unlock()
 	if last {
-		err = errors.Join(err, im.close())
+		err = errors.Join(err, im.close(&t.binaries))
 	}
 	return err
 }
@@ -654,4 +658,14 @@ func ProcessInfo(pid int, bin *symbolizer.Binary) *span.Process {
 		}
 	}
 	return &span.Process{PID: pid, ServiceName: name, Executable: exe, GoVersion: bin.GoVersion, Modules: mods}
+}
+
+// Libraries names the instrumented libraries probed in p's executable.
+func (p *Process) Libraries() []string {
+	out := make([]string, 0, len(p.img.libs))
+	for id := range p.img.libs {
+		out = append(out, Libraries[id].Name)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -78,7 +79,9 @@ type image struct {
 	closed bool
 }
 
-func (im *image) close() error {
+// close detaches the image's probes; its parsed binary goes back to
+// keep (nil: it is closed).
+func (im *image) close(keep *binaryCache) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	// Every link at once: each close waits for an RCU grace period in
@@ -97,9 +100,75 @@ func (im *image) close() error {
 		errs = append(errs, im.file.Close())
 	}
 	if im.bin != nil {
-		errs = append(errs, im.bin.Close())
+		if keep != nil {
+			keep.put(im.id, im.bin)
+		} else {
+			errs = append(errs, im.bin.Close())
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// binaryCache keeps the parsed binaries of executables whose last traced
+// process exited, for a while: a restart (a deploy, a crash loop) of the
+// same file then attaches without reading it again (what the symbolizer
+// learned, resume sites included, is kept in the Binary).
+type binaryCache struct {
+	mu      sync.Mutex
+	entries []cachedBinary // oldest first
+}
+
+type cachedBinary struct {
+	id  fileID
+	bin *symbolizer.Binary
+	at  time.Time
+}
+
+const (
+	binaryCacheSize = 8
+	binaryCacheTTL  = 5 * time.Minute
+)
+
+func (c *binaryCache) put(id fileID, bin *symbolizer.Binary) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expire()
+	if len(c.entries) == binaryCacheSize {
+		c.entries[0].bin.Close()
+		c.entries = c.entries[1:]
+	}
+	c.entries = append(c.entries, cachedBinary{id, bin, time.Now()})
+}
+
+// take removes and returns the binary of id, if cached.
+func (c *binaryCache) take(id fileID) *symbolizer.Binary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expire()
+	for i, e := range c.entries {
+		if e.id == id {
+			c.entries = append(c.entries[:i], c.entries[i+1:]...)
+			return e.bin
+		}
+	}
+	return nil
+}
+
+func (c *binaryCache) expire() {
+	for len(c.entries) > 0 && time.Since(c.entries[0].at) > binaryCacheTTL {
+		c.entries[0].bin.Close()
+		c.entries = c.entries[1:]
+	}
+}
+
+// closeAll closes every cached binary.
+func (c *binaryCache) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		e.bin.Close()
+	}
+	c.entries = nil
 }
 
 // probeSites is a batch of probe sites to attach together, grouped by

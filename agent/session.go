@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent/callchain"
-	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/span"
 )
 
 // Session is one `latscope trace` run: processes (found by pid, or a
@@ -113,11 +113,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			res.Probes += proc.Probes()
 		}
 		res.Funcs = append(res.Funcs, proc.Funcs...)
-		funcs := make([]callchain.Func, len(proc.Funcs))
-		for i, f := range proc.Funcs {
-			funcs[i] = callchain.Func{Name: f.Func.Name, File: f.Func.File, Line: f.Func.Line}
-		}
-		b.AddProcess(uint32(pid), proc.Info, funcs)
+		b.AddProcess(uint32(pid), proc.Info, builderFuncs(proc))
 		if s.Ready != nil {
 			s.Ready(proc)
 		}

@@ -88,6 +88,7 @@ type Tracer struct {
 	mu       sync.Mutex
 	procs    map[int]*Process
 	images   map[fileID]*image // traced executables, shared by their processes
+	binaries binaryCache       // parsed binaries of recently traced executables
 
 	retSites    retSiteQueue // call sites the kernel reported, for learnReturns
 	stopLearner chan struct{}
@@ -330,6 +331,7 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.Detach(p))
 	}
 	errs = append(errs, t.closeInjection(), t.reader.Close())
+	t.binaries.closeAll()
 	t.closeObjects()
 	return errors.Join(errs...)
 }
@@ -361,4 +363,10 @@ func (t *Tracer) forgetGoroutines(pid uint32) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Ring returns the ring buffer's size and the bytes the kernel wrote that
+// were not read yet.
+func (t *Tracer) Ring() (size, pending int) {
+	return t.reader.BufferSize(), t.reader.AvailableBytes()
 }

@@ -145,6 +145,9 @@ func (b *Builder) RemoveProcess(pid uint32) {
 	}
 }
 
+// Processes is the number of processes the builder holds state for.
+func (b *Builder) Processes() int { return len(b.procs) }
+
 // Stats returns the counters so far.
 func (b *Builder) Stats() Stats { return b.stats }
 

@@ -15,6 +15,10 @@ import (
 const usage = `latscope: where did the latency of a Go service go?
 
 Usage:
+  latscope agent [--config FILE] [--exe GLOB]... [flags]   trace the node's selected Go services
+  latscope status [--agent URL]                           what a running agent traces and counts
+  latscope traces [--agent URL] [--service S] [--since 5m]  the slowest recent traces, as call trees
+  latscope ps [--exe GLOB]...                             the host's Go processes: selected? traceable?
   latscope trace (--pid PID[,PID...] | -- CMD ARGS...) [--funcs PATTERNS] [flags]
   latscope symbols (BINARY | --pid PID) [--match REGEX]
   latscope version
@@ -37,6 +41,14 @@ func main() {
 		}
 	case "symbols":
 		err = runSymbols(args)
+	case "agent":
+		err = runAgent(args)
+	case "status":
+		err = runStatus(args)
+	case "ps":
+		err = runPs(args)
+	case "traces":
+		err = runTraces(args)
 	case "version":
 		fmt.Println("latscope", span.Scope.Version)
 	case "-h", "-help", "--help", "help":

@@ -1,0 +1,257 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/latscope/latscope/agent/callchain"
+	"github.com/latscope/latscope/agent/config"
+	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/api"
+	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/exporter/otlp"
+	"github.com/latscope/latscope/metrics"
+	"github.com/latscope/latscope/sampling"
+	"github.com/latscope/latscope/span"
+	"github.com/latscope/latscope/store"
+)
+
+// Node is `latscope agent`: one per node, it traces every Go process its
+// selectors pick, from the exec of each (discovery's exec tracepoint; a
+// slow /proc rescan is only the safety net) until it exits, with one set
+// of programs and one set of probes per executable file. Completed spans
+// go to the embedded trace store, the RED metrics and, through the keep
+// policy, to OTLP when OTEL_EXPORTER_OTLP_* names an endpoint. Its HTTP
+// API serves the store in Jaeger's query API shapes, /metrics and
+// /api/status.
+//
+// Data flows one way: kernel → tracer → builder → store, metrics,
+// exporter; the API only reads.
+type Node struct {
+	log     *slog.Logger
+	self    int    // the agent's own pid: never traced
+	selfExe fileID // nor a process running the agent's binary
+	started time.Time
+
+	tracer  *Tracer
+	watcher *discovery.Watcher
+
+	bmu     sync.Mutex // guards builder: the ring reader adds, discovery adds and removes processes
+	builder *callchain.Builder
+
+	store   *store.Store
+	red     *metrics.RED
+	reg     *prometheus.Registry
+	otlp    *otlp.Exporter     // nil without an OTLP endpoint
+	sampler *sampling.Exporter // in front of otlp
+	sinks   []span.Exporter
+	spans   atomic.Uint64 // spans the builder emitted
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	reload chan *config.Config
+
+	mu  sync.Mutex // guards what discovery changes and status reads:
+	cfg *config.Config
+	sel discovery.Selectors
+	procs
+}
+
+// StartNode loads the programs, starts process discovery and the HTTP
+// API, and returns once the node is ready to trace: errors here are the
+// ones a user must fix before the agent can run (permissions, kernel, an
+// address in use, a bad OTLP setting). Run then traces until its context
+// is done.
+func StartNode(cfg *config.Config, log *slog.Logger) (n *Node, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	n = &Node{log: log, self: os.Getpid(), started: time.Now(), cfg: cfg, reload: make(chan *config.Config, 1)}
+	n.sel = discovery.Selectors{Include: cfg.Selectors, Exclude: cfg.Exclude}
+	n.procs.init()
+	if n.selfExe, err = exeID(n.self); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.closeAll()
+		}
+	}()
+
+	// Listen first: an address in use is the commonest start failure and
+	// costs nothing to find out.
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("listen on %s for the agent's API: %w (choose another address with --http)", cfg.HTTP, err)
+	}
+	if n.tracer, err = New(Config{
+		MinDuration:   cfg.MinDuration,
+		RingBytes:     int(cfg.RingSize),
+		MaxGoroutines: cfg.MaxGoroutines,
+		Inject:        cfg.Inject,
+		SettleReturns: cfg.SettleReturns,
+		Logger:        log,
+	}); err != nil {
+		return nil, err
+	}
+	n.builder = callchain.New(n.emit, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
+
+	n.store = store.New(int64(cfg.Store.Size))
+	n.reg = prometheus.NewRegistry()
+	if n.red, err = metrics.NewRED(n.reg, metrics.Options{}); err != nil {
+		return nil, fmt.Errorf("RED metrics: %w", err)
+	}
+	n.reg.MustRegister(metrics.NewAgentCollector(n.snapshot), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "latscope_agent"}))
+	n.sinks = []span.Exporter{n.store, n.red}
+	if otlp.Enabled() {
+		policy := cfg.Keep
+		if n.otlp, err = otlp.New(context.Background(), otlp.Options{}); err != nil {
+			return nil, err
+		}
+		n.sampler = sampling.NewExporter(policy, n.otlp)
+		n.sinks = append(n.sinks, n.sampler)
+		log.Info("exporting spans over OTLP", "endpoint", otlpEndpoint(), "keep", policy.String())
+	}
+
+	if n.watcher, err = discovery.Watch(discovery.Options{}); err != nil {
+		return nil, err
+	}
+	n.httpSrv = &http.Server{
+		Handler:           api.New(api.Options{Store: n.store, Status: func() any { return n.Status() }, Metrics: metrics.Handler(n.reg), Ready: n.ready, Log: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("agent API stopped", "err", err)
+		}
+	}()
+	log.Info("agent API listening", "url", "http://"+n.httpLn.Addr().String())
+	return n, nil
+}
+
+// Addr is the address the HTTP API listens on.
+func (n *Node) Addr() string { return n.httpLn.Addr().String() }
+
+// Reload replaces the selectors with those of cfg (SIGHUP): processes
+// already traced stay traced; every running process is considered again.
+// Other settings need a restart: they are named in the log.
+func (n *Node) Reload(cfg *config.Config) {
+	select {
+	case n.reload <- cfg:
+	default:
+		// A reload is pending: this one replaces it.
+		select {
+		case <-n.reload:
+		default:
+		}
+		n.reload <- cfg
+	}
+}
+
+// Run traces until ctx is done, then detaches every process, drains the
+// ring buffer, flushes the builder and the exporters, and stops the API.
+func (n *Node) Run(ctx context.Context) error {
+	readCtx, stopRead := context.WithCancel(context.Background())
+	defer stopRead()
+	readErr := make(chan error, 1)
+	go func() { readErr <- n.tracer.Run(readCtx, nodeSink{n}) }()
+
+	err := n.discover(ctx, readErr)
+
+	// Detach first so nothing new arrives, then drain the ring buffer.
+	n.detachAll()
+	stopRead()
+	if rerr := <-readErr; rerr != nil && err == nil {
+		err = rerr
+	}
+	n.bmu.Lock()
+	n.builder.Flush()
+	n.bmu.Unlock()
+	return errors.Join(err, n.closeAll())
+}
+
+// closeAll stops what StartNode started; safe on a partly started node.
+func (n *Node) closeAll() error {
+	var errs []error
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, n.httpSrv.Shutdown(ctx))
+		cancel()
+	} else if n.httpLn != nil {
+		n.httpLn.Close()
+	}
+	for _, s := range n.sinks {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close exporter: %w", err))
+		}
+	}
+	n.sinks = nil
+	if n.watcher != nil {
+		errs = append(errs, n.watcher.Close())
+	}
+	if n.tracer != nil {
+		errs = append(errs, n.tracer.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// emit hands the builder's spans to every sink; it runs with bmu held.
+func (n *Node) emit(spans []*span.Span) {
+	n.spans.Add(uint64(len(spans)))
+	for _, s := range n.sinks {
+		if err := s.Export(spans); err != nil {
+			n.log.Error("export spans", "err", err)
+		}
+	}
+}
+
+// ready answers the readiness probe: the programs are loaded and the
+// first scan of running processes is done.
+func (n *Node) ready() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.procs.scanned {
+		return errors.New("first scan of running processes not done yet")
+	}
+	return nil
+}
+
+// nodeSink feeds the node's builder from the ring reader.
+type nodeSink struct{ n *Node }
+
+func (s nodeSink) Call(ev *calltracer.Event) {
+	s.n.bmu.Lock()
+	s.n.builder.Add(ev)
+	s.n.bmu.Unlock()
+}
+
+func (s nodeSink) Lib(raw []byte) {
+	s.n.bmu.Lock()
+	s.n.builder.AddLib(raw)
+	s.n.bmu.Unlock()
+}
+
+func (s nodeSink) Tick() {
+	s.n.bmu.Lock()
+	s.n.builder.Expire(callchain.MonoNow())
+	s.n.bmu.Unlock()
+}
+
+// otlpEndpoint is where OTLP export goes, as the environment names it.
+func otlpEndpoint() string {
+	if e := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); e != "" {
+		return e
+	}
+	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+}
