@@ -51,7 +51,7 @@ func (b *Binary) FieldOffsets(module string, fields []string) (offs []uint64, so
 	}
 	// A tabled version first: the table is read from that version's
 	// DWARF and tested against it (TestFieldTableMatchesDWARF), and
-	// reading a binary's DWARF costs ~100 ms per 10 MB of binary.
+	// reading a binary's DWARF (zlib) took ~200 ms for a 9 MB binary here.
 	row, ok := t[module][key]
 	if !ok && b.HasDWARF {
 		if offs, err = b.DWARFFieldOffsets(fields); err == nil {

@@ -388,14 +388,14 @@ func TestDemoScript(t *testing.T) {
 	}
 	env := []string{"JAEGER_BIN=" + jaegertest.Build(t), "DEMO_LOAD=3s"}
 	ports := map[string]int{}
-	for _, name := range []string{"GATEWAY_PORT", "CATALOG_PORT", "PRICING_PORT", "REVIEWS_PORT", "REDIS_PORT",
+	for _, name := range []string{"GATEWAY_PORT", "CATALOG_PORT", "PRICING_PORT", "REVIEWS_PORT", "REDIS_PORT", "LATSCOPE_AGENT_PORT",
 		"LATSCOPE_JAEGER_QUERY_PORT", "LATSCOPE_JAEGER_OTLP_GRPC_PORT", "LATSCOPE_JAEGER_OTLP_HTTP_PORT"} {
 		ports[name] = freePort(t)
 		env = append(env, fmt.Sprintf("%s=%d", name, ports[name]))
 	}
 	demo := startGroup(t, "demo", env, filepath.Join(repoRoot(), "scripts", "demo.sh"))
 	demo.await(t, "demo: one trace of catalog", 10*time.Minute)
-	demo.await(t, "demo: Ctrl-C to stop", time.Minute)
+	demo.await(t, "(Ctrl-C to stop)", time.Minute)
 	out := demo.output()
 	tree := out[strings.Index(out, "demo: one trace of catalog"):]
 	for _, want := range []string{"main.(*handler).product", "SELECT", "demo.Pricing/GetPrice", "GET"} {
