@@ -63,10 +63,10 @@ type Node struct {
 
 	reload chan *config.Config
 
-	mu  sync.Mutex // guards what discovery changes and status reads:
-	cfg *config.Config
-	sel discovery.Selectors
-	procs
+	mu    sync.Mutex // guards what discovery changes and status reads:
+	cfg   *config.Config
+	sel   discovery.Selectors
+	procs procTable
 }
 
 // StartNode loads the programs, starts process discovery and the HTTP

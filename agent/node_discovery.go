@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +13,8 @@ import (
 	"github.com/latscope/latscope/symbolizer"
 )
 
-// procs is what the node knows of the host's processes.
-type procs struct {
+// procTable is what the node knows of the host's processes.
+type procTable struct {
 	traced map[int]*nodeProc
 	// evaluated: processes already considered (pid → start time), so a
 	// rescan inspects only new ones. Bounded by live processes.
@@ -30,7 +29,7 @@ type procs struct {
 	attached, detached, failed uint64
 }
 
-func (p *procs) init() {
+func (p *procTable) init() {
 	p.traced = map[int]*nodeProc{}
 	p.evaluated = map[int]uint64{}
 	p.skipped = map[int]SkippedProcess{}
@@ -307,18 +306,10 @@ func (n *Node) applyReload(cfg *config.Config) {
 // restartOnly names the settings that differ between a and b other than
 // the selectors, which a reload applies.
 func restartOnly(a, b *config.Config) []string {
-	x, y := *a, *b
-	x.Selectors, x.Exclude, y.Selectors, y.Exclude = nil, nil, nil, nil
-	if string(x.YAML()) == string(y.YAML()) {
-		return nil
-	}
 	var out []string
-	xa, ya := strings.Split(string(x.YAML()), "\n"), strings.Split(string(y.YAML()), "\n")
-	for _, l := range ya {
-		if !slices.Contains(xa, l) {
-			if k, _, ok := strings.Cut(strings.TrimSpace(l), ":"); ok {
-				out = append(out, k)
-			}
+	for _, k := range a.Changed(b) {
+		if k != "selectors" && k != "exclude" {
+			out = append(out, k)
 		}
 	}
 	return out

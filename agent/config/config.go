@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -255,4 +257,30 @@ func (c *Config) YAML() []byte {
 	}
 	enc.Close()
 	return b.Bytes()
+}
+
+// Changed lists the top-level YAML keys ("store", "keep", …) whose values
+// differ between c and o, sorted: a reload applies some settings and
+// names the others as needing a restart.
+func (c *Config) Changed(o *Config) []string {
+	var a, b map[string]any
+	if err := yaml.Unmarshal(c.YAML(), &a); err != nil {
+		panic(fmt.Sprintf("config: read back YAML: %v", err))
+	}
+	if err := yaml.Unmarshal(o.YAML(), &b); err != nil {
+		panic(fmt.Sprintf("config: read back YAML: %v", err))
+	}
+	var out []string
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	for k, v := range b {
+		if !reflect.DeepEqual(a[k], v) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -235,3 +235,16 @@ func TestSlogLevel(t *testing.T) {
 		}
 	}
 }
+
+func TestChanged(t *testing.T) {
+	a, b := Default(), Default()
+	if got := a.Changed(b); len(got) != 0 {
+		t.Fatalf("equal configurations differ in %v", got)
+	}
+	b.Store.Size *= 2
+	b.Funcs = []string{"main.*"}
+	b.Selectors = append(b.Selectors, discovery.Selector{Name: "x"})
+	if got := a.Changed(b); strings.Join(got, ",") != "funcs,selectors,store" {
+		t.Errorf("Changed = %v, want [funcs selectors store]", got)
+	}
+}
