@@ -119,10 +119,12 @@ func Write(w io.Writer, spans []*span.Span) {
 	var sb strings.Builder
 	for _, r := range roots {
 		fmt.Fprintf(&sb, "trace %s  pid %d  %d spans\n", r.TraceID, pid(r), count(r, children))
-		var walk func(s *span.Span, depth int, parentG uint64)
-		walk = func(s *span.Span, depth int, parentG uint64) {
+		var walk func(s, parent *span.Span, depth int)
+		walk = func(s, parent *span.Span, depth int) {
 			sb.WriteString(strings.Repeat("  ", depth+1))
-			if depth > 0 && s.GoID != parentG {
+			// "go": the call ran on another goroutine of the same process
+			// (a child in another process is a remote call).
+			if parent != nil && s.GoID != parent.GoID && pid(s) == pid(parent) {
 				sb.WriteString("go ")
 			}
 			fmt.Fprintf(&sb, "%s  %s  g%d", s.Name, fmtDur(s.Duration()), s.GoID)
@@ -139,10 +141,10 @@ func Write(w io.Writer, spans []*span.Span) {
 			kids := children[s.SpanID]
 			byStart(kids)
 			for _, k := range kids {
-				walk(k, depth+1, s.GoID)
+				walk(k, s, depth+1)
 			}
 		}
-		walk(r, 0, r.GoID)
+		walk(r, nil, 0)
 	}
 	io.WriteString(w, sb.String())
 }

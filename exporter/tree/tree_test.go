@@ -38,6 +38,19 @@ func TestWriteTree(t *testing.T) {
 	}
 }
 
+// A child in another process is a remote call, not a go statement.
+func TestWriteTreeAcrossProcesses(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	a, b := &span.Process{PID: 10}, &span.Process{PID: 20}
+	client := &span.Span{SpanID: span.SpanID{1}, Name: "GET", GoID: 5, Process: a, Start: t0, End: t0.Add(time.Millisecond)}
+	server := &span.Span{SpanID: span.SpanID{2}, ParentID: span.SpanID{1}, Name: "GET /x", GoID: 7, Process: b, Start: t0, End: t0.Add(time.Millisecond)}
+	var buf bytes.Buffer
+	Write(&buf, []*span.Span{client, server})
+	if out := buf.String(); !strings.Contains(out, "\n    GET /x  ") {
+		t.Errorf("the remote server span is marked as a goroutine:\n%s", out)
+	}
+}
+
 func TestPrinterWaitsForLateSpans(t *testing.T) {
 	var buf bytes.Buffer
 	p := New(&buf, time.Hour)
