@@ -62,12 +62,12 @@ func (s *Span) Attributes() []Attr {
 // Attributes returns the process's resource attributes.
 func (p *Process) Attributes() []Attr {
 	host, _ := os.Hostname()
-	return []Attr{
+	return append([]Attr{
 		{string(semconv.ServiceNameKey), p.ServiceName},
 		{string(semconv.ProcessPIDKey), int64(p.PID)},
 		{string(semconv.ProcessExecutableNameKey), p.Executable},
 		{string(semconv.ProcessRuntimeNameKey), "go"},
 		{string(semconv.ProcessRuntimeVersionKey), p.GoVersion},
 		{string(semconv.HostNameKey), host},
-	}
+	}, p.Resource...)
 }

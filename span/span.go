@@ -51,6 +51,20 @@ type Process struct {
 	GoVersion   string
 	// Modules are the binary's dependencies: module path → version.
 	Modules map[string]string
+	// Resource holds more resource attributes: where the process runs
+	// (Kubernetes: k8s.namespace.name, k8s.pod.name, container.id, …),
+	// under OpenTelemetry semantic-convention keys.
+	Resource []Attr
+}
+
+// Lookup returns the value of resource attribute key, and whether p has it.
+func (p *Process) Lookup(key string) (any, bool) {
+	for _, a := range p.Resource {
+		if a.Key == key {
+			return a.Value, true
+		}
+	}
+	return nil, false
 }
 
 // Span is one traced call.
