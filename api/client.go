@@ -45,6 +45,9 @@ func DecodeTraces(r io.Reader) ([][]*span.Span, error) {
 					sp.Executable, _ = kv.Value.(string)
 				case string(semconv.ProcessRuntimeVersionKey):
 					sp.GoVersion, _ = kv.Value.(string)
+				case string(semconv.ProcessRuntimeNameKey):
+				default:
+					sp.Resource = append(sp.Resource, span.Attr{Key: kv.Key, Value: tagValue(kv)})
 				}
 			}
 			procs[id] = sp

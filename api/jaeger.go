@@ -197,6 +197,9 @@ func jaegerProcessOf(p *span.Process) jaegerProcess {
 	if p.GoVersion != "" {
 		tags = append(tags, keyValue(string(semconv.ProcessRuntimeVersionKey), p.GoVersion))
 	}
+	for _, a := range p.Resource {
+		tags = append(tags, keyValue(a.Key, a.Value))
+	}
 	return jaegerProcess{ServiceName: p.ServiceName, Tags: tags}
 }
 
