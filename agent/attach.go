@@ -90,6 +90,9 @@ func (t *Tracer) Attach(pid int, patterns []string) (*Process, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			im.mu.Lock()
+			delete(im.procs, pid)
+			im.mu.Unlock()
 			t.unregister(p)
 			if batch != nil {
 				im.close(&t.binaries)
@@ -576,7 +579,8 @@ func (t *Tracer) Detach(p *Process) error {
 		delete(t.procs, p.PID)
 	}
 	t.mu.Unlock()
-	err := t.unregister(p)
+	// Out of its image first: the learner then answers call sites for
+	// p no more, and nothing is put back after unregister.
 	im := p.img
 	t.attachMu.Lock()
 	im.mu.Lock()
@@ -591,6 +595,7 @@ func (t *Tracer) Detach(p *Process) error {
 		t.mu.Unlock()
 	}
 	t.attachMu.Unlock()
+	err := t.unregister(p)
 	if last {
 		err = errors.Join(err, im.close(&t.binaries))
 	}
