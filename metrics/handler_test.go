@@ -126,7 +126,7 @@ func TestHandlerPrometheusText(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type %q, want the Prometheus text format", ct)
 	}
-	if !strings.Contains(body, `http_server_request_duration_seconds_count{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",network_protocol_version="",service_name="shop"} 1`) {
+	if !strings.Contains(body, `http_server_request_duration_seconds_count{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",k8s_namespace_name="",k8s_workload_kind="",k8s_workload_name="",network_protocol_version="",service_name="shop"} 1`) {
 		t.Errorf("count missing from\n%s", body)
 	}
 	if strings.Contains(body, "trace_id") {

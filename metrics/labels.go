@@ -108,6 +108,8 @@ func knownMethod(m string) string {
 type key struct {
 	strs [6]string
 	nums [2]int64
+	// k8s are the Kubernetes labels' values (k8sLabels' order).
+	k8s [3]string
 	// other marks the overflow series of strs[0] (the service): every
 	// other label is "_other".
 	other bool
@@ -123,4 +125,58 @@ func formatNum(n int64) string {
 		return ""
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// k8sLabels are the Kubernetes labels every histogram ends with: the
+// pod's namespace and its workload, the outermost controller that owns
+// it (Deployment, StatefulSet, DaemonSet, CronJob, else Job or
+// ReplicaSet) as kind and name, from the span's process resource
+// (k8s.namespace.name, k8s.deployment.name, …). One kind and one name
+// rather than one label per semconv workload attribute: two labels, not
+// six mostly empty ones, and one query groups every kind
+// (sum by (k8s_workload_name)). Their cardinality is the node's
+// workloads. The pod's name is never a label: every rollout would
+// create new series.
+var k8sLabels = [3]string{"k8s_namespace_name", "k8s_workload_kind", "k8s_workload_name"}
+
+// withK8s returns a histogram's labels followed by k8sLabels.
+func withK8s(labels ...string) []string { return append(labels, k8sLabels[:]...) }
+
+// k8sValues reads the values of k8sLabels from a process's resource
+// attributes; all "" outside Kubernetes.
+func k8sValues(resource []span.Attr) [3]string {
+	var ns, deployment, replicaSet, statefulSet, daemonSet, job, cronJob string
+	for _, a := range resource {
+		switch a.Key {
+		case string(semconv.K8SNamespaceNameKey):
+			ns = str(a.Value)
+		case string(semconv.K8SDeploymentNameKey):
+			deployment = str(a.Value)
+		case string(semconv.K8SReplicaSetNameKey):
+			replicaSet = str(a.Value)
+		case string(semconv.K8SStatefulSetNameKey):
+			statefulSet = str(a.Value)
+		case string(semconv.K8SDaemonSetNameKey):
+			daemonSet = str(a.Value)
+		case string(semconv.K8SJobNameKey):
+			job = str(a.Value)
+		case string(semconv.K8SCronJobNameKey):
+			cronJob = str(a.Value)
+		}
+	}
+	switch {
+	case deployment != "":
+		return [3]string{ns, "Deployment", deployment}
+	case cronJob != "":
+		return [3]string{ns, "CronJob", cronJob}
+	case statefulSet != "":
+		return [3]string{ns, "StatefulSet", statefulSet}
+	case daemonSet != "":
+		return [3]string{ns, "DaemonSet", daemonSet}
+	case job != "":
+		return [3]string{ns, "Job", job}
+	case replicaSet != "":
+		return [3]string{ns, "ReplicaSet", replicaSet}
+	}
+	return [3]string{ns, "", ""}
 }

@@ -75,6 +75,10 @@ type Options struct {
 //     error_type (error.type, else "_OTHER" for a failed span). Never the
 //     query text.
 //
+// Every histogram also has the labels k8s_namespace_name,
+// k8s_workload_kind and k8s_workload_name (see k8sLabels), empty outside
+// Kubernetes.
+//
 // Other spans (user functions' internal spans, anything else) are not
 // observed. service_name is the span's Process.ServiceName. Each
 // observation may carry an exemplar {trace_id, span_id} (lower-case hex);
@@ -127,31 +131,31 @@ func NewRED(reg prometheus.Registerer, opts Options) (*RED, error) {
 	var err error
 	if r.httpServer, err = newHistogram("http_server_request_duration_seconds",
 		"Duration of HTTP server requests (OpenTelemetry http.server.request.duration), from every latscope server span.",
-		[]string{"service_name", "http_request_method", "http_response_status_code", "http_route", "error_type", "network_protocol_version"},
+		withK8s("service_name", "http_request_method", "http_response_status_code", "http_route", "error_type", "network_protocol_version"),
 		httpServerValues); err != nil {
 		return nil, err
 	}
 	if r.httpClient, err = newHistogram("http_client_request_duration_seconds",
 		"Duration of HTTP client requests (OpenTelemetry http.client.request.duration), from every latscope client span.",
-		[]string{"service_name", "http_request_method", "http_response_status_code", "server_address", "server_port", "error_type"},
+		withK8s("service_name", "http_request_method", "http_response_status_code", "server_address", "server_port", "error_type"),
 		httpClientValues); err != nil {
 		return nil, err
 	}
 	if r.rpcServer, err = newHistogram("rpc_server_duration_seconds",
 		"Duration of inbound RPCs (OpenTelemetry rpc.server.duration), from every latscope server span.",
-		[]string{"service_name", "rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"},
+		withK8s("service_name", "rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"),
 		rpcServerValues); err != nil {
 		return nil, err
 	}
 	if r.rpcClient, err = newHistogram("rpc_client_duration_seconds",
 		"Duration of outbound RPCs (OpenTelemetry rpc.client.duration), from every latscope client span.",
-		[]string{"service_name", "rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code", "server_address", "server_port"},
+		withK8s("service_name", "rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code", "server_address", "server_port"),
 		rpcClientValues); err != nil {
 		return nil, err
 	}
 	if r.db, err = newHistogram("db_client_operation_duration_seconds",
 		"Duration of database client operations (OpenTelemetry db.client.operation.duration), from every latscope client span.",
-		[]string{"service_name", "db_system_name", "db_operation_name", "db_namespace", "server_address", "server_port", "error_type"},
+		withK8s("service_name", "db_system_name", "db_operation_name", "db_namespace", "server_address", "server_port", "error_type"),
 		dbValues); err != nil {
 		return nil, err
 	}
@@ -180,6 +184,9 @@ func (r *RED) observe(s *span.Span) {
 	h, k := r.classify(s)
 	if h == nil {
 		return
+	}
+	if s.Process != nil && len(s.Process.Resource) > 0 {
+		k.k8s = k8sValues(s.Process.Resource)
 	}
 	se := h.lookup(k)
 	v := s.Duration().Seconds()
@@ -233,23 +240,23 @@ func (r *RED) classify(s *span.Span) (*histogram, key) {
 // labels NewRED declares.
 
 func httpServerValues(k key) []string {
-	return []string{k.strs[0], k.strs[1], formatNum(k.nums[0]), k.strs[2], httpErrorType(k.strs[3], k.nums[0], 500), k.strs[4]}
+	return append([]string{k.strs[0], k.strs[1], formatNum(k.nums[0]), k.strs[2], httpErrorType(k.strs[3], k.nums[0], 500), k.strs[4]}, k.k8s[:]...)
 }
 
 func httpClientValues(k key) []string {
-	return []string{k.strs[0], k.strs[1], formatNum(k.nums[0]), k.strs[2], formatNum(k.nums[1]), httpErrorType(k.strs[3], k.nums[0], 400)}
+	return append([]string{k.strs[0], k.strs[1], formatNum(k.nums[0]), k.strs[2], formatNum(k.nums[1]), httpErrorType(k.strs[3], k.nums[0], 400)}, k.k8s[:]...)
 }
 
 func rpcServerValues(k key) []string {
-	return []string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], formatNum(k.nums[0])}
+	return append([]string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], formatNum(k.nums[0])}, k.k8s[:]...)
 }
 
 func rpcClientValues(k key) []string {
-	return []string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], formatNum(k.nums[0]), k.strs[4], formatNum(k.nums[1])}
+	return append([]string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], formatNum(k.nums[0]), k.strs[4], formatNum(k.nums[1])}, k.k8s[:]...)
 }
 
 func dbValues(k key) []string {
-	return []string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], k.strs[4], formatNum(k.nums[0]), k.strs[5]}
+	return append([]string{k.strs[0], k.strs[1], k.strs[2], k.strs[3], k.strs[4], formatNum(k.nums[0]), k.strs[5]}, k.k8s[:]...)
 }
 
 // httpErrorType is semconv's error.type for an HTTP span: the span's

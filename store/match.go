@@ -197,8 +197,10 @@ func matchTag(sp *span.Span, t *tagMatch) bool {
 	return matchAttrs(sp.Attributes(), t)
 }
 
-// matchProcess matches the process-level values a query may name; the
-// host name is left out (every process here shares it).
+// matchProcess matches the process-level values a query may name, its
+// extra resource attributes included (k8s.namespace.name=shop,
+// k8s.deployment.name=catalog); the host name is left out (every process
+// here shares it).
 func matchProcess(p *span.Process, t *tagMatch) bool {
 	switch t.key {
 	case string(semconv.ServiceNameKey):
@@ -212,7 +214,7 @@ func matchProcess(p *span.Process, t *tagMatch) bool {
 	case string(semconv.ProcessRuntimeVersionKey):
 		return p.GoVersion == t.value
 	}
-	return false
+	return matchAttrs(p.Resource, t)
 }
 
 func matchAttrs(attrs []span.Attr, t *tagMatch) bool {

@@ -5,8 +5,9 @@
 //
 // Precedence: defaults ← the file given with --config ← flags set on the
 // command line. Selector flags (--exe, --name, --port, --cgroup,
-// --exclude-exe) add to the file's selectors; every other flag replaces
-// the file's value.
+// --namespace, --pod-selector, --container, --exclude-exe,
+// --exclude-namespace) add to the file's selectors; every other flag
+// replaces the file's value.
 package config
 
 import (
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"sort"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/latscope/latscope/agent/discovery"
 	"github.com/latscope/latscope/sampling"
@@ -60,8 +63,78 @@ type Config struct {
 	// watched before they are considered settled; negative = off.
 	SettleReturns time.Duration `yaml:"settleReturns"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `yaml:"logLevel"`
-	Export   Export `yaml:"export"`
+	LogLevel   string     `yaml:"logLevel"`
+	Export     Export     `yaml:"export"`
+	Kubernetes Kubernetes `yaml:"kubernetes"`
+}
+
+// Kubernetes configures pod metadata: which pod and container each
+// traced process runs in, from the API server, on its spans and for the
+// selectors' namespace, podSelector and container fields.
+type Kubernetes struct {
+	// Enabled is auto (the default: on when the agent runs in a pod,
+	// that is KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are
+	// set, or when Kubeconfig is), true (on; the agent does not start
+	// without an API server) or false.
+	Enabled Switch `yaml:"enabled"`
+	// NodeName is this node's name in the cluster; "" takes the
+	// NODE_NAME environment variable (downward API: spec.nodeName).
+	NodeName string `yaml:"nodeName,omitempty"`
+	// Kubeconfig is a kubeconfig file to reach the API server with, for
+	// an agent run outside the cluster; "" uses the pod's service
+	// account.
+	Kubeconfig string `yaml:"kubeconfig,omitempty"`
+}
+
+// Switch is a setting that is on, off, or decided at start: "auto",
+// "true" or "false". In YAML, true and false may be booleans.
+type Switch string
+
+// The values of a Switch.
+const (
+	Auto Switch = "auto"
+	On   Switch = "true"
+	Off  Switch = "false"
+)
+
+// ParseSwitch parses "auto", "true" or "false" (and strconv.ParseBool's
+// other spellings of true and false: 1, t, TRUE, 0, f, FALSE, …).
+func ParseSwitch(s string) (Switch, error) {
+	if s == string(Auto) {
+		return Auto, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not auto, true or false", s)
+	}
+	if b {
+		return On, nil
+	}
+	return Off, nil
+}
+
+// UnmarshalYAML reads auto, true or false.
+func (s *Switch) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want auto, true or false, not a %s", kindName(n.Kind))
+	}
+	v, err := ParseSwitch(n.Value)
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// MarshalYAML writes auto as a string, true and false as booleans.
+func (s Switch) MarshalYAML() (any, error) {
+	switch s {
+	case On:
+		return true, nil
+	case Off:
+		return false, nil
+	}
+	return string(s), nil
 }
 
 // Store configures the in-memory trace store.
@@ -80,7 +153,7 @@ type Export struct {
 // Default returns the default configuration: no selectors, HTTP on
 // 127.0.0.1:7070, a 128MiB store, keep all, inject on, an 8MiB ring,
 // 16384 goroutines, rescans every 10s, settle returns for 10s, log level
-// info.
+// info, Kubernetes auto.
 func Default() *Config {
 	return &Config{
 		HTTP:           "127.0.0.1:7070",
@@ -92,6 +165,7 @@ func Default() *Config {
 		RescanInterval: 10 * time.Second,
 		SettleReturns:  10 * time.Second,
 		LogLevel:       "info",
+		Kubernetes:     Kubernetes{Enabled: Auto},
 	}
 }
 
@@ -188,6 +262,22 @@ func (c *Config) problems() []*FieldError {
 			bad("export.jaegerQueryURL", "%q is not an absolute http(s) URL (e.g. http://jaeger:16686)", u)
 		}
 	}
+	k := c.Kubernetes
+	if k.Enabled != Auto && k.Enabled != On && k.Enabled != Off {
+		bad("kubernetes.enabled", "%q is not auto, true or false", k.Enabled)
+	}
+	if k.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(k.NodeName); len(msgs) > 0 {
+			bad("kubernetes.nodeName", "%q is not a node name: %s", k.NodeName, strings.Join(msgs, "; "))
+		}
+	}
+	if k.Kubeconfig != "" {
+		if fi, err := os.Stat(k.Kubeconfig); err != nil {
+			bad("kubernetes.kubeconfig", "%v (give the path of a kubeconfig file, e.g. ~/.kube/config expanded)", err)
+		} else if fi.IsDir() {
+			bad("kubernetes.kubeconfig", "%s is a directory, not a kubeconfig file", k.Kubeconfig)
+		}
+	}
 	return errs
 }
 
@@ -196,7 +286,7 @@ func (c *Config) problems() []*FieldError {
 func selectorPath(prefix string, err error) (path, msg string) {
 	field, rest, ok := strings.Cut(err.Error(), ": ")
 	switch field {
-	case "exe", "name", "port", "cgroup":
+	case "exe", "name", "port", "cgroup", "namespace", "podSelector", "container":
 		if ok {
 			return prefix + "." + field, rest
 		}
@@ -237,7 +327,22 @@ func (c *Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("http: %s listens on %s, not loopback: the trace API and UI (no authentication) are reachable from other hosts", c.HTTP, where))
 	}
 	if len(c.Selectors) == 0 {
-		w = append(w, "selectors: none set, so no process is traced; add some (--exe, --name, --port, --cgroup or selectors in the config file)")
+		w = append(w, "selectors: none set, so no process is traced but those of pods annotated latscope.io/trace: \"true\"; add some (--exe, --name, --port, --cgroup, --namespace, --pod-selector, --container or selectors in the config file)")
+	}
+	if c.Kubernetes.Enabled == Off {
+		for _, l := range []struct {
+			key  string
+			sels []discovery.Selector
+		}{{"selectors", c.Selectors}, {"exclude", c.Exclude}} {
+			for i, s := range l.sels {
+				if s.Namespace != "" || s.PodSelector != "" || s.Container != "" {
+					w = append(w, fmt.Sprintf("%s[%d]: %s matches only processes in pods, and kubernetes.enabled is false: it matches nothing", l.key, i, s))
+				}
+			}
+		}
+		if c.Kubernetes.Kubeconfig != "" {
+			w = append(w, "kubernetes.kubeconfig is set but kubernetes.enabled is false: pod metadata is off")
+		}
 	}
 	return w
 }

@@ -43,6 +43,7 @@ func TestDefault(t *testing.T) {
 		{"settleReturns", d.SettleReturns, 10 * time.Second},
 		{"logLevel", d.LogLevel, "info"},
 		{"export.jaegerQueryURL", d.Export.JaegerQueryURL, ""},
+		{"kubernetes", d.Kubernetes, Kubernetes{Enabled: Auto}},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("default %s = %v, want %v", tc.field, tc.got, tc.want)
@@ -55,7 +56,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q, want only the no-selectors warning", w)
 	}
 	// Every field of Config has a row above.
-	if n := reflect.TypeFor[Config]().NumField(); n != 14 {
+	if n := reflect.TypeFor[Config]().NumField(); n != 15 {
 		t.Errorf("Config has %d fields: add the new ones to this test", n)
 	}
 }
@@ -66,8 +67,12 @@ selectors:
   - name: checkout
     port: 8080
   - cgroup: /system.slice/*.service
+  - namespace: shop
+    podSelector: app in (catalog, cart),!canary
+    container: "app*"
 exclude:
   - exe: "**/debug-*"
+  - namespace: kube-*
 funcs: ["main.*", "github.com/x/y.(*Cache).Get"]
 http: "[::1]:9090"
 store:
@@ -82,18 +87,23 @@ settleReturns: -1s
 logLevel: debug
 export:
   jaegerQueryURL: https://jaeger.example:16686/
+kubernetes:
+  enabled: true
+  nodeName: node-1.example
 `
 
 var fullConfig = Config{
-	Selectors: []discovery.Selector{{Exe: "/usr/local/bin/*"}, {Name: "checkout", Port: 8080}, {Cgroup: "/system.slice/*.service"}},
-	Exclude:   []discovery.Selector{{Exe: "**/debug-*"}},
-	Funcs:     []string{"main.*", "github.com/x/y.(*Cache).Get"},
-	HTTP:      "[::1]:9090",
-	Store:     Store{Size: 512e6},
-	Keep:      sampling.Policy{Errors: true, MinDuration: 500 * time.Millisecond, Percentile: 99, Ratio: 0.05},
-	Inject:    false, MinDuration: 100 * time.Microsecond, RingSize: 16 * MiB, MaxGoroutines: 4096,
+	Selectors: []discovery.Selector{{Exe: "/usr/local/bin/*"}, {Name: "checkout", Port: 8080}, {Cgroup: "/system.slice/*.service"},
+		{Namespace: "shop", PodSelector: "app in (catalog, cart),!canary", Container: "app*"}},
+	Exclude: []discovery.Selector{{Exe: "**/debug-*"}, {Namespace: "kube-*"}},
+	Funcs:   []string{"main.*", "github.com/x/y.(*Cache).Get"},
+	HTTP:    "[::1]:9090",
+	Store:   Store{Size: 512e6},
+	Keep:    sampling.Policy{Errors: true, MinDuration: 500 * time.Millisecond, Percentile: 99, Ratio: 0.05},
+	Inject:  false, MinDuration: 100 * time.Microsecond, RingSize: 16 * MiB, MaxGoroutines: 4096,
 	RescanInterval: 30 * time.Second, SettleReturns: -time.Second, LogLevel: "debug",
-	Export: Export{JaegerQueryURL: "https://jaeger.example:16686/"},
+	Export:     Export{JaegerQueryURL: "https://jaeger.example:16686/"},
+	Kubernetes: Kubernetes{Enabled: On, NodeName: "node-1.example"},
 }
 
 func TestLoadFullRoundTrip(t *testing.T) {
@@ -143,7 +153,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"unknown top-level", "http: 127.0.0.1:1\ncolour: red\n", []string{"agent.yaml:2: colour: unknown field (known: selectors, exclude, funcs, http, store"}},
 		{"unknown nested", "store:\n  sise: 1GiB\n", []string{"agent.yaml:2: store.sise: unknown field (known: size)"}},
-		{"unknown in selector", "selectors:\n  - exe: a\n  - exee: b\n", []string{"agent.yaml:3: selectors[1].exee: unknown field (known: exe, name, port, cgroup)"}},
+		{"unknown in selector", "selectors:\n  - exe: a\n  - exee: b\n", []string{"agent.yaml:3: selectors[1].exee: unknown field (known: exe, name, port, cgroup, namespace, podSelector, container)"}},
 		{"bad glob", "selectors:\n  - exe: /bin/*\n  - exe: \"[\"\n", []string{`agent.yaml:3: selectors[1].exe: bad glob "["`}},
 		{"empty selector", "exclude:\n  - {}\n", []string{"agent.yaml:2: exclude[0]: empty selector"}},
 		{"selector port", "selectors:\n  - port: 70000\n", []string{"agent.yaml:2: selectors[0].port: 70000 is not a TCP port"}},

@@ -17,6 +17,8 @@ type Flags struct {
 	fs                                  *flag.FlagSet
 	config                              *string
 	exe, name, port, cgroup, excludeExe list
+	namespace, podSelector, container   list
+	excludeNamespace                    list
 }
 
 // list is a repeatable flag: each use appends.
@@ -38,6 +40,9 @@ var flagPaths = map[string]string{
 	"rescan":         "rescanInterval",
 	"settle-returns": "settleReturns",
 	"log-level":      "logLevel",
+	"kubernetes":     "kubernetes.enabled",
+	"node-name":      "kubernetes.nodeName",
+	"kubeconfig":     "kubernetes.kubeconfig",
 }
 
 // pathFlags is flagPaths inverted.
@@ -59,7 +64,11 @@ func Bind(fs *flag.FlagSet) *Flags {
 	fs.Var(&f.name, "name", "trace processes whose name (/proc/PID/comm) matches `GLOB` (repeatable)")
 	fs.Var(&f.port, "port", "trace processes listening on TCP port `N` (repeatable)")
 	fs.Var(&f.cgroup, "cgroup", "trace processes whose cgroup v2 path matches `GLOB` (repeatable)")
+	fs.Var(&f.namespace, "namespace", "trace processes of pods whose namespace matches `GLOB` (repeatable)")
+	fs.Var(&f.podSelector, "pod-selector", "trace processes of pods whose labels match the label selector `SEL`, e.g. 'app=catalog,env in (prod)' (repeatable)")
+	fs.Var(&f.container, "container", "trace processes of containers whose name matches `GLOB` (repeatable)")
 	fs.Var(&f.excludeExe, "exclude-exe", "never trace processes whose executable path matches `GLOB` (repeatable)")
+	fs.Var(&f.excludeNamespace, "exclude-namespace", "never trace processes of pods whose namespace matches `GLOB` (repeatable)")
 	fs.String("funcs", "", "comma-separated Go symbol globs of user functions to trace, e.g. 'main.*,github.com/x/y.(*Cache).Get'")
 	fs.String("http", d.HTTP, "`host:port` of the trace API, metrics and UI (a non-loopback address exposes them)")
 	fs.String("store-size", d.Store.Size.String(), "memory bound of the in-memory trace store (`SIZE`, e.g. 512MiB)")
@@ -71,6 +80,9 @@ func Bind(fs *flag.FlagSet) *Flags {
 	fs.String("rescan", d.RescanInterval.String(), "interval `D` between /proc rescans for missed processes (>= 1s)")
 	fs.String("settle-returns", d.SettleReturns.String(), "how long `D` learned return sites are watched (negative = off)")
 	fs.String("log-level", d.LogLevel, "log `level`: debug, info, warn or error")
+	fs.String("kubernetes", string(d.Kubernetes.Enabled), "pod metadata on spans and pod selectors: `MODE` is auto (on in a pod, or with --kubeconfig), true or false")
+	fs.String("node-name", "", "this node's `name` in the cluster (default $NODE_NAME)")
+	fs.String("kubeconfig", "", "kubeconfig `file` to reach the API server from outside the cluster (default: the pod's service account)")
 	return f
 }
 
@@ -119,12 +131,19 @@ func (f *Flags) Config() (*Config, error) {
 func (f *Flags) apply(c *Config, name, value string) error {
 	var err error
 	switch name {
-	case "exe", "name", "port", "cgroup":
-		sels, err := selectors(name, map[string]list{"exe": f.exe, "name": f.name, "port": f.port, "cgroup": f.cgroup}[name])
+	case "exe", "name", "port", "cgroup", "namespace", "pod-selector", "container":
+		sels, err := selectors(name, map[string]list{
+			"exe": f.exe, "name": f.name, "port": f.port, "cgroup": f.cgroup,
+			"namespace": f.namespace, "pod-selector": f.podSelector, "container": f.container,
+		}[name])
 		c.Selectors = append(c.Selectors, sels...)
 		return err
 	case "exclude-exe":
 		sels, err := selectors("exe", f.excludeExe)
+		c.Exclude = append(c.Exclude, sels...)
+		return err
+	case "exclude-namespace":
+		sels, err := selectors("namespace", f.excludeNamespace)
 		c.Exclude = append(c.Exclude, sels...)
 		return err
 	case "funcs":
@@ -159,6 +178,12 @@ func (f *Flags) apply(c *Config, name, value string) error {
 		c.SettleReturns, err = duration(value)
 	case "log-level":
 		c.LogLevel = value
+	case "kubernetes":
+		c.Kubernetes.Enabled, err = ParseSwitch(value)
+	case "node-name":
+		c.Kubernetes.NodeName = value
+	case "kubeconfig":
+		c.Kubernetes.Kubeconfig = value
 	}
 	return err
 }
@@ -176,6 +201,12 @@ func selectors(field string, values list) ([]discovery.Selector, error) {
 			s.Name = v
 		case "cgroup":
 			s.Cgroup = v
+		case "namespace":
+			s.Namespace = v
+		case "pod-selector":
+			s.PodSelector = v
+		case "container":
+			s.Container = v
 		case "port":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
@@ -184,6 +215,9 @@ func selectors(field string, values list) ([]discovery.Selector, error) {
 			s.Port = n
 		}
 		if v == "" {
+			if field == "pod-selector" {
+				return nil, fmt.Errorf("empty label selector")
+			}
 			return nil, fmt.Errorf("empty %s glob", field)
 		}
 		if err := s.Validate(); err != nil {

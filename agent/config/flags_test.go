@@ -36,7 +36,7 @@ func TestFlagsDefaults(t *testing.T) {
 	// The defaults shown in -help are the real ones.
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	Bind(fs)
-	for name, want := range map[string]string{"http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "8MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s"} {
+	for name, want := range map[string]string{"kubernetes": "auto", "node-name": "", "kubeconfig": "", "http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "8MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s"} {
 		if got := fs.Lookup(name).DefValue; got != want {
 			t.Errorf("--%s default %q, want %q", name, got, want)
 		}
@@ -48,18 +48,21 @@ func TestFlagsEveryOption(t *testing.T) {
 		"--exe", "/srv/*", "--name", "api", "--port", "8080", "--cgroup", "/k8s/**", "--exclude-exe", "**/tool",
 		"--funcs", "main.*, main.(*T).M", "--http", "0.0.0.0:9000", "--store-size", "1GiB", "--keep", "errors,p99.9",
 		"--no-inject", "--min-duration", "50us", "--ring-size", "32MiB", "--max-goroutines", "100",
-		"--rescan", "1m", "--settle-returns", "-1s", "--log-level", "warn")
+		"--rescan", "1m", "--settle-returns", "-1s", "--log-level", "warn",
+		"--namespace", "shop", "--pod-selector", "app=catalog,tier!=cache", "--container", "app", "--exclude-namespace", "kube-*",
+		"--kubernetes", "false", "--node-name", "node-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &Config{
-		Selectors: []discovery.Selector{{Cgroup: "/k8s/**"}, {Exe: "/srv/*"}, {Name: "api"}, {Port: 8080}},
-		Exclude:   []discovery.Selector{{Exe: "**/tool"}},
+		Selectors: []discovery.Selector{{Cgroup: "/k8s/**"}, {Container: "app"}, {Exe: "/srv/*"}, {Name: "api"}, {Namespace: "shop"}, {PodSelector: "app=catalog,tier!=cache"}, {Port: 8080}},
+		Exclude:   []discovery.Selector{{Exe: "**/tool"}, {Namespace: "kube-*"}},
 		Funcs:     []string{"main.*", "main.(*T).M"},
 		HTTP:      "0.0.0.0:9000", Store: Store{Size: GiB},
 		Keep:   sampling.Policy{Errors: true, Percentile: 99.9},
 		Inject: false, MinDuration: 50 * time.Microsecond, RingSize: 32 * MiB, MaxGoroutines: 100,
 		RescanInterval: time.Minute, SettleReturns: -time.Second, LogLevel: "warn",
+		Kubernetes: Kubernetes{Enabled: Off, NodeName: "node-1"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", *c, *want)
@@ -119,6 +122,15 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--port", "http"}, `--port: "http" is not a TCP port`},
 		{[]string{"--port", "70000"}, "--port: 70000 is not a TCP port"},
 		{[]string{"--exclude-exe", "{a"}, `--exclude-exe: bad glob "{a"`},
+		{[]string{"--namespace", "[a"}, `--namespace: bad glob "[a"`},
+		{[]string{"--namespace", ""}, "--namespace: empty namespace glob"},
+		{[]string{"--pod-selector", "app in prod"}, `--pod-selector: "app in prod" is not a label selector`},
+		{[]string{"--pod-selector", ""}, "--pod-selector: empty label selector"},
+		{[]string{"--container", "{x"}, `--container: bad glob "{x"`},
+		{[]string{"--exclude-namespace", "[a"}, `--exclude-namespace: bad glob "[a"`},
+		{[]string{"--kubernetes", "maybe"}, `--kubernetes: "maybe" is not auto, true or false`},
+		{[]string{"--node-name", "Node_1"}, `--node-name: "Node_1" is not a node name`},
+		{[]string{"--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig: stat /nonexistent/kubeconfig: no such file or directory"},
 		{[]string{"--config", "/nonexistent/agent.yaml"}, "read config: open /nonexistent/agent.yaml"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -50,6 +50,10 @@ type Proc struct {
 	// 1/100 s) since boot: field 22 of /proc/PID/stat. With PID it
 	// identifies a process instance against pid reuse.
 	StartTime uint64
+	// Pod is the pod the process runs in, when the agent knows it
+	// (Kubernetes enabled and the pod resolved); nil otherwise. Inspect
+	// leaves it nil: the agent fills it before matching selectors.
+	Pod *PodFacts
 }
 
 // PIDs lists every process (thread group) in /proc, in no order. It is
