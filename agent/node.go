@@ -8,16 +8,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/agent/config"
 	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/agent/pods"
 	"github.com/latscope/latscope/api"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/exporter/otlp"
@@ -46,6 +49,10 @@ type Node struct {
 
 	tracer  *Tracer
 	watcher *discovery.Watcher
+	// pods resolves processes' pods; nil without Kubernetes. podsChanged
+	// says a pod was added or updated (nil without Kubernetes).
+	pods        *pods.Resolver
+	podsChanged chan struct{}
 
 	bmu     sync.Mutex // guards builder: the ring reader adds, discovery adds and removes processes
 	builder *callchain.Builder
@@ -72,21 +79,39 @@ type Node struct {
 // StartNode loads the programs, starts process discovery and the HTTP
 // API, and returns once the node is ready to trace: errors here are the
 // ones a user must fix before the agent can run (permissions, kernel, an
-// address in use, a bad OTLP setting). Run then traces until its context
-// is done.
-func StartNode(cfg *config.Config, log *slog.Logger) (n *Node, err error) {
+// address in use, a bad OTLP setting, an unreachable Kubernetes API when
+// kubernetes.enabled is true). Run then traces until its context is done.
+func StartNode(cfg *config.Config, log *slog.Logger) (*Node, error) {
+	return StartNodeWith(cfg, NodeOptions{Log: log})
+}
+
+// NodeOptions are what a node takes besides its configuration.
+type NodeOptions struct {
+	Log *slog.Logger // nil: slog.Default()
+	// Kubernetes is the API client pod metadata comes from (a fake
+	// clientset in tests); nil builds one from the configuration (the
+	// pod's service account, or kubernetes.kubeconfig). Given, it turns
+	// pod metadata on unless kubernetes.enabled is false.
+	Kubernetes kubernetes.Interface
+}
+
+// StartNodeWith is StartNode with options.
+func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	n = &Node{log: log, self: os.Getpid(), started: time.Now(), cfg: cfg, reload: make(chan *config.Config, 1)}
 	n.sel = discovery.Selectors{Include: cfg.Selectors, Exclude: cfg.Exclude}
 	n.procs.init()
+	setMemoryLimit(int64(cfg.Store.Size), log)
 	if n.selfExe, err = exeID(n.self); err != nil {
 		return nil, err
 	}
+	partial := n // the returns below set n to nil
 	defer func() {
 		if err != nil {
-			n.closeAll()
+			partial.closeAll()
 		}
 	}()
 
@@ -125,6 +150,9 @@ func StartNode(cfg *config.Config, log *slog.Logger) (n *Node, err error) {
 	}
 
 	if n.watcher, err = discovery.Watch(discovery.Options{}); err != nil {
+		return nil, err
+	}
+	if err = n.startPods(cfg.Kubernetes, opts.Kubernetes); err != nil {
 		return nil, err
 	}
 	n.httpSrv = &http.Server{
@@ -200,6 +228,9 @@ func (n *Node) closeAll() error {
 	if n.watcher != nil {
 		errs = append(errs, n.watcher.Close())
 	}
+	if n.pods != nil {
+		n.pods.Close()
+	}
 	if n.tracer != nil {
 		errs = append(errs, n.tracer.Close())
 	}
@@ -254,4 +285,22 @@ func otlpEndpoint() string {
 		return e
 	}
 	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+}
+
+// workingSet is the agent's memory besides the trace store: programs'
+// user side, parsed binaries, builder state, metrics, export queue.
+const workingSet = 96 << 20
+
+// setMemoryLimit makes the Go runtime collect before the agent's heap
+// outgrows the store budget plus its working set: with the default GOGC
+// the heap may reach twice the live store (measured: 254 MiB RSS with a
+// full 128 MiB store, 220 MiB with the limit). A GOMEMLIMIT in the
+// environment wins.
+func setMemoryLimit(store int64, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := store + workingSet
+	debug.SetMemoryLimit(limit)
+	log.Debug("memory limit", "bytes", limit)
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/agent/config"
 	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/agent/pods"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -24,9 +27,15 @@ type procTable struct {
 	// removals: processes detached whose builder state goes once the
 	// ring buffer has been drained of their last calls.
 	removals map[int]time.Time
-	scanned  bool // the first scan is done
+	// podWaiting: processes in a pod the resolver does not know yet
+	// (node_pods.go), bounded by maxPodWaiting.
+	podWaiting map[int]podWaiting
+	scanned    bool // the first scan is done
+	// saidUnreadable: the log has said that some process is unreadable.
+	saidUnreadable bool
 	// counts
 	attached, detached, failed uint64
+	podUnresolved              uint64 // processes matched without their pod: it stayed unknown
 }
 
 func (p *procTable) init() {
@@ -34,6 +43,7 @@ func (p *procTable) init() {
 	p.evaluated = map[int]uint64{}
 	p.skipped = map[int]SkippedProcess{}
 	p.removals = map[int]time.Time{}
+	p.podWaiting = map[int]podWaiting{}
 }
 
 // nodeProc is one traced process.
@@ -41,6 +51,7 @@ type nodeProc struct {
 	*Process
 	start    uint64 // start time (clock ticks): with the pid, the process instance
 	exe      string
+	pod      *pods.Metadata // nil outside a pod
 	attached time.Time
 	// execToAttached: from the kernel's exec event to probes attached;
 	// zero when the process was found by a scan.
@@ -99,8 +110,11 @@ func (n *Node) discover(ctx context.Context, readErr <-chan error) error {
 			n.rescan()
 		case cfg := <-n.reload:
 			n.applyReload(cfg)
+		case <-n.podsChanged:
+			n.retryPods()
 		case <-housekeeping.C:
 			n.removeDrained(false)
+			n.retryPods()
 		}
 	}
 }
@@ -138,6 +152,7 @@ func (n *Node) rescan() {
 		if !live[pid] {
 			delete(n.procs.evaluated, pid)
 			delete(n.procs.skipped, pid)
+			delete(n.procs.podWaiting, pid)
 		}
 	}
 	n.mu.Unlock()
@@ -154,9 +169,15 @@ func (n *Node) consider(pid int, execTime time.Time) {
 	}
 	p, err := discovery.Inspect(pid)
 	if err != nil {
-		// Gone already, a kernel thread, or unreadable: nothing a
-		// selector could pick. (An unreadable selected process is
-		// reported by Attach below, which reads more.)
+		// Gone already or a kernel thread: nothing a selector could
+		// pick. Unreadable (the agent lacks CAP_SYS_PTRACE or
+		// CAP_DAC_READ_SEARCH): said, since it might be one to trace.
+		n.mu.Lock()
+		delete(n.procs.podWaiting, pid)
+		n.mu.Unlock()
+		if errors.Is(err, fs.ErrPermission) {
+			n.unreadable(pid, err)
+		}
 		return
 	}
 	n.mu.Lock()
@@ -170,7 +191,8 @@ func (n *Node) consider(pid int, execTime time.Time) {
 		n.exited(pid)
 		n.mu.Lock()
 	}
-	if start, ok := n.procs.evaluated[pid]; ok && start == p.StartTime && execTime.IsZero() && !usesPort(n.sel) {
+	_, waiting := n.procs.podWaiting[pid]
+	if start, ok := n.procs.evaluated[pid]; ok && start == p.StartTime && execTime.IsZero() && !usesPort(n.sel) && !waiting {
 		n.mu.Unlock()
 		return
 	}
@@ -183,6 +205,10 @@ func (n *Node) consider(pid int, execTime time.Time) {
 	if (fileID{p.Dev, p.Ino}) == n.selfExe {
 		return // another latscope
 	}
+	pod, known := n.podOf(p, execTime)
+	if !known {
+		return // considered again when its pod is known
+	}
 	if ok, _ := sel.Match(p); !ok {
 		return
 	}
@@ -194,7 +220,14 @@ func (n *Node) consider(pid int, execTime time.Time) {
 		n.skip(p, err)
 		return
 	}
-	np := &nodeProc{Process: proc, start: p.StartTime, exe: p.Exe, attached: time.Now()}
+	if pod != nil {
+		// Before the builder has the process: no span shares Info yet.
+		proc.Info.Resource = pod.Resource()
+		if pod.ServiceName != "" {
+			proc.Info.ServiceName = pod.ServiceName
+		}
+	}
+	np := &nodeProc{Process: proc, start: p.StartTime, exe: p.Exe, pod: pod, attached: time.Now()}
 	if !execTime.IsZero() {
 		np.execToAttached = np.attached.Sub(execTime)
 	}
@@ -211,10 +244,33 @@ func (n *Node) consider(pid int, execTime time.Time) {
 	n.procs.attached++
 	n.mu.Unlock()
 	args := []any{"pid", pid, "service", proc.Info.ServiceName, "exe", p.Exe, "go", proc.Binary.GoVersion, "functions", len(proc.Funcs), "probes", proc.Probes()}
+	if pod != nil {
+		args = append(args, "namespace", pod.Namespace, "pod", pod.Pod, "container", pod.Container)
+	}
 	if np.execToAttached > 0 {
 		args = append(args, "after_exec", np.execToAttached.Round(10*time.Microsecond))
 	}
 	n.log.Info("tracing", args...)
+}
+
+// unreadable records a process the agent cannot inspect, once; the log
+// says it for the first such process only (without the capabilities,
+// every other user's process is one).
+func (n *Node) unreadable(pid int, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.procs.evaluated[pid]; ok {
+		return
+	}
+	n.procs.evaluated[pid] = 0
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	name := strings.TrimSpace(string(comm))
+	n.procs.skipped[pid] = SkippedProcess{PID: pid, Name: name, Reason: err.Error(), Time: time.Now()}
+	n.procs.failed++
+	if !n.procs.saidUnreadable {
+		n.procs.saidUnreadable = true
+		n.log.Warn("cannot read some processes: they can be neither selected nor traced (the agent needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; /api/status lists them under skipped)", "pid", pid, "name", name, "err", err)
+	}
 }
 
 // skip records, and logs once, why a selected process cannot be traced.
@@ -234,6 +290,7 @@ func (n *Node) exited(pid int) {
 	delete(n.procs.traced, pid)
 	delete(n.procs.evaluated, pid)
 	delete(n.procs.skipped, pid)
+	delete(n.procs.podWaiting, pid)
 	if ok {
 		n.procs.removals[pid] = time.Now().Add(builderDrain)
 		n.procs.detached++

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/agent/pods"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/sampling"
 	"github.com/latscope/latscope/span"
@@ -31,6 +32,8 @@ type Status struct {
 	Store      store.Stats         `json:"store"`
 	Export     *ExportStatus       `json:"export,omitempty"`
 	Discovery  []discovery.Counter `json:"discovery"`
+	// Kubernetes is the pod resolver's state; absent without Kubernetes.
+	Kubernetes *pods.Stats `json:"kubernetes,omitempty"`
 }
 
 // ProcessStatus is one traced process.
@@ -48,6 +51,8 @@ type ProcessStatus struct {
 	// ExecToAttachedNS: from the kernel's exec event to probes attached,
 	// in ns; 0 when it was found by a scan (it ran before the agent).
 	ExecToAttachedNS int64 `json:"execToAttachedNs"`
+	// Pod is the pod and container it runs in; absent outside a pod.
+	Pod *pods.Metadata `json:"pod,omitempty"`
 }
 
 // ExportStatus is the OTLP export and its keep policy.
@@ -80,6 +85,10 @@ func (n *Node) Status() Status {
 	if n.tracer.multi {
 		st.ProbeLinks = "uprobe_multi"
 	}
+	if n.pods != nil {
+		ks := n.pods.Stats()
+		st.Kubernetes = &ks
+	}
 	n.mu.Lock()
 	st.Selectors = n.sel
 	st.Funcs = slices.Clone(n.cfg.Funcs)
@@ -91,7 +100,7 @@ func (n *Node) Status() Status {
 		st.Processes = append(st.Processes, ProcessStatus{
 			PID: pid, Service: p.Info.ServiceName, Exe: p.exe, GoVersion: p.Binary.GoVersion,
 			Functions: len(p.Funcs), Libraries: p.Libraries(), Probes: p.Probes(), Links: p.Links(),
-			Replicas: replicas[p.img], Attached: p.attached, ExecToAttachedNS: int64(p.execToAttached),
+			Replicas: replicas[p.img], Attached: p.attached, ExecToAttachedNS: int64(p.execToAttached), Pod: p.pod,
 		})
 	}
 	for _, s := range n.procs.skipped {
@@ -143,6 +152,10 @@ func (n *Node) snapshot() metrics.Snapshot {
 		metrics.Counter{Name: "processes_detached", Help: "processes whose tracing stopped (exit, exec)", Value: n.procs.detached},
 		metrics.Counter{Name: "processes_not_traceable", Help: "selected processes that could not be traced (see /api/status skipped)", Value: n.procs.failed},
 	)
+	if n.pods != nil {
+		s.Counters = append(s.Counters, metrics.Counter{Name: "k8s_pod_unresolved", Help: "processes in a pod's cgroup matched without pod metadata: the API did not name their pod and container within 30s (or 1024 waited already)", Value: n.procs.podUnresolved, Loss: true})
+		s.Gauges = append(s.Gauges, metrics.Gauge{Name: "k8s_processes_waiting", Help: "processes in a pod waiting for the API to name it before they are matched", Value: float64(len(n.procs.podWaiting))})
+	}
 	traced, skipped := len(n.procs.traced), len(n.procs.skipped)
 	images, probes, links := map[*image]bool{}, 0, 0
 	for _, p := range n.procs.traced {
@@ -167,6 +180,15 @@ func (n *Node) snapshot() metrics.Snapshot {
 		metrics.Gauge{Name: "store_traces", Help: "traces in the store", Value: float64(st.Traces)},
 		metrics.Gauge{Name: "store_spans", Help: "spans in the store", Value: float64(st.Spans)},
 	)
+	if n.pods != nil {
+		ks := n.pods.Stats()
+		s.Counters = append(s.Counters,
+			metrics.Counter{Name: "k8s_pod_events", Help: "pod adds, updates and deletes the informer received", Value: ks.Events},
+			metrics.Counter{Name: "k8s_owner_lookups", Help: "GETs of a pod's ReplicaSet or Job, for its Deployment or CronJob", Value: ks.OwnerLookups},
+			metrics.Counter{Name: "k8s_owner_lookups_failed", Help: "owner GETs that failed (RBAC, network): workload names stay partial", Value: ks.OwnerLookupsFailed, Loss: true},
+		)
+		s.Gauges = append(s.Gauges, metrics.Gauge{Name: "k8s_pods", Help: "pods of this node cached", Value: float64(ks.Pods)})
+	}
 	if n.otlp != nil {
 		exported, dropped, failed := n.otlp.Stats()
 		ss := n.sampler.Stats()

@@ -53,7 +53,7 @@ type Config struct {
 	Record io.Writer
 	// PerfUprobes attaches one perf-event uprobe per probe site even
 	// where the kernel offers uprobe_multi links (≥ 6.6): only to compare
-	// them (benchmarks); they take ~115 ms each to detach here.
+	// them (benchmarks); they take ~85 ms each to detach here, serially.
 	PerfUprobes bool
 	// NaiveSites probes each function's first byte and its RET
 	// instructions instead of the chosen sites: only to measure what the
@@ -132,10 +132,17 @@ func New(cfg Config) (*Tracer, error) {
 	opts.Inject = cfg.Inject
 	opts.UprobeMulti = !cfg.PerfUprobes && uprobeMultiSupported()
 	t, err := load(cfg, opts)
+	if errors.Is(err, errSocketPrograms) {
+		// Without CAP_NET_ADMIN the socket programs do not load: trace
+		// without injection rather than not at all.
+		cfg.Logger.Warn("trace context propagation unavailable: outgoing requests are traced but not linked to the next service (counted as propagation_off)", "reason", err)
+		opts.Inject = false
+		t, err = load(cfg, opts)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Inject {
+	if opts.Inject {
 		if err := t.enableInjection(); err != nil {
 			cfg.Logger.Warn("trace context propagation unavailable: outgoing requests are traced but not linked to the next service (counted as propagation_off)", "reason", err)
 			t.closeInjection()
@@ -168,9 +175,15 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, multi: opts.UprobeMulti, procs: make(map[int]*Process), images: make(map[fileID]*image)}
-	if t.prop, err = propagation.Load(opts, objs.SharedMaps()); err != nil {
+	// Without injection only the map libraries leave contexts in is
+	// needed: the socket programs need CAP_NET_ADMIN to load.
+	loadProp := propagation.Load
+	if !opts.Inject {
+		loadProp = propagation.LoadMaps
+	}
+	if t.prop, err = loadProp(opts, objs.SharedMaps()); err != nil {
 		objs.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errSocketPrograms, err)
 	}
 	if err := t.loadLibraries(opts); err != nil {
 		t.closeObjects()
@@ -178,6 +191,9 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 	}
 	return t, nil
 }
+
+// errSocketPrograms: the trace-context socket programs did not load.
+var errSocketPrograms = errors.New("socket programs")
 
 // loadLibraries loads every instrumented library's object sharing the
 // call tracer's maps and those where client calls leave their context.

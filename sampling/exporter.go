@@ -34,6 +34,18 @@ func (r Reason) String() string {
 // MarshalText makes a Reason a readable JSON map key ("error").
 func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
+// UnmarshalText reads a Reason's name back (Stats decoded from JSON, as
+// `latscope status` does).
+func (r *Reason) UnmarshalText(b []byte) error {
+	for _, x := range Reasons() {
+		if x.String() == string(b) {
+			*r = x
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown keep reason %q", b)
+}
+
 // Reasons lists every Reason in order.
 func Reasons() []Reason {
 	return []Reason{ReasonAll, ReasonError, ReasonDuration, ReasonPercentile, ReasonRatio}

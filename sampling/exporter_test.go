@@ -398,3 +398,19 @@ func BenchmarkExport(b *testing.B) {
 		})
 	}
 }
+
+// Stats survive a JSON round trip: `latscope status` decodes the agent's.
+func TestStatsJSONRoundTrip(t *testing.T) {
+	in := Stats{TracesKept: map[Reason]uint64{ReasonError: 3, ReasonRatio: 1}, SpansDropped: 7}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Stats
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if out.TracesKept[ReasonError] != 3 || out.TracesKept[ReasonRatio] != 1 || out.SpansDropped != 7 {
+		t.Errorf("%s read back as %+v", b, out)
+	}
+}

@@ -38,6 +38,24 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*PropagationObj
 	return &objs, nil
 }
 
+// LoadMaps loads only conn_pending, the map libraries leave client calls'
+// contexts in, for a tracer that does not inject: the socket programs
+// and their sockhash need CAP_NET_ADMIN, the map does not. Libraries
+// built with opts.Inject off never write it; SweepPending reads it.
+func LoadMaps(opts calltracer.Options, _ map[string]*ebpf.Map) (*PropagationObjects, error) {
+	spec, err := LoadPropagation()
+	if err != nil {
+		return nil, fmt.Errorf("read propagation BPF object: %w", err)
+	}
+	m, err := ebpf.NewMap(spec.Maps["conn_pending"])
+	if err != nil {
+		return nil, fmt.Errorf("create conn_pending map: %w", err)
+	}
+	var objs PropagationObjects
+	objs.ConnPending = m
+	return &objs, nil
+}
+
 // SharedMaps are the maps where libraries leave client calls' contexts
 // (propagation.h), to pass as MapReplacements when loading them.
 func (o *PropagationObjects) SharedMaps() map[string]*ebpf.Map {
