@@ -1,6 +1,7 @@
 // Package api is the agent's HTTP API: Jaeger's HTTP query API over the
 // embedded trace store (so Jaeger's UI and Grafana's Jaeger data source read
-// the agent as they read Jaeger), the agent's status, its Prometheus
+// the agent as they read Jaeger), critical paths and their flame-graph
+// profiles (pprof's format and web UI), the agent's status, its Prometheus
 // metrics, and health and readiness probes.
 //
 // Routes (anything else is 404):
@@ -14,6 +15,9 @@
 //	GET /api/operations?service=&spanKind=  Jaeger: operations with their span kinds
 //	GET /api/traces?…                     Jaeger: search (see parseSearch)
 //	GET /api/traces/{traceID}             Jaeger: one trace
+//	GET /api/traces/{traceID}/critical-path  its critical path (CriticalPath, JSON)
+//	GET /api/flame?…                      critical-path profile, gzipped profile.proto (see ParseFlame)
+//	GET /flame/…?…                        pprof's web UI over the same profile (flamegraph, top, graph)
 //
 // Jaeger answers use Jaeger's envelope, {"data", "total", "limit",
 // "offset", "errors"}; an error answer has data null and errors
@@ -25,6 +29,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/latscope/latscope/store"
 )
@@ -82,6 +88,18 @@ func New(opts Options) http.Handler {
 		mux.HandleFunc("GET /api/operations", q.operations)
 		mux.HandleFunc("GET /api/traces", q.search)
 		mux.HandleFunc("GET /api/traces/{traceID}", q.trace)
+		f := &flameAPI{q: q}
+		mux.HandleFunc("GET /api/traces/{traceID}/critical-path", f.criticalPath)
+		mux.HandleFunc("GET /api/flame", f.profile)
+		ui := &pprofUI{now: q.now, log: log, build: func(req FlameRequest) (*profile.Profile, error) {
+			res, err := Flame(req, StoreSource(opts.Store))
+			if err != nil {
+				return nil, err
+			}
+			return res.Profile, nil
+		}}
+		mux.Handle("GET /flame", ui)
+		mux.Handle("GET /flame/", ui)
 	}
 	// Unknown API paths answer in Jaeger's envelope, so a client reading
 	// it sees why.

@@ -18,6 +18,9 @@ Usage:
   latscope agent [--config FILE] [--exe GLOB]... [flags]   trace the node's selected Go services
   latscope status [--agent URL]                           what a running agent traces and counts
   latscope traces [--agent URL] [--service S] [--since 5m]  the slowest recent traces, as call trees
+  latscope explain TRACE_ID [--agent URL | --jaeger URL]    where one trace's latency went (its critical path)
+  latscope flame [--agent URL | --jaeger URL] [--service S] [--since 5m] [--slowest 1%] -o FILE
+                                                          slow requests' critical paths as a pprof profile
   latscope ps [--exe GLOB]...                             the host's Go processes: selected? traceable?
   latscope trace (--pid PID[,PID...] | -- CMD ARGS...) [--funcs PATTERNS] [flags]
   latscope symbols (BINARY | --pid PID) [--match REGEX]
@@ -49,6 +52,10 @@ func main() {
 		err = runPs(args)
 	case "traces":
 		err = runTraces(args)
+	case "explain":
+		err = runExplain(args)
+	case "flame":
+		err = runFlame(args)
 	case "version":
 		fmt.Println("latscope", span.Scope.Version)
 	case "-h", "-help", "--help", "help":

@@ -30,16 +30,29 @@ func main() {
 	redisAddr := flag.String("redis", service.Env("REDIS_ADDR", "127.0.0.1:6379"), "Redis address (env REDIS_ADDR)")
 	products := flag.Int64("products", 100, "ids 1..N have a price; others are NotFound (match catalog's -products)")
 	ttl := flag.Duration("ttl", 5*time.Minute, "how long a computed price stays cached in Redis")
+	delay := flag.Duration("delay", envDuration("PRICING_DELAY"), "sleep this long in every GetPrice before asking Redis: an injected slowdown for latency analyses (env PRICING_DELAY)")
 	flag.Parse()
 
 	log := service.Logger("pricing")
-	if err := run(log, *listen, *redisAddr, *products, *ttl); err != nil {
+	if *delay < 0 {
+		log.Error("exit", "err", fmt.Sprintf("-delay %s is negative; give a duration ≥ 0 (e.g. 50ms)", *delay))
+		os.Exit(2)
+	}
+	if err := run(log, *listen, *redisAddr, *products, *ttl, *delay); err != nil {
 		log.Error("exit", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, listen, redisAddr string, products int64, ttl time.Duration) error {
+// envDuration reads a duration from the environment variable key; unset
+// or unparsable is 0 (a bad value is reported by the flag's own check
+// when given as -delay).
+func envDuration(key string) time.Duration {
+	d, _ := time.ParseDuration(os.Getenv(key))
+	return d
+}
+
+func run(log *slog.Logger, listen, redisAddr string, products int64, ttl, delay time.Duration) error {
 	ctx, stop := service.SignalContext()
 	defer stop()
 
@@ -57,7 +70,10 @@ func run(log *slog.Logger, listen, redisAddr string, products int64, ttl time.Du
 		return err
 	}
 	srv := grpc.NewServer()
-	pricingpb.RegisterPricingServer(srv, &pricer{rdb: rdb, products: products, ttl: ttl, log: log})
+	if delay > 0 {
+		log.Info("injected delay", "delay", delay)
+	}
+	pricingpb.RegisterPricingServer(srv, &pricer{rdb: rdb, products: products, ttl: ttl, delay: delay, log: log})
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -83,6 +99,7 @@ type pricer struct {
 	rdb      *redis.Client
 	products int64
 	ttl      time.Duration
+	delay    time.Duration // slept in every GetPrice (-delay)
 	log      *slog.Logger
 }
 
@@ -93,6 +110,13 @@ func (p *pricer) GetPrice(ctx context.Context, req *wrapperspb.StringValue) (*wr
 		return nil, status.Errorf(codes.NotFound, "no product %q", req.GetValue())
 	}
 	key := "price:" + strconv.FormatInt(id, 10)
+	if p.delay > 0 {
+		select {
+		case <-time.After(p.delay):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 
 	cents, err := p.rdb.Get(ctx, key).Int64()
 	switch {
