@@ -27,6 +27,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); test -z "$$out" || { echo "gofmt:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 	cd examples/demo && GOWORK=off $(GO) vet ./...
+	cd deploy && GOWORK=off $(GO) vet ./...
 
 # Every tier: pure Go, BPF load, and end to end against real fixture
 # processes (as root). Under CI=true a skipped BPF test is a failure.
@@ -35,6 +36,7 @@ lint:
 test: check-generate lint toolchains
 	$(GO) test -p 1 -count=1 -timeout 45m ./...
 	cd examples/demo && GOWORK=off $(GO) test -count=1 ./...
+	cd deploy && GOWORK=off $(GO) test -count=1 -timeout 20m ./...
 
 # Quick local loop: oldest and newest toolchain only.
 test-short:
@@ -45,6 +47,7 @@ bench: build
 	$(GO) run ./scripts/probecost -runs 5
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
+	$(GO) run ./scripts/benchagent
 
 # The demo system (examples/demo) traced into Jaeger; see scripts/demo.sh.
 demo:
