@@ -214,6 +214,9 @@ func TestNodeStartStopCycles(t *testing.T) {
 	}
 	settle()
 	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	n.mu.Lock()
+	skipped := len(n.procs.skipped) // the host's unreadable processes (pid 1 in some sandboxes)
+	n.mu.Unlock()
 	start := time.Now()
 	for i := 1; i <= 200; i++ {
 		cycle(i)
@@ -244,8 +247,8 @@ func TestNodeStartStopCycles(t *testing.T) {
 	n.mu.Lock()
 	ev, sk := len(n.procs.evaluated), len(n.procs.skipped)
 	n.mu.Unlock()
-	if ev > 50 || sk != 0 {
-		t.Errorf("the node remembers %d evaluated and %d skipped processes", ev, sk)
+	if ev > 50 || sk > skipped {
+		t.Errorf("the node remembers %d evaluated and %d skipped processes (%d skipped before the cycles)", ev, sk, skipped)
 	}
 }
 
