@@ -5,6 +5,7 @@ import (
 	"github.com/latscope/latscope/bpf/library/dbsql"
 	"github.com/latscope/latscope/bpf/library/goredis"
 	grpclib "github.com/latscope/latscope/bpf/library/grpc"
+	"github.com/latscope/latscope/bpf/library/hertz"
 	"github.com/latscope/latscope/bpf/library/nethttp"
 )
 
@@ -15,4 +16,5 @@ var Libraries = []*library.Library{
 	dbsql.Library,
 	grpclib.Library,
 	goredis.Library,
+	hertz.Library,
 }

@@ -1,8 +1,10 @@
 // Command genfields regenerates symbolizer/fields.json: for every
 // instrumented library (agent.Libraries) it builds the library's Linker
 // program with every supported Go toolchain ("std" libraries; third-party
-// modules: with each tabled module version), reads the offsets of the
-// library's Fields from DWARF and writes the table, one version per line.
+// modules: with each tabled module version, built with the local Go or,
+// for a release that no longer builds with it, the newest toolchain that
+// does), reads the offsets of the library's Fields from DWARF and writes
+// the table, one version per line.
 //
 // Usage (from the repository root):
 //
@@ -10,6 +12,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -55,12 +58,12 @@ func main() {
 			continue
 		}
 		for _, v := range lib.Versions {
-			_, row, err := measure(lib.Linker, "local", lib.Module, v, lib.Fields)
+			row, tc, err := measureVersion(lib.Linker, lib.Module, v, lib.Fields)
 			if err != nil {
 				fail(lib.Name+" "+v, err)
 			}
 			add(lib.Module, v, row)
-			fmt.Fprintf(os.Stderr, "%s %s: %d fields\n", lib.Name, v, len(row))
+			fmt.Fprintf(os.Stderr, "%s %s (%s): %d fields\n", lib.Name, v, tc, len(row))
 		}
 	}
 	if err := os.WriteFile(*out, symbolizer.FormatFieldTable(table), 0o644); err != nil {
@@ -72,6 +75,33 @@ func main() {
 func fail(what string, err error) {
 	fmt.Fprintf(os.Stderr, "genfields: %s: %v\n", what, err)
 	os.Exit(1)
+}
+
+// buildError is a Linker program that did not build with a toolchain.
+type buildError struct{ err error }
+
+func (e *buildError) Error() string { return e.err.Error() }
+
+// measureVersion measures module at version with the local Go, else with
+// the newest toolchain that builds it: older releases of a module may no
+// longer link with a newer Go (CloudWeGo Hertz before v0.10.4 pulls in a
+// bytedance/sonic that does not build with Go 1.26). It returns the
+// toolchain used.
+func measureVersion(src, module, version string, fields []string) (map[string]uint64, string, error) {
+	order := []string{"local"}
+	for i := len(toolchains) - 1; i >= 0; i-- {
+		if toolchains[i] != "local" {
+			order = append(order, toolchains[i])
+		}
+	}
+	var build *buildError
+	for _, tc := range order {
+		_, row, err := measure(src, tc, module, version, fields)
+		if !errors.As(err, &build) {
+			return row, tc, err
+		}
+	}
+	return nil, "", fmt.Errorf("no toolchain of %v builds it: %w", order, build)
 }
 
 // measure builds src with toolchain (and module at version, when given)
@@ -100,7 +130,11 @@ func measure(src, toolchain, module, version string, fields []string) (string, m
 		cmd.Dir = dir
 		cmd.Env = env
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			if args[0] == "build" {
+				return "", nil, &buildError{err}
+			}
+			return "", nil, err
 		}
 	}
 	b, err := symbolizer.Open(bin)
@@ -111,8 +145,9 @@ func measure(src, toolchain, module, version string, fields []string) (string, m
 	row := map[string]uint64{}
 	for _, f := range fields {
 		name, optional := strings.CutPrefix(f, "?")
-		offs, source, err := b.FieldOffsets(moduleOr(module), []string{name})
-		if err != nil || source != "dwarf" {
+		// DWARF itself: FieldOffsets would answer from the table first.
+		offs, err := b.DWARFFieldOffsets([]string{name})
+		if err != nil {
 			if optional {
 				continue // absent in this release
 			}
@@ -122,11 +157,4 @@ func measure(src, toolchain, module, version string, fields []string) (string, m
 	}
 	minor := strings.Join(strings.SplitN(b.GoVersion, ".", 3)[:2], ".")
 	return minor, row, nil
-}
-
-func moduleOr(m string) string {
-	if m == "" {
-		return "std"
-	}
-	return m
 }
