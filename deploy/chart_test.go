@@ -191,7 +191,7 @@ func TestChartDefaults(t *testing.T) {
 	if want := []string{"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}; !reflect.DeepEqual(o.kinds, want) {
 		t.Errorf("kinds %v, want %v", o.kinds, want)
 	}
-	checkAgentPod(t, o, pod{port: 7070, storeMiB: 128, memMiB: 256, cgroup: "/sys/fs/cgroup"})
+	checkAgentPod(t, o, pod{port: 7070, storeMiB: 128, memMiB: 320, cgroup: "/sys/fs/cgroup"})
 
 	spec := o.daemonSet.Spec.Template.Spec
 	if want := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}; !reflect.DeepEqual(spec.Tolerations, want) {
@@ -270,7 +270,7 @@ func TestChartAllValues(t *testing.T) {
 	check("OTEL_EXPORTER_OTLP_HEADERS", env["OTEL_EXPORTER_OTLP_HEADERS"], corev1.EnvVar{Name: "OTEL_EXPORTER_OTLP_HEADERS", ValueFrom: &corev1.EnvVarSource{
 		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "otlp-auth"}, Key: "otlp-headers"}}})
 	check("OTEL_EXPORTER_OTLP_TIMEOUT", env["OTEL_EXPORTER_OTLP_TIMEOUT"].Value, "5000")
-	check("GOMEMLIMIT", env["GOMEMLIMIT"].Value, "584MiB") // 608 - 96/4
+	check("GOMEMLIMIT", env["GOMEMLIMIT"].Value, "560MiB") // 608 - 96/2
 	check("cpu request", c.Resources.Requests.Cpu().String(), "200m")
 	check("cpu limit", c.Resources.Limits.Cpu().String(), "2")
 	check("seccompProfile", string(c.SecurityContext.SeccompProfile.Type), "RuntimeDefault")
@@ -324,7 +324,7 @@ func TestChartInjectOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := decodeAll(t, docs)
-	checkAgentPod(t, o, pod{port: 7070, storeMiB: 128, memMiB: 256})
+	checkAgentPod(t, o, pod{port: 7070, storeMiB: 128, memMiB: 320})
 	if eff := printConfig(t, o.configMap); eff["inject"] != false {
 		t.Errorf("the agent's inject = %v, want false", eff["inject"])
 	}
