@@ -82,3 +82,32 @@ static __always_inline int tcp_conn_ports(__u64 conn, struct tcp_offsets *o, str
 	k->remote_port = addr_port(fd, o->raddr, o->port);
 	return k->local_port && k->remote_port;
 }
+
+/*
+ * An HTTP/1 client call's request is about to go out on the connection
+ * keyed by k (tcp: its ports could be read; a TLS or unknown connection
+ * cannot be followed): hand the call's trace context, kept by goroutine g
+ * in the library's ctx_map, to the socket programs, which insert it into
+ * the connection's next request head. A connection carries one request at
+ * a time, so a context a previous request left and never sent is counted
+ * and replaced; with no context for this call, one left there must not
+ * name it.
+ */
+static __always_inline void hand_over_ctx(void *ctx_map, struct gkey *g, struct connkey *k, int tcp)
+{
+	struct trace_ctx *tc = bpf_map_lookup_elem(ctx_map, g);
+	if (!tc) {
+		if (tcp)
+			bpf_map_delete_elem(&conn_pending, k);
+		return;
+	}
+	if (!tcp) {
+		stat_inc(STAT_INJECT_FAILED);
+		return;
+	}
+	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
+	if (bpf_map_update_elem(&conn_pending, k, &p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT);
+		bpf_map_update_elem(&conn_pending, k, &p, BPF_ANY);
+	}
+}

@@ -415,22 +415,6 @@ int conn_acquired(struct pt_regs *ctx)
 	/* TLS (a *tls.Conn in standard.TLSConn) is not looked into: its bytes are encrypted. */
 	int tcp = !conn_endpoints(fl, conn, 0, &local, &remote);
 	struct connkey k = {.pid = g.pid, .local_port = local.port, .remote_port = remote.port};
-	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &g);
-	if (!tc) {
-		/* A context an earlier request left here must not name this one. */
-		if (tcp)
-			bpf_map_delete_elem(&conn_pending, &k);
-		return 0;
-	}
-	if (!tcp) {
-		stat_inc(STAT_INJECT_FAILED);
-		return 0;
-	}
-	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
-	/* One left by the connection's previous request was never seen leaving. */
-	if (bpf_map_update_elem(&conn_pending, &k, &p, BPF_NOEXIST)) {
-		stat_inc(STAT_INJECT_UNSENT);
-		bpf_map_update_elem(&conn_pending, &k, &p, BPF_ANY);
-	}
+	hand_over_ctx(&client_ctx, &g, &k, tcp);
 	return 0;
 }

@@ -318,22 +318,6 @@ int conn_round_trip(struct pt_regs *ctx)
 				.laddr = FIELD(fl, F_NETFD_LADDR), .raddr = FIELD(fl, F_NETFD_RADDR), .port = FIELD(fl, F_TCPADDR_PORT)};
 	struct connkey k = {.pid = g.pid};
 	int tcp = tcp_conn_ports(conn, &o, &k);
-	struct trace_ctx *tc = bpf_map_lookup_elem(&client_ctx, &g);
-	if (!tc) {
-		/* A context an earlier request left here must not name this one. */
-		if (tcp)
-			bpf_map_delete_elem(&conn_pending, &k);
-		return 0;
-	}
-	if (!tcp) {
-		stat_inc(STAT_INJECT_FAILED);
-		return 0;
-	}
-	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
-	/* One left by the connection's previous request was never seen leaving. */
-	if (bpf_map_update_elem(&conn_pending, &k, &p, BPF_NOEXIST)) {
-		stat_inc(STAT_INJECT_UNSENT);
-		bpf_map_update_elem(&conn_pending, &k, &p, BPF_ANY);
-	}
+	hand_over_ctx(&client_ctx, &g, &k, tcp);
 	return 0;
 }
