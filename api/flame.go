@@ -117,7 +117,12 @@ type flameAPI struct{ q *query }
 // asks for (see ParseFlame), application/octet-stream, or a 400 naming
 // the parameter at fault.
 func (f *flameAPI) profile(w http.ResponseWriter, r *http.Request) {
-	req, err := ParseFlame(r.URL.Query(), f.q.now())
+	v, err := queryValues(r)
+	if err != nil {
+		writeError(w, f.q.log, http.StatusBadRequest, err.Error())
+		return
+	}
+	req, err := ParseFlame(v, f.q.now())
 	if err != nil {
 		writeError(w, f.q.log, http.StatusBadRequest, err.Error())
 		return

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/http"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -27,6 +28,9 @@ const defaultLimit = 100
 //	                     start = now − lookback
 //	limit                whole number ≥ 0, default 100; 0: no limit
 //	error                true (traces with an error span) or false (without)
+//	sort                 latscope's: "duration" orders the traces longest
+//	                     first (the default is newest first), so limit
+//	                     picks the slowest of the window
 //
 // The error names the parameter at fault and what it expects.
 func parseSearch(v url.Values, now time.Time) (store.Query, error) {
@@ -74,7 +78,25 @@ func parseSearch(v url.Values, now time.Time) (store.Query, error) {
 		}
 		q.Error, q.NoError = b, !b
 	}
+	switch s := v.Get("sort"); s {
+	case "":
+	case "duration":
+		q.Longest = true
+	default:
+		return q, fmt.Errorf("parameter sort: %q is not a known order (duration: longest first; default: newest first)", s)
+	}
 	return q, nil
+}
+
+// queryValues parses r's query strictly: a pair that does not decode (an
+// unescaped %, as in slowest=1%) is an error naming it, where
+// r.URL.Query() would drop it silently.
+func queryValues(r *http.Request) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w (escape %% as %%25)", r.URL.RawQuery, err)
+	}
+	return v, nil
 }
 
 // parseTags merges the tags JSON object and every tag=key:value.

@@ -54,7 +54,11 @@ func (u *pprofUI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/flame/?"+r.URL.RawQuery, http.StatusMovedPermanently)
 		return
 	}
-	v := r.URL.Query()
+	v, err := queryValues(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	req, err := ParseFlame(v, u.now())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)

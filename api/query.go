@@ -42,7 +42,11 @@ func (q *query) serviceOperations(w http.ResponseWriter, r *http.Request) {
 // operations answers GET /api/operations?service=S&spanKind=K:
 // [{"name", "spanKind"}, …].
 func (q *query) operations(w http.ResponseWriter, r *http.Request) {
-	v := r.URL.Query()
+	v, err := queryValues(r)
+	if err != nil {
+		writeError(w, q.log, http.StatusBadRequest, err.Error())
+		return
+	}
 	service, kind := v.Get("service"), v.Get("spanKind")
 	if service == "" {
 		writeError(w, q.log, http.StatusBadRequest, "parameter service is required: the service whose operations to list")
@@ -65,7 +69,11 @@ func (q *query) operations(w http.ResponseWriter, r *http.Request) {
 // them to compare traces) it returns those traces instead and ignores the
 // rest.
 func (q *query) search(w http.ResponseWriter, r *http.Request) {
-	v := r.URL.Query()
+	v, err := queryValues(r)
+	if err != nil {
+		writeError(w, q.log, http.StatusBadRequest, err.Error())
+		return
+	}
 	if ids := v["traceID"]; len(ids) > 0 {
 		q.tracesByID(w, ids)
 		return
@@ -106,7 +114,11 @@ func (q *query) trace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, q.log, http.StatusBadRequest, err.Error())
 		return
 	}
-	v := r.URL.Query()
+	v, err := queryValues(r)
+	if err != nil {
+		writeError(w, q.log, http.StatusBadRequest, err.Error())
+		return
+	}
 	for _, name := range []string{"start", "end"} {
 		if err := checkMillis(v, name); err != nil {
 			writeError(w, q.log, http.StatusBadRequest, err.Error())

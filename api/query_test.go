@@ -365,3 +365,37 @@ func TestTagValues(t *testing.T) {
 		t.Errorf("root span references %v, want []", sp.References)
 	}
 }
+
+// sort=duration returns the longest traces first, so limit picks the
+// slowest of the window (latscope traces asks for N, not for all).
+func TestSearchLongestFirst(t *testing.T) {
+	f := newFixture(t)
+	code, _, body := fetch(t, "GET", f.url+"/api/traces?limit=2&sort=duration&lookback=24h")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	traces, err := api.DecodeTraces(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Checkout 3 (charge 200ms) and 2 (50ms) are the longest.
+	if len(traces) != 2 || traces[0][0].TraceID != traceID(3) || traces[1][0].TraceID != traceID(2) {
+		var got []string
+		for _, tr := range traces {
+			got = append(got, tr[0].TraceID.String())
+		}
+		t.Errorf("longest two: %v, want checkouts 3 and 2", got)
+	}
+}
+
+// Parameters the query string cannot carry are refused, never dropped:
+// an unescaped % (slowest=1%) would otherwise read as no parameter.
+func TestBadQueryEncoding(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/api/traces?sort=newest", "/api/traces?service=frontend&minDuration=1%", "/api/flame?slowest=10%", "/api/operations?service=%zz"} {
+		code, _, body := fetch(t, "GET", f.url+path)
+		if code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", path, code, body)
+		}
+	}
+}

@@ -71,6 +71,10 @@ type Query struct {
 	NoError bool // the trace has no span with status error
 
 	Limit int // at most this many traces, the newest; ≤ 0: no limit
+	// Longest orders the traces by duration (first span start to last
+	// span end), longest first, instead of newest first: with Limit, the
+	// slowest N of the window without sending them all.
+	Longest bool
 }
 
 // Services returns the service names of the spans held, sorted.
@@ -128,7 +132,11 @@ func (s *Store) Search(q Query) []*Trace {
 	s.mu.RLock()
 	for _, e := range s.order[s.head:] {
 		if !e.dead && m.matchTrace(&e.sum, e.trace) {
-			hits = append(hits, hit{e.sum.firstStart, e.trace})
+			key := e.sum.firstStart
+			if q.Longest {
+				key = e.trace.end.UnixNano() - e.sum.firstStart
+			}
+			hits = append(hits, hit{key, e.trace})
 		}
 	}
 	s.mu.RUnlock()
@@ -154,18 +162,19 @@ func (s *Store) Each(fn func(*Trace) bool) {
 	}
 }
 
-// hit is a selected trace with its start (Unix ns) as the sort key, so
-// sorting does not chase pointers.
+// hit is a selected trace with its sort key (its start, Unix ns, or its
+// duration), so sorting does not chase pointers.
 type hit struct {
-	start int64
+	key   int64
 	trace *Trace
 }
 
-// newestFirst sorts hits by start, newest first, equal starts by trace id,
-// and returns at most limit (≤ 0: all) of their traces.
+// newestFirst sorts hits by key, largest first (newest, or longest),
+// equal keys by trace id, and returns at most limit (≤ 0: all) of their
+// traces.
 func newestFirst(hits []hit, limit int) []*Trace {
 	slices.SortFunc(hits, func(a, b hit) int {
-		if c := cmp.Compare(b.start, a.start); c != 0 {
+		if c := cmp.Compare(b.key, a.key); c != 0 {
 			return c
 		}
 		return slices.Compare(a.trace.ID[:], b.trace.ID[:])

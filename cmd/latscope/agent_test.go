@@ -259,7 +259,7 @@ func TestAgentKilledUnderLoad(t *testing.T) {
 		return len(r.Data) == 1
 	})
 	out, stderr, code := run(t, "traces", "--agent", b.url, "--service", "kill-svc", "--limit", "1")
-	if code != 0 || !strings.Contains(out, "traces in the last 5m0s; the 1 slowest") || !strings.Contains(out, "kill-svc") || !strings.Contains(out, "  GET  ") {
+	if code != 0 || !strings.Contains(out, "the 1 slowest traces of the last 5m0s") || !strings.Contains(out, "kill-svc") || !strings.Contains(out, "  GET  ") {
 		t.Errorf("latscope traces (exit %d):\n%s%s", code, out, stderr)
 	}
 }

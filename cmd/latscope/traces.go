@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +24,7 @@ func runTraces(args []string) error {
 		fmt.Fprintln(fs.Output(), "Usage: latscope traces [--agent URL] [--service S] [--operation O] [--min-duration D] [--since 5m] [--limit N] [--error]\n\nThe slowest traces of the window, slowest first, as call trees.")
 		fs.PrintDefaults()
 	}
-	base := fs.String("agent", defaultAgent, "the agent's HTTP `URL` (or a Jaeger query URL: the API is the same)")
+	base := fs.String("agent", defaultAgent, "the agent's HTTP `URL` (or a Jaeger query URL: the API is the same, but Jaeger returns the newest traces, which are then ordered)")
 	service := fs.String("service", "", "only traces with a span of this `service`")
 	operation := fs.String("operation", "", "only traces with a span of this `operation` (with --service)")
 	minDur := fs.Duration("min-duration", 0, "only traces with a matching span at least this long")
@@ -36,7 +37,12 @@ func runTraces(args []string) error {
 	if *limit < 1 {
 		return fmt.Errorf("traces: --limit %d: give at least 1", *limit)
 	}
-	q := url.Values{"lookback": {since.String()}, "limit": {"0"}}
+	// The agent picks the slowest (sort=duration, latscope's extension of
+	// Jaeger's API): asking for every trace of the window would make it
+	// build an answer the size of its store.
+	now := time.Now()
+	q := url.Values{"start": {strconv.FormatInt(now.Add(-*since).UnixMicro(), 10)}, "end": {strconv.FormatInt(now.UnixMicro(), 10)},
+		"limit": {strconv.Itoa(*limit)}, "sort": {"duration"}}
 	for k, v := range map[string]string{"service": *service, "operation": *operation} {
 		if v != "" {
 			q.Set(k, v)
@@ -63,9 +69,11 @@ func runTraces(args []string) error {
 		fmt.Printf("no trace in the last %s matches (see 'latscope status' for what is traced)\n", since)
 		return nil
 	}
+	// Jaeger ignores sort: order here too.
 	sort.Slice(traces, func(i, j int) bool { return extent(traces[i]) > extent(traces[j]) })
-	fmt.Printf("%d traces in the last %s; the %d slowest:\n\n", len(traces), since, min(*limit, len(traces)))
-	for _, t := range traces[:min(*limit, len(traces))] {
+	traces = traces[:min(*limit, len(traces))]
+	fmt.Printf("the %d slowest traces of the last %s:\n\n", len(traces), since)
+	for _, t := range traces {
 		fmt.Printf("%s  %s  %s\n", t[0].TraceID, extent(t).Round(time.Microsecond), strings.Join(services(t), " → "))
 		tree.Write(os.Stdout, t)
 		fmt.Println()
