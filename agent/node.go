@@ -60,8 +60,8 @@ type Node struct {
 	store   *store.Store
 	red     *metrics.RED
 	reg     *prometheus.Registry
-	otlp    *otlp.Exporter     // nil without an OTLP endpoint
-	sampler *sampling.Exporter // in front of otlp
+	otlp    *otlp.Exporter    // nil without an OTLP endpoint
+	sampler *sampling.Waiting // in front of otlp
 	sinks   []span.Exporter
 	spans   atomic.Uint64 // spans the builder emitted
 
@@ -144,7 +144,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		if n.otlp, err = otlp.New(context.Background(), otlp.Options{}); err != nil {
 			return nil, err
 		}
-		n.sampler = sampling.NewExporter(policy, n.otlp)
+		n.sampler = sampling.NewWaiting(policy, n.otlp, sampling.DefaultDecisionWait)
 		n.sinks = append(n.sinks, n.sampler)
 		log.Info("exporting spans over OTLP", "endpoint", otlpEndpoint(), "keep", policy.String())
 	}

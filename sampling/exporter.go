@@ -70,6 +70,11 @@ type Stats struct {
 	// OperationsUntracked counts local roots of operations beyond
 	// MaxOperations, to which the percentile rule did not apply.
 	OperationsUntracked uint64 `json:"operationsUntracked"`
+	// HeldSpans are spans a Waiting exporter holds undecided now;
+	// DecidedEarly counts traces it decided before their wait was over
+	// (MaxHeldSpans reached).
+	HeldSpans    int    `json:"heldSpans"`
+	DecidedEarly uint64 `json:"decidedEarly"`
 }
 
 // Exporter is a span.Exporter that passes on the spans of the traces its
@@ -136,6 +141,14 @@ func (e *Exporter) Export(spans []*span.Span) error {
 		return fmt.Errorf("export %d sampled spans: %w", len(kept), err)
 	}
 	return nil
+}
+
+// decidedBefore reports whether trace id has a decision already.
+func (e *Exporter) decidedBefore(id span.TraceID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.decided.get(id)
+	return ok
 }
 
 // Close closes the next exporter.
