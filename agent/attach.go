@@ -597,6 +597,17 @@ func (t *Tracer) Detach(p *Process) error {
 	t.attachMu.Unlock()
 	err := t.unregister(p)
 	if last {
+		if !t.multi {
+			// Perf-event uprobes detach serially in the kernel, ~95 ms
+			// each: do not hold the caller (the node's discovery loop)
+			// for seconds. The process is out of the programs already.
+			go func() {
+				if err := im.close(&t.binaries); err != nil {
+					t.log.Warn("detach probes", "exe", im.bin.Path, "err", err)
+				}
+			}()
+			return err
+		}
 		err = errors.Join(err, im.close(&t.binaries))
 	}
 	return err

@@ -141,7 +141,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	n.sinks = []span.Exporter{n.store, n.red}
 	if otlp.Enabled() {
 		policy := cfg.Keep
-		if n.otlp, err = otlp.New(context.Background(), otlp.Options{}); err != nil {
+		if n.otlp, err = otlp.New(context.Background(), otlp.Options{Log: log}); err != nil {
 			return nil, err
 		}
 		n.sampler = sampling.NewWaiting(policy, n.otlp, sampling.DefaultDecisionWait)

@@ -33,6 +33,9 @@ type procTable struct {
 	scanned    bool // the first scan is done
 	// saidUnreadable: the log has said that some process is unreadable.
 	saidUnreadable bool
+	// badExe: executables Attach refused, and why: their next processes
+	// are not read again (bounded by maxBadExe).
+	badExe map[fileID]error
 	// counts
 	attached, detached, failed uint64
 	podUnresolved              uint64 // processes matched without their pod: it stayed unknown
@@ -44,7 +47,11 @@ func (p *procTable) init() {
 	p.skipped = map[int]SkippedProcess{}
 	p.removals = map[int]time.Time{}
 	p.podWaiting = map[int]podWaiting{}
+	p.badExe = map[fileID]error{}
 }
+
+// maxBadExe bounds the executables remembered as untraceable.
+const maxBadExe = 1024
 
 // nodeProc is one traced process.
 type nodeProc struct {
@@ -61,11 +68,15 @@ type nodeProc struct {
 // SkippedProcess is a process the selectors picked that cannot be
 // traced, and why.
 type SkippedProcess struct {
-	PID    int       `json:"pid"`
-	Name   string    `json:"name"`
-	Exe    string    `json:"exe"`
-	Reason string    `json:"reason"`
-	Time   time.Time `json:"time"`
+	PID  int    `json:"pid"`
+	Name string `json:"name"`
+	Exe  string `json:"exe"`
+	// Selected: the selectors picked it and latscope cannot trace it;
+	// otherwise the agent could not even read it to match the selectors
+	// (it lacks a capability).
+	Selected bool      `json:"selected"`
+	Reason   string    `json:"reason"`
+	Time     time.Time `json:"time"`
 }
 
 // builderDrain is how long a detached process's builder state waits for
@@ -197,7 +208,6 @@ func (n *Node) consider(pid int, execTime time.Time) {
 		return
 	}
 	n.procs.evaluated[pid] = p.StartTime
-	delete(n.procs.skipped, pid)
 	sel := n.sel
 	funcs := n.cfg.Funcs
 	n.mu.Unlock()
@@ -212,12 +222,27 @@ func (n *Node) consider(pid int, execTime time.Time) {
 	if ok, _ := sel.Match(p); !ok {
 		return
 	}
+	exe := fileID{p.Dev, p.Ino}
+	n.mu.Lock()
+	refusal, refused := n.procs.badExe[exe]
+	n.mu.Unlock()
+	if refused {
+		// Its executable was read and refused already: said once.
+		n.skip(p, refusal, false)
+		return
+	}
 	proc, err := n.tracer.Attach(pid, funcs)
 	if err != nil {
 		if errors.Is(err, symbolizer.ErrProcessGone) {
 			return
 		}
-		n.skip(p, err)
+		n.mu.Lock()
+		if len(n.procs.badExe) >= maxBadExe {
+			clear(n.procs.badExe)
+		}
+		n.procs.badExe[exe] = err
+		n.mu.Unlock()
+		n.skip(p, err, true)
 		return
 	}
 	if pod != nil {
@@ -273,14 +298,20 @@ func (n *Node) unreadable(pid int, err error) {
 	}
 }
 
-// skip records, and logs once, why a selected process cannot be traced.
-func (n *Node) skip(p *discovery.Proc, err error) {
-	s := SkippedProcess{PID: p.PID, Name: p.Name, Exe: p.Exe, Reason: err.Error(), Time: time.Now()}
+// skip records why a selected process cannot be traced, and logs it
+// (say: the first process of its executable; the others are listed).
+func (n *Node) skip(p *discovery.Proc, err error, say bool) {
+	s := SkippedProcess{PID: p.PID, Name: p.Name, Exe: p.Exe, Selected: true, Reason: err.Error(), Time: time.Now()}
 	n.mu.Lock()
+	_, again := n.procs.skipped[p.PID]
 	n.procs.skipped[p.PID] = s
-	n.procs.failed++
+	if !again {
+		n.procs.failed++
+	}
 	n.mu.Unlock()
-	n.log.Warn("selected process cannot be traced", "pid", p.PID, "exe", p.Exe, "reason", err)
+	if say {
+		n.log.Warn("selected process cannot be traced (said once per executable; /api/status lists every such process)", "pid", p.PID, "exe", p.Exe, "reason", err)
+	}
 }
 
 // exited stops tracing pid, if traced, and frees what it held.

@@ -24,14 +24,13 @@ type Status struct {
 	Funcs     []string            `json:"funcs,omitempty"`
 	// ProbeLinks says how probes are attached: "uprobe_multi" (one link
 	// per program and executable) or "perf_event" (one per site).
-	ProbeLinks string              `json:"probeLinks"`
-	Processes  []ProcessStatus     `json:"processes"`
-	Skipped    []SkippedProcess    `json:"skipped"`
-	Counters   []metrics.Counter   `json:"counters"`
-	Gauges     []metrics.Gauge     `json:"gauges"`
-	Store      store.Stats         `json:"store"`
-	Export     *ExportStatus       `json:"export,omitempty"`
-	Discovery  []discovery.Counter `json:"discovery"`
+	ProbeLinks string            `json:"probeLinks"`
+	Processes  []ProcessStatus   `json:"processes"`
+	Skipped    []SkippedProcess  `json:"skipped"`
+	Counters   []metrics.Counter `json:"counters"`
+	Gauges     []metrics.Gauge   `json:"gauges"`
+	Store      store.Stats       `json:"store"`
+	Export     *ExportStatus     `json:"export,omitempty"`
 	// Kubernetes is the pod resolver's state; absent without Kubernetes.
 	Kubernetes *pods.Stats `json:"kubernetes,omitempty"`
 }
@@ -78,7 +77,6 @@ func (n *Node) Status() Status {
 		Counters:   snap.Counters,
 		Gauges:     snap.Gauges,
 		Store:      n.store.Stats(),
-		Discovery:  n.watcher.Counters(),
 		Processes:  []ProcessStatus{},
 		Skipped:    []SkippedProcess{},
 	}
@@ -194,8 +192,8 @@ func (n *Node) snapshot() metrics.Snapshot {
 		ss := n.sampler.Stats()
 		s.Counters = append(s.Counters,
 			metrics.Counter{Name: "otlp_spans_exported", Help: "spans sent over OTLP", Value: exported},
-			metrics.Counter{Name: "otlp_queue_full", Help: "spans dropped at the full OTLP queue", Value: dropped, Loss: true},
-			metrics.Counter{Name: "otlp_export_failed", Help: "spans lost to failed OTLP exports (after retries)", Value: failed, Loss: true},
+			metrics.Counter{Name: "otlp_spans_dropped", Help: "spans dropped at the full OTLP queue", Value: dropped, Loss: true},
+			metrics.Counter{Name: "otlp_spans_failed", Help: "spans lost to failed OTLP exports (after retries)", Value: failed, Loss: true},
 			metrics.Counter{Name: "keep_spans_dropped", Help: "spans not exported by the keep policy (--keep); the store and metrics have them", Value: ss.SpansDropped},
 		)
 		s.Gauges = append(s.Gauges, metrics.Gauge{Name: "export_queue_spans", Help: "spans waiting in the OTLP queue", Value: float64(n.otlp.Queued())})

@@ -36,6 +36,7 @@ func HostProcesses(sel discovery.Selectors, all bool) ([]HostProcess, error) {
 		return nil, err
 	}
 	self := os.Getpid()
+	selfExe, _ := exeID(self)
 	verdicts := map[fileID]error{}
 	var out []HostProcess
 	for _, pid := range pids {
@@ -51,6 +52,9 @@ func HostProcesses(sel discovery.Selectors, all bool) ([]HostProcess, error) {
 				out = append(out, HostProcess{PID: pid, NotTraceable: err.Error()})
 			}
 			continue
+		}
+		if (fileID{p.Dev, p.Ino}) == selfExe {
+			continue // latscope itself: never traced
 		}
 		hp := HostProcess{PID: pid, Name: p.Name, Exe: p.Exe}
 		bi, err := buildinfo.ReadFile(fmt.Sprintf("/proc/%d/exe", pid))

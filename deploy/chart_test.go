@@ -202,13 +202,9 @@ func TestChartDefaults(t *testing.T) {
 	}
 
 	wantRules := map[string][]string{
-		"pods":              {"get", "list", "watch"},
-		"apps/replicasets":  {"get", "list", "watch"},
-		"apps/deployments":  {"get"},
-		"apps/statefulsets": {"get"},
-		"apps/daemonsets":   {"get"},
-		"batch/jobs":        {"get"},
-		"batch/cronjobs":    {"get"},
+		"pods":             {"get", "list", "watch"},
+		"apps/replicasets": {"get"},
+		"batch/jobs":       {"get"},
 	}
 	if got := rules(o); !reflect.DeepEqual(got, wantRules) {
 		t.Errorf("ClusterRole grants %v, want %v", got, wantRules)

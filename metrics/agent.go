@@ -16,15 +16,15 @@ type Snapshot struct {
 // (calls_sent, lost_ringbuf_full, …), the span builder's, the store's.
 type Counter struct {
 	// Name is the reason (Loss) or event label value: [a-z_][a-z0-9_]*.
-	Name string
+	Name string `json:"name"`
 	// Help explains the counter for /api/status and
 	// docs/troubleshooting.md; the exposition shares one HELP line per
 	// metric and does not show it.
-	Help  string
-	Value uint64
+	Help  string `json:"help"`
+	Value uint64 `json:"value"`
 	// Loss marks a count of lost data (dropped events, spans, traces):
 	// exposed as latscope_lost_total rather than latscope_events_total.
-	Loss bool
+	Loss bool `json:"loss"`
 }
 
 // Gauge is a current value of the agent's (processes_attached,
@@ -33,9 +33,9 @@ type Counter struct {
 type Gauge struct {
 	// Name is the metric name without the latscope_ prefix:
 	// [a-z_][a-z0-9_]*.
-	Name  string
-	Help  string
-	Value float64
+	Name  string  `json:"name"`
+	Help  string  `json:"help"`
+	Value float64 `json:"value"`
 }
 
 // NewAgentCollector returns a collector of the agent's own metrics. On

@@ -56,14 +56,14 @@ type operation struct {
 
 // Stats describes what the store holds and has done since New.
 type Stats struct {
-	Bytes  int64 // approximate cost of what is held now (see SpanCost)
-	Budget int64 // the budget given to New
-	Traces int   // traces held now
-	Spans  int64 // spans held now
+	Bytes  int64 `json:"bytes"`  // approximate cost of what is held now (see SpanCost)
+	Budget int64 `json:"budget"` // the budget given to New
+	Traces int   `json:"traces"` // traces held now
+	Spans  int64 `json:"spans"`  // spans held now
 
-	SpansAdded    int64 // spans received by Export, cumulative
-	EvictedTraces int64 // traces evicted, cumulative
-	EvictedSpans  int64 // spans evicted with them, cumulative
+	SpansAdded    int64 `json:"spansAdded"`    // spans received by Export, cumulative
+	EvictedTraces int64 `json:"evictedTraces"` // traces evicted, cumulative
+	EvictedSpans  int64 `json:"evictedSpans"`  // spans evicted with them, cumulative
 }
 
 // Fixed costs of the model SpanCost describes.

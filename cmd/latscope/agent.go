@@ -41,9 +41,6 @@ func runAgent(args []string) error {
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
-	if len(cfg.Selectors) == 0 {
-		log.Warn("no selectors: no process will be traced (add --exe GLOB, --name, --port, --cgroup or 'selectors' in --config)")
-	}
 	n, err := agent.StartNode(cfg, log)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -76,10 +77,24 @@ func printStatus(w io.Writer, st *agent.Status) error {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", p.PID, p.Service, p.GoVersion, p.Functions, p.Probes, p.Replicas, strings.Join(p.Libraries, ","), after, p.Exe)
 		}
 	}
-	if len(st.Skipped) > 0 {
+	var selected, unreadable []agent.SkippedProcess
+	for _, s := range st.Skipped {
+		if s.Selected {
+			selected = append(selected, s)
+		} else {
+			unreadable = append(unreadable, s)
+		}
+	}
+	if len(selected) > 0 {
 		fmt.Fprintln(tw, "\nselected but not traceable:")
-		for _, s := range st.Skipped {
+		for _, s := range selected {
 			fmt.Fprintf(tw, "  %s\n", s)
+		}
+	}
+	if len(unreadable) > 0 {
+		fmt.Fprintln(tw, "\nnot readable by the agent (it lacks CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH for them), so not matched:")
+		for _, s := range unreadable {
+			fmt.Fprintf(tw, "  pid %d (%s)\n", s.PID, s.Name)
 		}
 	}
 	if st.Export != nil {
@@ -97,15 +112,8 @@ func printStatus(w io.Writer, st *agent.Status) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", c.Name, c.Value, mark)
 	}
-	for _, c := range st.Discovery {
-		mark := ""
-		if c.Loss && c.Value > 0 {
-			mark = "LOSS: " + c.Help
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", c.Name, c.Value, mark)
-	}
 	for _, g := range st.Gauges {
-		fmt.Fprintf(tw, "%s\t%g\t\n", g.Name, g.Value)
+		fmt.Fprintf(tw, "%s\t%s\t\n", g.Name, strconv.FormatFloat(g.Value, 'f', -1, 64))
 	}
 	return tw.Flush()
 }

@@ -9,6 +9,7 @@ package otlp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ type Options struct {
 	QueueSize    int           // spans waiting to be sent; default 65536
 	BatchSize    int           // spans per export; default 512
 	BatchTimeout time.Duration // longest a span waits for its batch; default 1s
+	// Log, if set, is told of failed exports, at most once a minute
+	// (every failure is counted: Stats).
+	Log *slog.Logger
 }
 
 // Exporter is a span.Exporter sending OTLP.
@@ -46,8 +50,11 @@ type Exporter struct {
 	mu        sync.Mutex
 	resources map[*span.Process]*resourcepb.Resource
 	closeOnce sync.Once
-	stopErr   error // the client's, from the first Close
-	lastErr   atomic.Value
+	// saidFailed: when the log last heard of a failed export (the send
+	// loop's only).
+	saidFailed time.Time
+	stopErr    error // the client's, from the first Close
+	lastErr    atomic.Value
 }
 
 // Enabled reports whether the environment names an OTLP endpoint.
@@ -166,6 +173,10 @@ func (e *Exporter) send(batch []*span.Span) {
 	if err := e.client.UploadTraces(ctx, e.resourceSpans(batch)); err != nil {
 		e.failed.Add(uint64(len(batch)))
 		e.lastErr.Store(fmt.Errorf("export %d spans: %w", len(batch), err))
+		if e.opts.Log != nil && time.Since(e.saidFailed) >= time.Minute {
+			e.saidFailed = time.Now()
+			e.opts.Log.Warn("OTLP export failed: spans lost after the exporter's retries (counted; said at most once a minute)", "spans", len(batch), "failed_so_far", e.failed.Load(), "err", err)
+		}
 		return
 	}
 	e.exported.Add(uint64(len(batch)))
