@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # make demo: builds latscope, the demo services and Jaeger v2, starts the
 # latscope agent and then the services, all on loopback; the agent traces
-# catalog and pricing (the two services without tracing code) from their
-# exec, keeps their traces and exports them to Jaeger. Drives load through
-# gateway, prints a trace from the agent, and keeps running until Ctrl-C.
+# catalog, pricing and inventory (the services without tracing code;
+# inventory is a CloudWeGo Hertz service) from their exec, keeps their
+# traces and exports them to Jaeger. Drives load through gateway, prints
+# a trace from the agent, and keeps running until Ctrl-C.
 # Needs root (latscope); installs redis-server when it is missing.
 #
 # Ports and the load phase can be changed through the environment (the
@@ -18,6 +19,7 @@ GATEWAY_PORT=${GATEWAY_PORT:-8080}
 CATALOG_PORT=${CATALOG_PORT:-8081}
 PRICING_PORT=${PRICING_PORT:-8082}
 REVIEWS_PORT=${REVIEWS_PORT:-8083}
+INVENTORY_PORT=${INVENTORY_PORT:-8084}
 REDIS_PORT=${REDIS_PORT:-6379}
 AGENT_PORT=${LATSCOPE_AGENT_PORT:-7070}
 export LATSCOPE_JAEGER_QUERY_PORT=${LATSCOPE_JAEGER_QUERY_PORT:-16686}
@@ -35,7 +37,7 @@ fi
 
 echo "demo: building latscope, the demo services and Jaeger (the first Jaeger build takes a few minutes)"
 go build -o "$BIN/latscope" ./cmd/latscope
-(cd examples/demo && GOWORK=off go build -o "$BIN/" ./gateway ./catalog ./pricing ./reviews ./loadgen)
+(cd examples/demo && GOWORK=off go build -o "$BIN/" ./gateway ./catalog ./pricing ./reviews ./inventory ./loadgen)
 [ -x "$JAEGER" ] || (cd tools/jaeger && GOWORK=off go build -o "$JAEGER" github.com/jaegertracing/jaeger/cmd/jaeger)
 
 pids=()
@@ -56,26 +58,30 @@ run redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendo
 wait_for redis "Ready to accept"
 OTLP=(env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$LATSCOPE_JAEGER_OTLP_HTTP_PORT OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
 
-# The agent first: it traces catalog and pricing from their exec, as it
-# would on a node where they are deployed after it. One agent per node (it
-# owns the socket programs that carry trace context).
+# The agent first: it traces catalog, pricing and inventory from their
+# exec, as it would on a node where they are deployed after it. One agent
+# per node (it owns the socket programs that carry trace context).
 run latscope env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$LATSCOPE_JAEGER_OTLP_GRPC_PORT OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-	"$BIN/latscope" agent --exe "$BIN/catalog" --exe "$BIN/pricing" --funcs 'main.*' --http 127.0.0.1:$AGENT_PORT
+	"$BIN/latscope" agent --exe "$BIN/catalog" --exe "$BIN/pricing" --exe "$BIN/inventory" --funcs 'main.*' --http 127.0.0.1:$AGENT_PORT
 wait_for latscope "agent API listening"
 AGENT=http://127.0.0.1:$AGENT_PORT
 
 run pricing "$BIN/pricing" -listen 127.0.0.1:$PRICING_PORT -redis 127.0.0.1:$REDIS_PORT
 run reviews "${OTLP[@]}" "$BIN/reviews" -listen 127.0.0.1:$REVIEWS_PORT
-run catalog "$BIN/catalog" -listen 127.0.0.1:$CATALOG_PORT -pricing 127.0.0.1:$PRICING_PORT -reviews http://127.0.0.1:$REVIEWS_PORT
+run inventory "$BIN/inventory" -listen 127.0.0.1:$INVENTORY_PORT -reviews http://127.0.0.1:$REVIEWS_PORT
+run catalog "$BIN/catalog" -listen 127.0.0.1:$CATALOG_PORT -pricing 127.0.0.1:$PRICING_PORT -reviews http://127.0.0.1:$REVIEWS_PORT \
+	-inventory http://127.0.0.1:$INVENTORY_PORT
 run gateway "${OTLP[@]}" "$BIN/gateway" -listen 127.0.0.1:$GATEWAY_PORT -catalog http://127.0.0.1:$CATALOG_PORT
-for s in pricing reviews catalog gateway; do wait_for $s "msg=listening"; done
+for s in pricing reviews inventory catalog gateway; do wait_for $s "msg=listening"; done
 wait_for latscope "service=catalog"
 wait_for latscope "service=pricing"
+wait_for latscope "service=inventory"
 
 cat <<MSG
 
 demo: running. gateway http://127.0.0.1:$GATEWAY_PORT/product/7  (OTel SDK)
-      catalog and pricing have no tracing code: the latscope agent traces them.
+      catalog, pricing and inventory (CloudWeGo Hertz, http://127.0.0.1:$INVENTORY_PORT/stock/7)
+      have no tracing code: the latscope agent traces them.
       latscope agent:  $AGENT/api/status    (or: $BIN/latscope status --agent $AGENT)
         traces:        $AGENT/api/traces?service=catalog   (Jaeger's query API: Grafana's Jaeger data source can read it)
         slowest:       $BIN/latscope traces --agent $AGENT --service catalog

@@ -166,7 +166,7 @@ func TestFlameDemo(t *testing.T) {
 		t.Skip("SKIP: redis-server not installed: apt-get install -y redis-server")
 	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./catalog", "./pricing", "./reviews")
+	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./catalog", "./pricing", "./reviews", "./inventory")
 	build.Dir = filepath.Join(repoRoot(), "examples", "demo")
 	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -196,8 +196,9 @@ func TestFlameDemo(t *testing.T) {
 	})
 	pricing = startDemoService(t, filepath.Join(bin, "pricing"), nil, "-listen", "127.0.0.1:0", "-redis", "127.0.0.1:"+redisPort)
 	reviews := startDemoService(t, filepath.Join(bin, "reviews"), []string{"OTEL_TRACES_EXPORTER=none"}, "-listen", "127.0.0.1:0")
-	catalog := startDemoService(t, filepath.Join(bin, "catalog"), nil, "-listen", "127.0.0.1:0", "-pricing", pricing.addr, "-reviews", "http://"+reviews.addr)
-	for _, s := range []*demoService{pricing, reviews, catalog} {
+	inventory := startDemoService(t, filepath.Join(bin, "inventory"), nil, "-listen", "127.0.0.1:0", "-reviews", "http://"+reviews.addr)
+	catalog := startDemoService(t, filepath.Join(bin, "catalog"), nil, "-listen", "127.0.0.1:0", "-pricing", pricing.addr, "-reviews", "http://"+reviews.addr, "-inventory", "http://"+inventory.addr)
+	for _, s := range []*demoService{pricing, reviews, inventory, catalog} {
 		waitUntil(t, 20*time.Second, "the demo to be traced", func() bool { return a.traces(t, s.cmd.Process.Pid) })
 	}
 	get := func(id int) error {

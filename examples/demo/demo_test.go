@@ -18,13 +18,15 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
-// TestDemo builds the five commands, runs the whole system against a real
+// TestDemo builds the six commands, runs the whole system against a real
 // redis-server and checks, end to end:
-//   - loadgen's 50 requests through gateway all answer 200 with the product JSON;
+//   - loadgen's 50 requests through gateway all answer 200 with the product JSON,
+//     whose stock is what inventory (Hertz) answers for that product, and
+//     inventory's review count is the product's (its call to reviews works);
 //   - gateway's request to catalog carries a W3C traceparent (seen by a
 //     recording proxy between the two), whose trace gateway exports;
-//   - reviews continues an incoming traceparent, and catalog, which has no
-//     tracing code, propagates none;
+//   - reviews continues an incoming traceparent, and catalog and inventory,
+//     which have no tracing code, propagate none;
 //   - every service exits 0 on SIGTERM, logging no warning or error.
 func TestDemo(t *testing.T) {
 	requireRedis(t)
@@ -41,7 +43,9 @@ func TestDemo(t *testing.T) {
 
 	pricing := start(t, bin, "pricing", nil, "-redis", redisAddr)
 	reviews := start(t, bin, "reviews", otelEnv, "-delay", "1ms")
-	catalog := start(t, bin, "catalog", nil, "-pricing", pricing.addr, "-reviews", "http://"+reviews.addr)
+	inventory := start(t, bin, "inventory", nil, "-reviews", "http://"+reviews.addr)
+	inventoryURL := "http://" + inventory.addr
+	catalog := start(t, bin, "catalog", nil, "-pricing", pricing.addr, "-reviews", "http://"+reviews.addr, "-inventory", inventoryURL)
 	proxy := newRecordingProxy(t, "http://"+catalog.addr)
 	gateway := start(t, bin, "gateway", otelEnv, "-catalog", proxy.URL)
 	gatewayURL := "http://" + gateway.addr
@@ -76,6 +80,7 @@ func TestDemo(t *testing.T) {
 	if len(records) != requests {
 		t.Fatalf("catalog got %d requests from gateway, want %d", len(records), requests)
 	}
+	products := map[int64]product{}
 	for _, r := range records {
 		m := traceparent.FindStringSubmatch(r.traceparent)
 		if m == nil {
@@ -83,7 +88,37 @@ func TestDemo(t *testing.T) {
 			continue
 		}
 		gatewayTraces[m[1]] = true
-		checkProduct(t, r.path, r.status, r.body)
+		if p, ok := checkProduct(t, r.path, r.status, r.body); ok {
+			products[p.ID] = p
+		}
+	}
+
+	// 2b. The stock is inventory's, and inventory's review count (its
+	// Hertz client's call to reviews) is the product's.
+	var direct int // calls to inventory from the test: each calls reviews
+	for id, p := range products {
+		direct++
+		status, body := get(t, fmt.Sprintf("%s/stock/%d", inventoryURL, id), nil)
+		var s struct {
+			ID      *int64 `json:"id"`
+			InStock *int64 `json:"in_stock"`
+			Reviews *int   `json:"reviews"`
+		}
+		if err := json.Unmarshal([]byte(body), &s); status != http.StatusOK || err != nil || s.ID == nil || s.InStock == nil || s.Reviews == nil {
+			t.Errorf("GET /stock/%d = %d %s (%v), want 200 and {id, in_stock, reviews}", id, status, body, err)
+			continue
+		}
+		if *s.ID != id || *s.InStock != p.Stock || *s.InStock < 0 || *s.Reviews != len(p.Reviews) {
+			t.Errorf("GET /stock/%d = %s; the product has stock %d and %d reviews", id, body, p.Stock, len(p.Reviews))
+		}
+	}
+	if len(products) < 2 {
+		t.Errorf("loadgen fetched %d distinct products, want several", len(products))
+	}
+	for _, path := range []string{"/stock/0", "/stock/101", "/stock/x"} {
+		if status, body := get(t, inventoryURL+path, nil); status != http.StatusNotFound {
+			t.Errorf("GET %s on inventory = %d %s, want 404", path, status, body)
+		}
 	}
 
 	// 3. Unknown ids are 404 all the way through.
@@ -113,13 +148,18 @@ func TestDemo(t *testing.T) {
 	// connections the proxy dialed but never used (net/http's StateNew rule).
 	proxy.transport.CloseIdleConnections()
 	catalog.stop(t)
+	// The same for the test's own keep-alive connections to inventory:
+	// Hertz serves a kept-alive connection in a loop that waits for its
+	// next request, so its drain would wait them out (5s).
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	inventory.stop(t)
 	reviews.stop(t)
 	pricing.stop(t)
 	t.Logf("system ran %v (after builds)", time.Since(began).Round(time.Millisecond))
 
 	spans := otlp.spansByService()
 	if names := keys(spans); strings.Join(names, ",") != "gateway,reviews" {
-		t.Errorf("spans exported by services %v, want exactly gateway and reviews (catalog and pricing have no tracing code)", names)
+		t.Errorf("spans exported by services %v, want exactly gateway and reviews (catalog, pricing and inventory have no tracing code)", names)
 	}
 	var servers, clients int
 	for _, s := range spans["gateway"] {
@@ -154,47 +194,59 @@ func TestDemo(t *testing.T) {
 	if !continued {
 		t.Errorf("reviews exported no server span in trace %s with parent %s: it does not continue an incoming traceparent", traceID, parentID)
 	}
-	if calls := requests + 1; roots != calls { // the product requests and GET /work/3
-		t.Errorf("reviews exported %d root server spans for catalog's %d calls; catalog must not propagate trace context", roots, calls)
+	// Per product request one call from catalog and one from inventory;
+	// GET /work/3; inventory's calls for the test's own requests.
+	if calls := 2*requests + 1 + direct; roots != calls {
+		t.Errorf("reviews exported %d root server spans for %d calls from catalog and inventory; neither may propagate trace context", roots, calls)
 	}
 }
 
-func checkProduct(t *testing.T, path string, status int, body []byte) {
+// product is catalog's answer to GET /product/{id}.
+type product struct {
+	ID          int64  `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Price       int64  `json:"price"`
+	Reviews     []struct {
+		Author string `json:"author"`
+		Rating int    `json:"rating"`
+		Text   string `json:"text"`
+	} `json:"reviews"`
+	Stock int64 `json:"stock"`
+}
+
+// checkProduct reports an answer of catalog that is not a complete
+// product; ok is whether it is one.
+func checkProduct(t *testing.T, path string, status int, body []byte) (p product, ok bool) {
 	t.Helper()
-	var p struct {
-		ID          int64  `json:"id"`
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		Price       int64  `json:"price"`
-		Reviews     []struct {
-			Author string `json:"author"`
-			Rating int    `json:"rating"`
-			Text   string `json:"text"`
-		} `json:"reviews"`
-	}
 	if status != http.StatusOK {
 		t.Errorf("%s: status %d, body %s", path, status, body)
-		return
+		return p, false
 	}
 	if err := json.Unmarshal(body, &p); err != nil {
 		t.Errorf("%s: decode %s: %v", path, body, err)
-		return
+		return p, false
 	}
+	ok = true
 	var raw map[string]json.RawMessage
 	_ = json.Unmarshal(body, &raw)
-	for _, field := range []string{"id", "name", "description", "price", "reviews"} {
-		if _, ok := raw[field]; !ok {
+	for _, field := range []string{"id", "name", "description", "price", "reviews", "stock"} {
+		if _, found := raw[field]; !found {
 			t.Errorf("%s: body %s has no %q", path, body, field)
+			ok = false
 		}
 	}
-	if want := "/product/" + strconv.FormatInt(p.ID, 10); path != want || p.Name == "" || p.Description == "" || p.Price <= 0 || p.Reviews == nil {
+	if want := "/product/" + strconv.FormatInt(p.ID, 10); path != want || p.Name == "" || p.Description == "" || p.Price <= 0 || p.Reviews == nil || p.Stock < 0 {
 		t.Errorf("%s: product %+v is incomplete", path, p)
+		ok = false
 	}
 	for _, r := range p.Reviews {
 		if r.Author == "" || r.Rating < 1 || r.Rating > 5 || r.Text == "" {
 			t.Errorf("%s: bad review %+v", path, r)
+			ok = false
 		}
 	}
+	return p, ok
 }
 
 // requireRedis skips the test, loudly, when redis-server is missing; under

@@ -148,8 +148,10 @@ func freePort(t *testing.T) int {
 
 // TestDemoInJaeger: requests through gateway (OTel SDK) to catalog
 // (traced by latscope, no tracing code), which queries SQLite and calls
-// reviews (OTel SDK) over HTTP, are each one trace in Jaeger, with
-// catalog's spans between the SDKs' spans.
+// pricing (gRPC), reviews (OTel SDK) and inventory (CloudWeGo Hertz,
+// traced by latscope, which calls reviews too) over HTTP, are each one
+// trace in Jaeger, with catalog's and inventory's spans between the SDKs'
+// spans.
 func TestDemoInJaeger(t *testing.T) {
 	fixture.RequireRoot(t)
 	redisBin, err := exec.LookPath("redis-server")
@@ -160,7 +162,7 @@ func TestDemoInJaeger(t *testing.T) {
 		t.Skip("SKIP: redis-server not installed: apt-get install -y redis-server")
 	}
 	bin := t.TempDir()
-	build(t, filepath.Join(repoRoot(), "examples", "demo"), bin, "./gateway", "./catalog", "./pricing", "./reviews")
+	build(t, filepath.Join(repoRoot(), "examples", "demo"), bin, "./gateway", "./catalog", "./pricing", "./reviews", "./inventory")
 	build(t, repoRoot(), bin, "./cmd/latscope")
 	j := jaegertest.Start(t)
 
@@ -178,14 +180,18 @@ func TestDemoInJaeger(t *testing.T) {
 	pricingAddr := addr(pricing)
 	reviews := start(t, "reviews", otlp, filepath.Join(bin, "reviews"), "-listen", "127.0.0.1:0")
 	reviewsAddr := addr(reviews)
-	catalog := start(t, "catalog", nil, filepath.Join(bin, "catalog"), "-listen", "127.0.0.1:0", "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	inventory := start(t, "inventory", nil, filepath.Join(bin, "inventory"), "-listen", "127.0.0.1:0", "-reviews", "http://"+reviewsAddr)
+	inventoryAddr := addr(inventory)
+	catalog := start(t, "catalog", nil, filepath.Join(bin, "catalog"), "-listen", "127.0.0.1:0", "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr,
+		"-inventory", "http://"+inventoryAddr)
 	catalogAddr := addr(catalog)
 	gateway := start(t, "gateway", otlp, filepath.Join(bin, "gateway"), "-listen", "127.0.0.1:0", "-catalog", "http://"+catalogAddr)
 	gatewayAddr := addr(gateway)
 
 	// As on a running system, catalog's connections to pricing (a gRPC
-	// channel) and reviews (a keep-alive connection) are open before
-	// latscope attaches: one request straight to catalog opens them.
+	// channel), reviews and inventory (keep-alive connections), and
+	// inventory's to reviews, are open before latscope attaches: one
+	// request straight to catalog opens them.
 	warm, err := http.Get("http://" + catalogAddr + "/product/1")
 	if err != nil {
 		t.Fatal(err)
@@ -195,13 +201,14 @@ func TestDemoInJaeger(t *testing.T) {
 
 	// latscope exports over OTLP/gRPC, configured as any OTel component.
 	lsEnv := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.OTLPGRPC, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
-	// One latscope traces both: a node runs one (two would contend for
-	// the socket programs that carry trace context).
+	// One latscope traces all three: a node runs one (two would contend
+	// for the socket programs that carry trace context).
 	tracer := start(t, "latscope", lsEnv, filepath.Join(bin, "latscope"), "trace",
-		"--pid", strconv.Itoa(catalog.cmd.Process.Pid)+","+strconv.Itoa(pricing.cmd.Process.Pid),
+		"--pid", strconv.Itoa(catalog.cmd.Process.Pid)+","+strconv.Itoa(pricing.cmd.Process.Pid)+","+strconv.Itoa(inventory.cmd.Process.Pid),
 		"--funcs", "main.*", "--tree", "/dev/null", "--settle-returns", "1s")
-	tracer.await(t, "msg=tracing", 60*time.Second)
-	tracer.await(t, "msg=tracing", 60*time.Second)
+	for range 3 {
+		tracer.await(t, "msg=tracing", 60*time.Second)
+	}
 
 	const requests = 40
 	get := func(i int) {
@@ -224,6 +231,7 @@ func TestDemoInJaeger(t *testing.T) {
 	// is traced that way.
 	for missing := map[string]bool{
 		"net/http.(*Transport).roundTrip": true, "database/sql.(*DB).queryDC": true, "google.golang.org/grpc.(*ClientConn).Invoke": true,
+		"github.com/cloudwego/hertz/pkg/route.(*Engine).ServeHTTP": true, "github.com/cloudwego/hertz/pkg/protocol/http1.(*HostClient).Do": true,
 	}; len(missing) > 0; {
 		l := tracer.await(t, `msg="returns now seen only where callers resume"`, 30*time.Second)
 		for fn := range missing {
@@ -329,14 +337,29 @@ func checkTrace(t *testing.T, tr jaegertest.Trace) {
 		t.Errorf("trace %s has no redis span: %v", tr.TraceID, names(tr.Spans))
 	}
 	revClient := find("catalog", "client", func(s jaegertest.Span) bool { return strings.Contains(fmt.Sprint(s.Tags["url.full"]), "/reviews/") })
-	revServer := find("reviews", "server", nil)
 	if code := revClient.Tags["http.response.status_code"]; code != int64(200) {
 		t.Errorf("reviews client span: status %v (%T), want 200", code, code)
 	}
-	if revServer.Parent() != revClient.SpanID {
-		t.Errorf("reviews' server span (parent %s) is not a child of catalog's client span %s", revServer.Parent(), revClient.SpanID)
+	// reviews' server span for catalog's call continues catalog's client
+	// span (the traceparent latscope inserted).
+	find("reviews", "server", func(s jaegertest.Span) bool { return s.Parent() == revClient.SpanID })
+
+	// The Hertz hop: inventory's server span, named by its route,
+	// continues catalog's client span; its Hertz client call to reviews
+	// is under it, and reviews continues that one.
+	invClient := find("catalog", "client", func(s jaegertest.Span) bool { return strings.Contains(fmt.Sprint(s.Tags["url.full"]), "/stock/") })
+	invServer := find("inventory", "server", nil)
+	if invServer.OperationName != "GET /stock/:id" || invServer.Parent() != invClient.SpanID || invServer.Tags["http.route"] != "/stock/:id" {
+		t.Errorf("inventory's server span %s (route %v, parent %s) is not GET /stock/:id under catalog's client span %s",
+			invServer.OperationName, invServer.Tags["http.route"], invServer.Parent(), invClient.SpanID)
 	}
-	for _, s := range []jaegertest.Span{db, rpc, revClient} {
+	invRevClient := find("inventory", "client", func(s jaegertest.Span) bool { return strings.Contains(fmt.Sprint(s.Tags["url.full"]), "/reviews/") })
+	if !isDescendant(byID, invRevClient, invServer.SpanID) || invRevClient.Tags["http.response.status_code"] != int64(200) {
+		t.Errorf("inventory's client span %s (status %v) is not a 200 under its server span", invRevClient.OperationName, invRevClient.Tags["http.response.status_code"])
+	}
+	find("reviews", "server", func(s jaegertest.Span) bool { return s.Parent() == invRevClient.SpanID })
+
+	for _, s := range []jaegertest.Span{db, rpc, revClient, invClient} {
 		if !isDescendant(byID, s, catServer.SpanID) {
 			t.Errorf("%s is not under catalog's server span", s.OperationName)
 		}
@@ -388,7 +411,7 @@ func TestDemoScript(t *testing.T) {
 	}
 	env := []string{"JAEGER_BIN=" + jaegertest.Build(t), "DEMO_LOAD=3s"}
 	ports := map[string]int{}
-	for _, name := range []string{"GATEWAY_PORT", "CATALOG_PORT", "PRICING_PORT", "REVIEWS_PORT", "REDIS_PORT", "LATSCOPE_AGENT_PORT",
+	for _, name := range []string{"GATEWAY_PORT", "CATALOG_PORT", "PRICING_PORT", "REVIEWS_PORT", "INVENTORY_PORT", "REDIS_PORT", "LATSCOPE_AGENT_PORT",
 		"LATSCOPE_JAEGER_QUERY_PORT", "LATSCOPE_JAEGER_OTLP_GRPC_PORT", "LATSCOPE_JAEGER_OTLP_HTTP_PORT"} {
 		ports[name] = freePort(t)
 		env = append(env, fmt.Sprintf("%s=%d", name, ports[name]))
@@ -402,6 +425,11 @@ func TestDemoScript(t *testing.T) {
 		if !strings.Contains(tree, want) {
 			t.Errorf("the trace the demo printed has no %q:\n%s", want, tree)
 		}
+	}
+	// The Hertz hop: inventory's server span under catalog's call to it,
+	// and its Hertz client's call to reviews under that.
+	if stock := subtree(tree, "main.(*handler).stock"); !hasSpan(stock, "GET /stock/:id") || !hasSpan(subtree(stock, "GET /stock/:id"), "GET") {
+		t.Errorf("the trace the demo printed has no Hertz hop (inventory's GET /stock/:id, and its GET to reviews, under catalog's main.(*handler).stock):\n%s", tree)
 	}
 	// It keeps running until interrupted.
 	time.Sleep(2 * time.Second)
@@ -428,4 +456,42 @@ func TestDemoScript(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// subtree returns the lines of a printed call tree (exporter/tree: two
+// spaces of indent per level, the span name first) from the first span
+// whose name is name, through its descendants; "" when there is none.
+func subtree(tree, name string) string {
+	lines := strings.Split(tree, "\n")
+	for i, l := range lines {
+		if spanName(l) != name {
+			continue
+		}
+		depth := len(l) - len(strings.TrimLeft(l, " "))
+		end := i + 1
+		for end < len(lines) && strings.TrimSpace(lines[end]) != "" && len(lines[end])-len(strings.TrimLeft(lines[end], " ")) > depth {
+			end++
+		}
+		return strings.Join(lines[i:end], "\n")
+	}
+	return ""
+}
+
+// hasSpan reports whether a printed call tree has a span named name
+// below its first line.
+func hasSpan(tree, name string) bool {
+	lines := strings.Split(tree, "\n")
+	for _, l := range lines[1:] {
+		if spanName(l) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// spanName is the span name of a line of a printed call tree: what
+// precedes the two spaces before the duration ("go " marks a goroutine).
+func spanName(line string) string {
+	name, _, _ := strings.Cut(strings.TrimSpace(line), "  ")
+	return name
 }

@@ -1,7 +1,7 @@
 // Command benchdemo measures what tracing costs a real service: the demo
 // catalog under a fixed-concurrency loopback load, on GET /product/{id}
 // (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
-// reviews, two goroutines per request), on GET /work/{id} (~200 µs of CPU
+// reviews and inventory, three goroutines per request), on GET /work/{id} (~200 µs of CPU
 // and one GET to reviews, the shape the overhead goal is set for) and on
 // GET /ping/{id} (a trivial handler), in three variants run in turn, several rounds; the tables show
 // medians:
@@ -79,7 +79,7 @@ func main() {
 	}
 	defer os.RemoveAll(bin)
 	for _, args := range [][]string{
-		{"-o", bin + "/", "./catalog", "./pricing", "./reviews", "./loadgen"},
+		{"-o", bin + "/", "./catalog", "./pricing", "./reviews", "./inventory", "./loadgen"},
 		{"-tags", "otel", "-o", filepath.Join(bin, "catalog-otel"), "./catalog"},
 	} {
 		build := exec.Command("go", append([]string{"build"}, args...)...)
@@ -109,9 +109,11 @@ func main() {
 	defer stop(pricing)
 	reviews, reviewsAddr := startService(filepath.Join(bin, "reviews"), nil, "-delay", "0")
 	defer stop(reviews)
-	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	inventory, inventoryAddr := startService(filepath.Join(bin, "inventory"), nil, "-reviews", "http://"+reviewsAddr)
+	defer stop(inventory)
+	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalog)
-	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr)
+	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalogSDK)
 
 	// load runs the load generator against a catalog at path for seconds.

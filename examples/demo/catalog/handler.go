@@ -25,6 +25,7 @@ type Product struct {
 	Description string   `json:"description"`
 	Price       int64    `json:"price"` // cents
 	Reviews     []Review `json:"reviews"`
+	Stock       int64    `json:"stock"` // units in stock, from inventory
 }
 
 // Review is one review, as the reviews service returns it.
@@ -35,12 +36,13 @@ type Review struct {
 }
 
 type handler struct {
-	store      *store
-	pricing    *pricingpb.Client
-	reviewsURL string
-	http       *http.Client
-	timeout    time.Duration
-	log        *slog.Logger
+	store        *store
+	pricing      *pricingpb.Client
+	reviewsURL   string
+	inventoryURL string
+	http         *http.Client // to reviews and inventory
+	timeout      time.Duration
+	log          *slog.Logger
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,8 +69,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// product reads the row from SQLite, then fetches the price and the
-// reviews on two goroutines at once.
+// product reads the row from SQLite, then fetches the price, the reviews
+// and the stock on three goroutines at once.
 func (h *handler) product(ctx context.Context, id int64) (*Product, error) {
 	name, desc, err := h.store.product(ctx, id)
 	if err != nil {
@@ -77,8 +79,8 @@ func (h *handler) product(ctx context.Context, id int64) (*Product, error) {
 	p := &Product{ID: id, Name: name, Description: desc}
 
 	var wg sync.WaitGroup
-	var priceErr, reviewsErr error
-	wg.Add(2)
+	var priceErr, reviewsErr, stockErr error
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		p.Price, priceErr = h.price(ctx, id)
@@ -87,8 +89,12 @@ func (h *handler) product(ctx context.Context, id int64) (*Product, error) {
 		defer wg.Done()
 		p.Reviews, reviewsErr = h.reviews(ctx, id)
 	}()
+	go func() {
+		defer wg.Done()
+		p.Stock, stockErr = h.stock(ctx, id)
+	}()
 	wg.Wait()
-	if err := errors.Join(priceErr, reviewsErr); err != nil {
+	if err := errors.Join(priceErr, reviewsErr, stockErr); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -127,6 +133,35 @@ func (h *handler) reviews(ctx context.Context, id int64) ([]Review, error) {
 		reviews = []Review{}
 	}
 	return reviews, nil
+}
+
+// stock asks inventory how many units of product id are in stock. Like
+// reviews, one function per call, so latscope's main.* spans name each
+// upstream call by what it fetches.
+func (h *handler) stock(ctx context.Context, id int64) (int64, error) {
+	url := fmt.Sprintf("%s/stock/%d", h.inventoryURL, id)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("build inventory request: %w", err)
+	}
+	resp, err := h.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("get %s: %w", url, err)
+	}
+	defer func() {
+		io.Copy(io.Discard, resp.Body) // to EOF: the connection goes back to the pool
+		resp.Body.Close()
+	}()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("get %s: status %s", url, resp.Status)
+	}
+	var s struct {
+		InStock int64 `json:"in_stock"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return 0, fmt.Errorf("decode stock from %s: %w", url, err)
+	}
+	return s.InStock, nil
 }
 
 // work serves GET /work/{id}: a fixed amount of computation (~170 µs of

@@ -1,6 +1,6 @@
 // Command catalog is the demo's product service: GET /product/{id} reads the
-// product from SQLite, then asks pricing (gRPC) and reviews (HTTP) in
-// parallel and returns the combined JSON. It has no tracing code and does
+// product from SQLite, then asks pricing (gRPC), reviews (HTTP) and
+// inventory (HTTP) in parallel and returns the combined JSON. It has no tracing code and does
 // not propagate trace context: latscope sees it only through uprobes.
 // (Built with -tags otel it is instead instrumented with the OpenTelemetry
 // SDK, for the overhead comparison in scripts/benchdemo; see trace_otel.go.)
@@ -28,19 +28,20 @@ func main() {
 	listen := flag.String("listen", service.Env("LISTEN_ADDR", "127.0.0.1:8081"), "HTTP listen address (env LISTEN_ADDR)")
 	pricingAddr := flag.String("pricing", service.Env("PRICING_ADDR", "127.0.0.1:8082"), "pricing gRPC address (env PRICING_ADDR)")
 	reviewsURL := flag.String("reviews", service.Env("REVIEWS_URL", "http://127.0.0.1:8083"), "reviews base URL (env REVIEWS_URL)")
+	inventoryURL := flag.String("inventory", service.Env("INVENTORY_URL", "http://127.0.0.1:8084"), "inventory base URL (env INVENTORY_URL)")
 	dbPath := flag.String("db", service.Env("CATALOG_DB", ""), "SQLite database file, seeded at start (env CATALOG_DB; default: a fresh file in a temporary directory)")
 	products := flag.Int64("products", 100, "seed products with ids 1..N (match pricing's -products)")
-	timeout := flag.Duration("upstream-timeout", 2*time.Second, "deadline of each call to pricing and reviews")
+	timeout := flag.Duration("upstream-timeout", 2*time.Second, "deadline of each call to pricing, reviews and inventory")
 	flag.Parse()
 
 	log := service.Logger("catalog")
-	if err := run(log, *listen, *pricingAddr, *reviewsURL, *dbPath, *products, *timeout); err != nil {
+	if err := run(log, *listen, *pricingAddr, *reviewsURL, *inventoryURL, *dbPath, *products, *timeout); err != nil {
 		log.Error("exit", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, products int64, timeout time.Duration) error {
+func run(log *slog.Logger, listen, pricingAddr, reviewsURL, inventoryURL, dbPath string, products int64, timeout time.Duration) error {
 	ctx, stop := service.SignalContext()
 	defer stop()
 
@@ -73,12 +74,13 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 	defer cc.Close()
 
 	h := &handler{
-		store:      db,
-		pricing:    pricingpb.NewClient(cc),
-		reviewsURL: reviewsURL,
-		http:       &http.Client{Transport: tracedTransport(reviewsTransport()), Timeout: timeout},
-		timeout:    timeout,
-		log:        log,
+		store:        db,
+		pricing:      pricingpb.NewClient(cc),
+		reviewsURL:   reviewsURL,
+		inventoryURL: inventoryURL,
+		http:         &http.Client{Transport: tracedTransport(upstreamTransport()), Timeout: timeout},
+		timeout:      timeout,
+		log:          log,
 	}
 	mux := http.NewServeMux()
 	routes(mux, h)
@@ -91,10 +93,10 @@ func run(log *slog.Logger, listen, pricingAddr, reviewsURL, dbPath string, produ
 // downstream GET.
 func ping(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") }
 
-// reviewsTransport keeps as many idle connections to reviews as requests
-// run at once (http.DefaultTransport keeps 2 per host: under concurrency
-// every other call would open a new connection).
-func reviewsTransport() *http.Transport {
+// upstreamTransport keeps as many idle connections to reviews, and to
+// inventory, as requests run at once (http.DefaultTransport keeps 2 per
+// host: under concurrency every other call would open a new connection).
+func upstreamTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
 	return t
