@@ -196,10 +196,10 @@ type pprofLog struct{ log *slog.Logger }
 
 func (pprofLog) ReadLine(string) (string, error) { return "", io.EOF }
 func (u pprofLog) Print(args ...any) {
-	u.log.Debug("pprof: "+strings.TrimSpace(fmt.Sprint(args...)))
+	u.log.Debug("pprof: " + strings.TrimSpace(fmt.Sprint(args...)))
 }
 func (u pprofLog) PrintErr(args ...any) {
-	u.log.Warn("pprof: "+strings.TrimSpace(fmt.Sprint(args...)))
+	u.log.Warn("pprof: " + strings.TrimSpace(fmt.Sprint(args...)))
 }
 func (pprofLog) IsTerminal() bool                    { return false }
 func (pprofLog) WantBrowser() bool                   { return false }
