@@ -134,7 +134,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 
 	n.store = store.New(int64(cfg.Store.Size))
 	n.reg = prometheus.NewRegistry()
-	if n.red, err = metrics.NewRED(n.reg, metrics.Options{}); err != nil {
+	if n.red, err = metrics.NewRED(n.reg, metrics.Options{PodLabel: cfg.Metrics.PodLabel}); err != nil {
 		return nil, fmt.Errorf("RED metrics: %w", err)
 	}
 	n.reg.MustRegister(metrics.NewAgentCollector(n.snapshot), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "latscope_agent"}))

@@ -67,7 +67,7 @@ func TestREDKubernetesLabels(t *testing.T) {
 	for _, s := range gatherSeries(t, reg)["http_server_request_duration_seconds"] {
 		for k := range s.labels {
 			if k == "k8s_pod_name" || k == "k8s_pod_uid" {
-				t.Errorf("label %s: the pod is never a label", k)
+				t.Errorf("label %s: the pod is a label only when asked (Options.PodLabel)", k)
 			}
 		}
 		got[[3]string{s.labels["k8s_namespace_name"], s.labels["k8s_workload_kind"], s.labels["k8s_workload_name"]}] += s.count
@@ -103,5 +103,27 @@ func TestREDKubernetesOverflow(t *testing.T) {
 		if s.labels["http_route"] == "_other" && (s.labels["k8s_namespace_name"] != "_other" || s.labels["k8s_workload_name"] != "_other") {
 			t.Errorf("overflow series %v: want every label but service_name _other", s.labels)
 		}
+	}
+}
+
+// Asked for, the pod is a label too.
+func TestREDPodLabel(t *testing.T) {
+	r, reg := newTestRED(t, Options{PodLabel: true})
+	deploy := attr(semconv.K8SDeploymentNameKey, "catalog")
+	var spans []*span.Span
+	for i, p := range []*span.Process{podProcess("shop", "catalog-a", deploy), podProcess("shop", "catalog-b", deploy), shop} {
+		s := serverSpan(i, 20*time.Millisecond)
+		s.Process = p
+		spans = append(spans, s)
+	}
+	if err := r.Export(spans); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, s := range gatherSeries(t, reg)["http_server_request_duration_seconds"] {
+		got[s.labels["k8s_pod_name"]] += s.count
+	}
+	if want := map[string]uint64{"catalog-a": 1, "catalog-b": 1, "": 1}; !maps.Equal(got, want) {
+		t.Errorf("pod → count: got %v, want %v", got, want)
 	}
 }

@@ -110,6 +110,7 @@ type key struct {
 	nums [2]int64
 	// k8s are the Kubernetes labels' values (k8sLabels' order).
 	k8s [3]string
+	pod string // k8s_pod_name, with Options.PodLabel
 	// other marks the overflow series of strs[0] (the service): every
 	// other label is "_other".
 	other bool
@@ -138,6 +139,9 @@ func formatNum(n int64) string {
 // workloads. The pod's name is never a label: every rollout would
 // create new series.
 var k8sLabels = [3]string{"k8s_namespace_name", "k8s_workload_kind", "k8s_workload_name"}
+
+// podLabel is the label Options.PodLabel adds.
+const podLabel = "k8s_pod_name"
 
 // withK8s returns a histogram's labels followed by k8sLabels.
 func withK8s(labels ...string) []string { return append(labels, k8sLabels[:]...) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/latscope/latscope/span"
 )
@@ -47,6 +48,10 @@ type Options struct {
 	// keeps one exemplar per bucket and scrape, and recording one costs
 	// about ten allocations, so most spans observe without one.
 	ExemplarInterval time.Duration
+	// PodLabel adds k8s_pod_name to every histogram. Off by default: each
+	// rollout makes new pods and so new series (namespace and workload
+	// are the bounded labels).
+	PodLabel bool
 }
 
 // RED records OpenTelemetry semantic-convention duration histograms from
@@ -77,7 +82,7 @@ type Options struct {
 //
 // Every histogram also has the labels k8s_namespace_name,
 // k8s_workload_kind and k8s_workload_name (see k8sLabels), empty outside
-// Kubernetes.
+// Kubernetes, and k8s_pod_name with Options.PodLabel.
 //
 // Other spans (user functions' internal spans, anything else) are not
 // observed. service_name is the span's Process.ServiceName. Each
@@ -86,6 +91,7 @@ type Options struct {
 type RED struct {
 	httpServer, httpClient, rpcServer, rpcClient, db *histogram
 	exemplarEvery                                    int64 // ns; <= 0: every span
+	podLabel                                         bool  // Options.PodLabel
 }
 
 // NewRED registers the RED histograms and the overflow counter on reg. It
@@ -105,7 +111,7 @@ func NewRED(reg prometheus.Registerer, opts Options) (*RED, error) {
 		Name: "latscope_metrics_series_overflow_total",
 		Help: "Observations recorded in a histogram's \"_other\" series because it had reached its limit of label sets (the agent's metrics.max_series).",
 	}, []string{"metric"})
-	r := &RED{exemplarEvery: int64(opts.ExemplarInterval)}
+	r := &RED{exemplarEvery: int64(opts.ExemplarInterval), podLabel: opts.PodLabel}
 	var registered []prometheus.Collector
 	register := func(c prometheus.Collector, name string) error {
 		if err := reg.Register(c); err != nil {
@@ -118,6 +124,11 @@ func NewRED(reg prometheus.Registerer, opts Options) (*RED, error) {
 		return nil
 	}
 	newHistogram := func(name, help string, labels []string, values func(key) []string) (*histogram, error) {
+		if opts.PodLabel {
+			labels = append(labels, podLabel)
+			base := values
+			values = func(k key) []string { return append(base(k), k.pod) }
+		}
 		vec := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 		if err := register(vec, name); err != nil {
 			return nil, err
@@ -187,6 +198,11 @@ func (r *RED) observe(s *span.Span) {
 	}
 	if s.Process != nil && len(s.Process.Resource) > 0 {
 		k.k8s = k8sValues(s.Process.Resource)
+		if r.podLabel {
+			if v, ok := s.Process.Lookup(string(semconv.K8SPodNameKey)); ok {
+				k.pod = str(v)
+			}
+		}
 	}
 	se := h.lookup(k)
 	v := s.Duration().Seconds()

@@ -65,6 +65,7 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel   string     `yaml:"logLevel"`
 	Export     Export     `yaml:"export"`
+	Metrics    Metrics    `yaml:"metrics"`
 	Kubernetes Kubernetes `yaml:"kubernetes"`
 }
 
@@ -144,6 +145,13 @@ type Store struct {
 }
 
 // Export configures links to other trace backends.
+// Metrics tunes the RED metrics.
+type Metrics struct {
+	// PodLabel adds k8s_pod_name to the RED histograms (off: every
+	// rollout would make new series; namespace and workload are labels).
+	PodLabel bool `yaml:"podLabel"`
+}
+
 type Export struct {
 	// JaegerQueryURL is a Jaeger UI/query base URL the UI links traces
 	// to; optional, an absolute http(s) URL.

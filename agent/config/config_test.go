@@ -44,6 +44,7 @@ func TestDefault(t *testing.T) {
 		{"logLevel", d.LogLevel, "info"},
 		{"export.jaegerQueryURL", d.Export.JaegerQueryURL, ""},
 		{"kubernetes", d.Kubernetes, Kubernetes{Enabled: Auto}},
+		{"metrics.podLabel", d.Metrics.PodLabel, false},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("default %s = %v, want %v", tc.field, tc.got, tc.want)
@@ -56,7 +57,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q, want only the no-selectors warning", w)
 	}
 	// Every field of Config has a row above.
-	if n := reflect.TypeFor[Config]().NumField(); n != 15 {
+	if n := reflect.TypeFor[Config]().NumField(); n != 16 {
 		t.Errorf("Config has %d fields: add the new ones to this test", n)
 	}
 }

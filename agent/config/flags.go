@@ -29,20 +29,21 @@ func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 // flagPaths maps each single-valued flag to the Config field it sets.
 var flagPaths = map[string]string{
-	"funcs":          "funcs",
-	"http":           "http",
-	"store-size":     "store.size",
-	"keep":           "keep",
-	"no-inject":      "inject",
-	"min-duration":   "minDuration",
-	"ring-size":      "ringSize",
-	"max-goroutines": "maxGoroutines",
-	"rescan":         "rescanInterval",
-	"settle-returns": "settleReturns",
-	"log-level":      "logLevel",
-	"kubernetes":     "kubernetes.enabled",
-	"node-name":      "kubernetes.nodeName",
-	"kubeconfig":     "kubernetes.kubeconfig",
+	"funcs":             "funcs",
+	"http":              "http",
+	"store-size":        "store.size",
+	"keep":              "keep",
+	"no-inject":         "inject",
+	"metrics-pod-label": "metrics.podLabel",
+	"min-duration":      "minDuration",
+	"ring-size":         "ringSize",
+	"max-goroutines":    "maxGoroutines",
+	"rescan":            "rescanInterval",
+	"settle-returns":    "settleReturns",
+	"log-level":         "logLevel",
+	"kubernetes":        "kubernetes.enabled",
+	"node-name":         "kubernetes.nodeName",
+	"kubeconfig":        "kubernetes.kubeconfig",
 }
 
 // pathFlags is flagPaths inverted.
@@ -74,6 +75,7 @@ func Bind(fs *flag.FlagSet) *Flags {
 	fs.String("store-size", d.Store.Size.String(), "memory bound of the in-memory trace store (`SIZE`, e.g. 512MiB)")
 	fs.String("keep", d.Keep.String(), "traces exported over OTLP (`POLICY`): "+sampling.PolicySyntax)
 	fs.Bool("no-inject", false, "do not put a traceparent on outgoing HTTP/1 and gRPC requests")
+	fs.Bool("metrics-pod-label", false, "label the RED histograms with k8s_pod_name too (every rollout makes new series)")
 	fs.String("min-duration", d.MinDuration.String(), "drop spans shorter than `D` (e.g. 100us)")
 	fs.String("ring-size", d.RingSize.String(), "BPF ring buffer size (`SIZE`, a power of two >= 4KiB)")
 	fs.String("max-goroutines", strconv.Itoa(d.MaxGoroutines), "goroutines tracked at once (`N`)")
@@ -163,6 +165,8 @@ func (f *Flags) apply(c *Config, name, value string) error {
 		var off bool
 		off, err = strconv.ParseBool(value)
 		c.Inject = !off
+	case "metrics-pod-label":
+		c.Metrics.PodLabel, err = strconv.ParseBool(value)
 	case "min-duration":
 		c.MinDuration, err = duration(value)
 	case "ring-size":
