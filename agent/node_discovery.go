@@ -79,6 +79,10 @@ type SkippedProcess struct {
 	Time     time.Time `json:"time"`
 }
 
+// seriesIdle: RED series that observed nothing for this long are
+// deleted (label values that come and go free their place).
+const seriesIdle = 10 * time.Minute
+
 // builderDrain is how long a detached process's builder state waits for
 // the ring buffer to be drained of its last calls (the reader drains
 // every PollInterval, 20 ms by default).
@@ -97,6 +101,8 @@ func (n *Node) discover(ctx context.Context, readErr <-chan error) error {
 	defer rescan.Stop()
 	housekeeping := time.NewTicker(builderDrain / 4)
 	defer housekeeping.Stop()
+	expireSeries := time.NewTicker(time.Minute)
+	defer expireSeries.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,6 +131,8 @@ func (n *Node) discover(ctx context.Context, readErr <-chan error) error {
 			n.retryPods()
 		case <-housekeeping.C:
 			n.removeDrained(false)
+		case <-expireSeries.C:
+			n.red.Expire(seriesIdle)
 			n.retryPods()
 		}
 	}

@@ -40,7 +40,7 @@ type Options struct {
 	// "_other", and counted in
 	// latscope_metrics_series_overflow_total{metric="<histogram>"}. The
 	// overflow series (one per service) are not counted in MaxSeries.
-	// A series, once created, lives as long as the RED.
+	// A series lives until RED.Expire deletes it for being idle.
 	MaxSeries int
 	// ExemplarInterval is how long a bucket of one series keeps its
 	// exemplar before a newer span replaces it, measured on the spans' end
@@ -184,6 +184,21 @@ func (r *RED) Export(spans []*span.Span) error {
 	return nil
 }
 
+// Expire deletes the series that observed no span that ended in the
+// last idle (by the spans' end times), and returns how many. The agent
+// calls it every minute with 10 minutes: label values that come and go
+// (server addresses after rollouts) then free their place under
+// MaxSeries. A deleted series starts again from zero if its labels
+// return, which Prometheus' rate() reads as a counter reset.
+func (r *RED) Expire(idle time.Duration) int {
+	before := time.Now().Add(-idle).UnixNano()
+	n := 0
+	for _, h := range []*histogram{r.httpServer, r.httpClient, r.rpcServer, r.rpcClient, r.db} {
+		n += h.expire(before)
+	}
+	return n
+}
+
 // Close does nothing: the histograms stay registered and keep their
 // values.
 func (r *RED) Close() error { return nil }
@@ -205,6 +220,7 @@ func (r *RED) observe(s *span.Span) {
 		}
 	}
 	se := h.lookup(k)
+	se.used.Store(s.End.UnixNano())
 	v := s.Duration().Seconds()
 	if v < 0 {
 		v = 0 // clocks of entry and return disagree: count it as instant

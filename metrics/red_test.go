@@ -345,3 +345,28 @@ func TestNewREDErrors(t *testing.T) {
 		t.Errorf("second NewRED on one registry: %v, want an error naming the histogram", err)
 	}
 }
+
+// Idle series expire and free their place under the limit: a new label
+// set then gets a series of its own instead of "_other".
+func TestREDExpire(t *testing.T) {
+	r, reg := newTestRED(t, Options{MaxSeries: 2})
+	now := time.Now()
+	route := func(route string, end time.Time) *span.Span {
+		s := newSpan(1, span.KindServer, time.Millisecond, attr(semconv.HTTPRequestMethodKey, "GET"), attr(semconv.HTTPRouteKey, route))
+		s.End, s.Start = end, end.Add(-time.Millisecond)
+		return s
+	}
+	old := now.Add(-20 * time.Minute)
+	r.Export([]*span.Span{route("/a", old), route("/b", old), route("/c", now)}) // /c: over the limit
+	if n := r.Expire(10 * time.Minute); n != 2 {
+		t.Errorf("Expire deleted %d series, want /a and /b", n)
+	}
+	r.Export([]*span.Span{route("/d", now)})
+	routes := map[string]uint64{}
+	for _, s := range gatherSeries(t, reg)["http_server_request_duration_seconds"] {
+		routes[s.labels["http_route"]] = s.count
+	}
+	if want := map[string]uint64{"_other": 1, "/d": 1}; !maps.Equal(routes, want) {
+		t.Errorf("series after expiry: %v, want %v", routes, want)
+	}
+}

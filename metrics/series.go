@@ -36,6 +36,9 @@ type histogram struct {
 // last took an exemplar.
 type series struct {
 	obs observer
+	// used is the end time (Unix ns) of the last span it observed: series
+	// idle longer than RED.Expire's bound are deleted.
+	used atomic.Int64
 	// lastExemplar holds, per bucket (+Inf last), the end time in Unix
 	// nanoseconds of the span whose exemplar the bucket holds.
 	lastExemplar [len(bucketBounds) + 1]atomic.Int64
@@ -44,6 +47,29 @@ type series struct {
 type observer interface {
 	prometheus.Observer
 	prometheus.ExemplarObserver
+}
+
+// expire deletes the series (overflow ones included) that observed
+// nothing since before (Unix ns), from the cache and the vector, and
+// returns how many: label values that come and go (pod addresses after
+// rollouts, routes of a removed endpoint) free their place under the
+// limit instead of pushing new ones into "_other" for good.
+func (h *histogram) expire(before int64) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for k, s := range h.series {
+		if s.used.Load() >= before {
+			continue
+		}
+		h.vec.DeleteLabelValues(h.validLabelValues(k)...)
+		delete(h.series, k)
+		if !k.other {
+			h.n--
+		}
+		n++
+	}
+	return n
 }
 
 // lookup returns the series for k, creating it if the limit allows, else
@@ -83,18 +109,23 @@ func (h *histogram) lookup(k key) *series {
 	} else {
 		h.n++
 	}
+	// A histogram child implements both (client_golang documents it).
+	s = &series{obs: h.vec.WithLabelValues(h.validLabelValues(k)...).(observer)}
+	h.series[k] = s
+	return s
+}
+
+// validLabelValues is labelValues with invalid UTF-8 replaced: attribute
+// values come from the traced process's memory, and WithLabelValues
+// panics on invalid UTF-8.
+func (h *histogram) validLabelValues(k key) []string {
 	values := h.labelValues(k)
 	for i, v := range values {
-		// Attribute values come from the traced process's memory;
-		// WithLabelValues panics on invalid UTF-8.
 		if !utf8.ValidString(v) {
 			values[i] = strings.ToValidUTF8(v, "\uFFFD")
 		}
 	}
-	// A histogram child implements both (client_golang documents it).
-	s = &series{obs: h.vec.WithLabelValues(values...).(observer)}
-	h.series[k] = s
-	return s
+	return values
 }
 
 func (h *histogram) labelValues(k key) []string {
