@@ -52,7 +52,7 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 		return err
 	}
 	if *out == "" {
-		return fmt.Errorf("flame: give -o FILE (or -o - for stdout)")
+		return fmt.Errorf("flame: give -o FILE (or -o - for stdout, to save or send on: go tool pprof reads files and URLs, not stdin)")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("flame: unexpected argument %q", fs.Arg(0))
@@ -79,7 +79,7 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 
 	c := &http.Client{Timeout: time.Minute}
 	var window, base *profile.Profile
-	var requests int64
+	var requests, baseRequests int64
 	if *jaegerURL != "" {
 		res, err := api.Flame(req, api.JaegerSource(context.Background(), c, *jaegerURL, *limit))
 		if err != nil {
@@ -87,7 +87,7 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 		}
 		window, requests = res.Window.Profile, res.Window.Requests
 		if res.Base != nil {
-			base = res.Base.Profile
+			base, baseRequests = res.Base.Profile, res.Base.Requests
 		}
 	} else {
 		// The agent builds each window (both given in µs, as computed
@@ -97,10 +97,13 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 			return err
 		}
 		if req.HasBaseline() {
-			if base, _, err = fetchFlame(c, *agentURL, withWindow(filters, req.BaselineStart, req.BaselineEnd)); err != nil {
+			if base, baseRequests, err = fetchFlame(c, *agentURL, withWindow(filters, req.BaselineStart, req.BaselineEnd)); err != nil {
 				return err
 			}
 		}
+	}
+	if base != nil && baseRequests == 0 {
+		fmt.Fprintln(os.Stderr, "latscope flame: warning: the baseline window holds no selected request: the diff is the spike window itself (widen --baseline-since, or check the filters)")
 	}
 	result := window
 	if base != nil {
