@@ -131,9 +131,9 @@ func (n *Node) discover(ctx context.Context, readErr <-chan error) error {
 			n.retryPods()
 		case <-housekeeping.C:
 			n.removeDrained(false)
+			n.retryPods()
 		case <-expireSeries.C:
 			n.red.Expire(seriesIdle)
-			n.retryPods()
 		}
 	}
 }
