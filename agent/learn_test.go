@@ -130,14 +130,22 @@ func testLearnedReturns(t *testing.T, bin string) {
 		}
 	}
 	// The late call is the one loss, counted twice: as reported
-	// late, and as closed when the next call started.
-	for name, want := range map[string]uint64{"return_sites_reported": 4, "return_site_late": 1, "exit_missed": 1} {
+	// late, and as closed when the next call started. Unless the agent
+	// probed its call site before it returned (the goroutine was
+	// descheduled in between, seen on a loaded machine): then the new
+	// site sees its return, exactly, and only the report counts.
+	seenAnyway := res.Counter("exit_missed") == 0
+	wantMissed := uint64(1)
+	if seenAnyway {
+		wantMissed = 0
+	}
+	for name, want := range map[string]uint64{"return_sites_reported": 4, "return_site_late": 1, "exit_missed": wantMissed} {
 		if got := res.Counter(name); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
 		}
 	}
-	if lost := res.Lost(); lost != 2 {
-		t.Errorf("lost %d, want 2 (the late call): %+v", lost, res.Counters)
+	if lost, want := res.Lost(), 1+wantMissed; lost != want {
+		t.Errorf("lost %d, want %d (the late call): %+v", lost, want, res.Counters)
 	}
 
 	// Every round, warm or settled, is one exact tree, children
@@ -178,8 +186,8 @@ func testLearnedReturns(t *testing.T, bin string) {
 	if rounds != warm+n {
 		t.Errorf("%d learnRound spans, want %d", rounds, warm+n)
 	}
-	if roots != 1+n || late != 1 {
-		t.Errorf("%d calls from lateRound, %d of them seen late; want %d and 1", roots, late, 1+n)
+	if roots != 1+n || late != int(wantMissed) {
+		t.Errorf("%d calls from lateRound, %d of them seen late; want %d and %d", roots, late, 1+n, wantMissed)
 	}
 	if got := len(col.spans); got != (warm+n)*3+1+n {
 		t.Errorf("%d spans, want %d", got, (warm+n)*3+1+n)
