@@ -192,35 +192,15 @@ func startIn(t *testing.T, c fakeContainer, bin string) *service {
 // testPodNode runs a node whose pod metadata comes from client.
 func testPodNode(t *testing.T, client *fake.Clientset, mutate func(*config.Config)) *Node {
 	t.Helper()
-	fixture.RequireRoot(t)
-	cfg := config.Default()
-	cfg.HTTP = "127.0.0.1:0"
-	cfg.SettleReturns = -1
-	cfg.Kubernetes.NodeName = testNodeName
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := StartNodeWith(cfg, NodeOptions{Log: log, Kubernetes: client})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := testNodeWith(t, NodeOptions{Kubernetes: client}, func(c *config.Config) {
+		c.Kubernetes.NodeName = testNodeName
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 	if n.pods == nil {
 		t.Fatal("the node did not start its pod resolver")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	waitFor(t, 10*time.Second, "the node to be ready", func() bool { return n.ready() == nil })
 	return n
 }
 

@@ -27,6 +27,13 @@ import (
 // testNode runs a node agent in the test's process until the test ends.
 func testNode(t *testing.T, mutate func(*config.Config)) *Node {
 	t.Helper()
+	return testNodeWith(t, NodeOptions{}, mutate)
+}
+
+// testNodeWith is testNode with options (a Kubernetes client); its log
+// goes to the test's.
+func testNodeWith(t *testing.T, opts NodeOptions, mutate func(*config.Config)) *Node {
+	t.Helper()
 	fixture.RequireRoot(t)
 	cfg := config.Default()
 	cfg.HTTP = "127.0.0.1:0"
@@ -37,8 +44,8 @@ func testNode(t *testing.T, mutate func(*config.Config)) *Node {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := StartNode(cfg, log)
+	opts.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := StartNodeWith(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,3 +83,14 @@ func CString(b []byte) string {
 	}
 	return string(b)
 }
+
+// FieldNames turns a library's field table, keyed by its generated field
+// enum, into Library.Fields: the names in enum order, n of them (the
+// enum's F_FIELD_MAX); a field the table lacks is an empty name.
+func FieldNames[E ~uint32](byEnum map[E]string, n E) []string {
+	out := make([]string, n)
+	for i, name := range byEnum {
+		out[i] = name
+	}
+	return out
+}

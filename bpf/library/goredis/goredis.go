@@ -68,11 +68,7 @@ func fields() []string {
 		GoredisGoredisFieldF_OPTIONS_DB:      pkg + "Options.DB",
 		GoredisGoredisFieldF_CMD_ARGS:        pkg + "baseCmd.args",
 	}
-	out := make([]string, GoredisGoredisFieldF_FIELD_MAX)
-	for i, name := range byEnum {
-		out[i] = name
-	}
-	return out
+	return library.FieldNames(byEnum, GoredisGoredisFieldF_FIELD_MAX)
 }
 
 // nilReply is redis.Nil's message: a key that does not exist, not an error.

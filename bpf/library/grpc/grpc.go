@@ -106,11 +106,7 @@ func fields() []string {
 		GrpcGrpcFieldF_NETFD_LADDR:          "net.netFD.laddr",
 		GrpcGrpcFieldF_NETFD_RADDR:          "net.netFD.raddr",
 	}
-	out := make([]string, GrpcGrpcFieldF_FIELD_MAX)
-	for i, name := range byEnum {
-		out[i] = name
-	}
-	return out
+	return library.FieldNames(byEnum, GrpcGrpcFieldF_FIELD_MAX)
 }
 
 // codeUnknown is codes.Unknown: what grpc's status.Code reports for an

@@ -116,11 +116,7 @@ func fields() []string {
 		HertzHertzFieldF_TCPADDR_IP:     "net.TCPAddr.IP",
 		HertzHertzFieldF_TCPADDR_PORT:   "net.TCPAddr.Port",
 	}
-	out := make([]string, HertzHertzFieldF_FIELD_MAX)
-	for i, name := range byEnum {
-		out[i] = name
-	}
-	return out
+	return library.FieldNames(byEnum, HertzHertzFieldF_FIELD_MAX)
 }
 
 func decode(probe uint16, p []byte, s *span.Span) {

@@ -90,11 +90,7 @@ func fields() []string {
 		NethttpNethttpFieldF_NETFD_RADDR:  "net.netFD.raddr",
 		NethttpNethttpFieldF_TCPADDR_PORT: "net.TCPAddr.Port",
 	}
-	out := make([]string, NethttpNethttpFieldF_FIELD_MAX)
-	for i, name := range byEnum {
-		out[i] = name
-	}
-	return out
+	return library.FieldNames(byEnum, NethttpNethttpFieldF_FIELD_MAX)
 }
 
 func decode(probe uint16, p []byte, s *span.Span) {
