@@ -102,3 +102,11 @@ func ids(traces []*Trace) []span.TraceID {
 	}
 	return out
 }
+
+// traceCost is what a store charges for a trace of spans exported in one
+// batch.
+func traceCost(spans []*span.Span) int64 {
+	s := New(1 << 40)
+	s.Export(spans)
+	return s.Stats().Bytes
+}

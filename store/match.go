@@ -3,8 +3,8 @@ package store
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
+	"time"
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
@@ -66,6 +66,7 @@ type matcher struct {
 	tags             []tagMatch
 	start, end       int64 // q.Start and q.End in Unix ns
 	hasStart, hasEnd bool
+	scratch          span.Span // the fields of the span being matched
 }
 
 // tagMatch is one queried tag with its value parsed once into every type
@@ -116,75 +117,80 @@ func parseInt(v string) (int64, bool) {
 	return i, err == nil
 }
 
-// matchTrace reports whether t (summarised by sum) has a span that matches
-// every span filter, and t matches the trace filters.
-func (m *matcher) matchTrace(sum *summary, t *Trace) bool {
+// matchTrace reports whether e has a span that matches every span filter,
+// and its trace matches the trace filters. s.mu is held.
+func (m *matcher) matchTrace(s *Store, e *entry) bool {
 	q := &m.q
+	sum := &e.sum
 	if (q.Error && !sum.hasError) || (q.NoError && sum.hasError) {
 		return false
 	}
-	if q.Service != "" {
-		if _, ok := slices.BinarySearch(sum.services, q.Service); !ok {
-			return false
-		}
-	}
-	if q.MinDuration > 0 && sum.maxDuration < q.MinDuration {
+	if q.MinDuration > 0 && sum.maxDuration < int64(q.MinDuration) {
 		return false
 	}
 	if (m.hasStart && sum.lastStart < m.start) || (m.hasEnd && sum.firstStart > m.end) {
 		return false
 	}
-	// Spans are sorted by start: keep those starting within [Start, End].
-	spans := t.Spans
-	if m.hasStart {
-		spans = spans[sort.Search(len(spans), func(i int) bool { return spans[i].Start.UnixNano() >= m.start }):]
-	}
-	if m.hasEnd {
-		spans = spans[:sort.Search(len(spans), func(i int) bool { return spans[i].Start.UnixNano() > m.end })]
-	}
-	for _, sp := range spans {
-		if m.matchSpan(sp) {
+	found := false
+	records(e.data, func(r record) bool {
+		start := r.start()
+		if (m.hasStart && start < m.start) || (m.hasEnd && start > m.end) {
 			return true
 		}
-	}
-	return false
+		found = m.matchSpan(s, e.id, r)
+		return !found
+	})
+	return found
 }
 
-func (m *matcher) matchSpan(sp *span.Span) bool {
+func (m *matcher) matchSpan(s *Store, id span.TraceID, r record) bool {
 	q := &m.q
-	if q.Service != "" && serviceOf(sp) != q.Service {
+	op := &s.ops[r.op()]
+	if q.Service != "" && op.service != q.Service {
 		return false
 	}
-	if q.Operation != "" && sp.Name != q.Operation {
+	if q.Operation != "" && op.name != q.Operation {
 		return false
 	}
 	if q.MinDuration > 0 || q.MaxDuration > 0 {
-		d := sp.Duration()
+		d := time.Duration(r.duration())
 		if d < q.MinDuration || (q.MaxDuration > 0 && d > q.MaxDuration) {
 			return false
 		}
 	}
+	if len(m.tags) == 0 {
+		return true
+	}
+	// Derived keys read the span's fields: decode them once per span.
+	var sp *span.Span
 	for i := range m.tags {
-		if !matchTag(sp, &m.tags[i]) {
+		t := &m.tags[i]
+		if t.derived && sp == nil {
+			sp = &m.scratch
+			s.fields(r, id, sp)
+		}
+		if !m.matchTag(s, id, r, op, sp, t) {
 			return false
 		}
 	}
 	return true
 }
 
-func matchTag(sp *span.Span, t *tagMatch) bool {
+// matchTag matches one tag against the span r encodes; sp holds its
+// decoded fields (no Attrs) when t is derived.
+func (m *matcher) matchTag(s *Store, id span.TraceID, r record, op *opEntry, sp *span.Span, t *tagMatch) bool {
 	switch t.key {
 	case TagError:
-		return t.bok && (sp.Status == span.StatusError) == t.b
+		return t.bok && (span.StatusCode(r.status()) == span.StatusError) == t.b
 	case TagSpanKind:
-		return KindName(sp.Kind) == t.value
+		return KindName(op.kind) == t.value
 	case TagStatusCode:
-		return StatusName(sp.Status) == t.value
+		return StatusName(span.StatusCode(r.status())) == t.value
 	}
-	if p := sp.Process; p != nil && matchProcess(p, t) {
+	if p := s.procs[r.proc()].p; p != nil && matchProcess(p, t) {
 		return true
 	}
-	if matchAttrs(sp.Attrs, t) {
+	if s.matchEncodedAttrs(r, t) {
 		return true
 	}
 	switch {
@@ -194,7 +200,51 @@ func matchTag(sp *span.Span, t *tagMatch) bool {
 		v, ok := t.read(sp)
 		return ok && matchValue(v, t)
 	}
-	return matchAttrs(sp.Attributes(), t)
+	return matchAttrs(s.decode(r, id).Attributes(), t)
+}
+
+// matchEncodedAttrs matches t against r's attributes without decoding
+// them into values.
+func (s *Store) matchEncodedAttrs(r record, t *tagMatch) bool {
+	rd := s.skipFields(r)
+	for n := rd.uvarint(); n > 0; n-- {
+		key := rd.ref()
+		kind, str, i, f := rd.value()
+		if key != t.key {
+			continue
+		}
+		switch kind {
+		case valString:
+			if str == t.value {
+				return true
+			}
+		case valInt:
+			if t.iok && i == t.i {
+				return true
+			}
+		case valFloat:
+			if t.fok && f == t.f {
+				return true
+			}
+		case valTrue, valFalse:
+			if t.bok && (kind == valTrue) == t.b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// skipFields returns a reader of r positioned at its attribute count.
+func (s *Store) skipFields(r record) reader {
+	rd := reader{b: r, s: s, off: hdrSize}
+	for range 7 { // GoID … Line
+		rd.uvarint()
+	}
+	rd.ref() // Function
+	rd.ref() // File
+	rd.str() // StatusMessage
+	return rd
 }
 
 // matchProcess matches the process-level values a query may name, its

@@ -95,8 +95,9 @@ func (s *Store) Services() []string {
 func (s *Store) Operations(service, kind string) []Operation {
 	s.mu.RLock()
 	out := []Operation{}
-	for op := range s.operations {
-		if op.service != service {
+	for i := range s.ops {
+		op := &s.ops[i]
+		if op.spans == 0 || op.service != service {
 			continue
 		}
 		k := KindName(op.kind)
@@ -117,74 +118,102 @@ func (s *Store) Operations(service, kind string) []Operation {
 func (s *Store) Trace(id span.TraceID) (*Trace, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.traces[id]
+	slot, ok := s.index[id]
 	if !ok {
 		return nil, false
 	}
-	return e.trace, true
+	return s.decodeTrace(slot), true
 }
 
 // Search returns the traces q selects, newest first (by trace start; equal
-// starts by trace id), at most q.Limit of them.
+// starts by trace id), at most q.Limit of them. It reads the encoded spans
+// and decodes only the traces it returns.
 func (s *Store) Search(q Query) []*Trace {
 	m := newMatcher(q)
 	var hits []hit
 	s.mu.RLock()
-	for _, e := range s.order[s.head:] {
-		if !e.dead && m.matchTrace(&e.sum, e.trace) {
-			key := e.sum.firstStart
-			if q.Longest {
-				key = e.trace.end.UnixNano() - e.sum.firstStart
-			}
-			hits = append(hits, hit{key, e.trace})
+	defer s.mu.RUnlock()
+	if q.Service != "" && s.services[q.Service] == nil {
+		return []*Trace{}
+	}
+	for _, ref := range s.order[s.head:] {
+		e := &s.entries[ref.slot]
+		if e.gen != ref.gen || !m.matchTrace(s, e) {
+			continue
+		}
+		key := e.sum.firstStart
+		if q.Longest {
+			key = e.sum.end - e.sum.firstStart
+		}
+		hits = append(hits, hit{key, e.id, ref})
+		if q.Limit > 0 && len(hits) >= 4*q.Limit+64 {
+			hits = sortHits(hits, q.Limit) // keep the best so far
 		}
 	}
-	s.mu.RUnlock()
-	return newestFirst(hits, q.Limit)
+	hits = sortHits(hits, q.Limit)
+	out := make([]*Trace, len(hits))
+	for i, h := range hits {
+		out[i] = s.decodeTrace(h.ref.slot)
+	}
+	return out
 }
 
+// eachChunk is how many traces Each decodes per hold of the store's lock.
+const eachChunk = 256
+
 // Each calls fn with every trace held, newest first (by trace start), until
-// fn returns false. It walks a snapshot taken when it is called, without
-// holding the store's lock, so fn may take its time and Export goes on.
+// fn returns false. It lists the traces when it is called and decodes them
+// a chunk at a time, releasing the store's lock in between, so fn may take
+// its time and Export goes on; a trace evicted meanwhile is skipped.
 func (s *Store) Each(fn func(*Trace) bool) {
 	s.mu.RLock()
-	hits := make([]hit, 0, len(s.traces))
-	for _, e := range s.order[s.head:] {
-		if !e.dead {
-			hits = append(hits, hit{e.sum.firstStart, e.trace})
+	hits := make([]hit, 0, len(s.index))
+	for _, ref := range s.order[s.head:] {
+		if e := &s.entries[ref.slot]; e.gen == ref.gen {
+			hits = append(hits, hit{e.sum.firstStart, e.id, ref})
 		}
 	}
 	s.mu.RUnlock()
-	for _, t := range newestFirst(hits, 0) {
-		if !fn(t) {
-			return
+	hits = sortHits(hits, 0)
+	chunk := make([]*Trace, 0, eachChunk)
+	for len(hits) > 0 {
+		n := min(len(hits), eachChunk)
+		chunk = chunk[:0]
+		s.mu.RLock()
+		for _, h := range hits[:n] {
+			if s.entries[h.ref.slot].gen == h.ref.gen {
+				chunk = append(chunk, s.decodeTrace(h.ref.slot))
+			}
+		}
+		s.mu.RUnlock()
+		hits = hits[n:]
+		for _, t := range chunk {
+			if !fn(t) {
+				return
+			}
 		}
 	}
 }
 
 // hit is a selected trace with its sort key (its start, Unix ns, or its
-// duration), so sorting does not chase pointers.
+// duration).
 type hit struct {
-	key   int64
-	trace *Trace
+	key int64
+	id  span.TraceID
+	ref slotRef
 }
 
-// newestFirst sorts hits by key, largest first (newest, or longest),
-// equal keys by trace id, and returns at most limit (≤ 0: all) of their
-// traces.
-func newestFirst(hits []hit, limit int) []*Trace {
+// sortHits sorts hits by key, largest first (newest, or longest), equal
+// keys by trace id, and returns at most limit (≤ 0: all) of them.
+func sortHits(hits []hit, limit int) []hit {
 	slices.SortFunc(hits, func(a, b hit) int {
 		if c := cmp.Compare(b.key, a.key); c != 0 {
 			return c
 		}
-		return slices.Compare(a.trace.ID[:], b.trace.ID[:])
+		return slices.Compare(a.id[:], b.id[:])
 	})
 	if limit > 0 && len(hits) > limit {
 		hits = hits[:limit]
 	}
-	out := make([]*Trace, len(hits))
-	for i, h := range hits {
-		out[i] = h.trace
-	}
-	return out
+	return hits
 }

@@ -135,10 +135,7 @@ func TestServicesAndOperations(t *testing.T) {
 }
 
 func TestServicesAndOperationsFollowEviction(t *testing.T) {
-	var cost int64 = traceOverhead
-	for _, sp := range checkout(1, t0, 200, time.Millisecond) {
-		cost += SpanCost(sp)
-	}
+	cost := traceCost(checkout(1, t0, 200, time.Millisecond))
 	s := New(cost) // one checkout trace at a time
 	s.Export(checkout(1, t0, 200, time.Millisecond))
 	s.Export(restock(2, t0.Add(time.Second)))
@@ -157,7 +154,7 @@ func TestServicesAndOperationsFollowEviction(t *testing.T) {
 	s.Export(restock(1, t0))
 	s.Export(restock(2, t0))
 	s.mu.Lock()
-	s.evict(s.traces[traceID(1)])
+	s.evict(s.index[traceID(1)])
 	s.mu.Unlock()
 	if got := s.Operations("inventory", ""); len(got) != 1 {
 		t.Errorf("Operations(inventory) = %v with one of two traces left", got)

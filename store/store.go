@@ -5,13 +5,14 @@
 //
 // A Store is a span.Exporter, so the agent plugs it in as one more sink.
 // When the spans it holds cost more than its budget it evicts whole traces,
-// oldest first. Every query is safe for concurrent use with Export: the
-// *Trace values it hands out are immutable snapshots.
+// oldest first. Spans are held encoded (codec.go): a query decodes the
+// traces it returns, so every *Trace handed out is the caller's own
+// snapshot, and every query is safe for concurrent use with Export.
 package store
 
 import (
-	"slices"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/latscope/latscope/span"
@@ -21,42 +22,87 @@ import (
 type Store struct {
 	budget int64
 
-	mu     sync.RWMutex
-	bytes  int64
-	traces map[span.TraceID]*entry
-	// order holds the live entries by when their trace was first added,
-	// oldest at head. Entries evicted out of turn (a trace over the whole
-	// budget) stay in it, marked dead, until they reach the head.
-	order []*entry
+	mu    sync.RWMutex
+	bytes int64
+	// index maps a trace to its slot in entries; neither holds pointers
+	// but the entries' data.
+	index   map[span.TraceID]int32
+	entries []entry
+	free    []int32 // unused slots of entries
+	// order holds the slots by when their trace was first added, oldest
+	// at head; a slot evicted out of turn (a trace over the whole budget)
+	// or reused since is told by its generation.
+	order []slotRef
 	head  int
 
-	services   map[string]int    // service name → spans held
-	operations map[operation]int // (service, name, kind) → spans held
+	// Tables the records refer to (codec.go), each entry counted by the
+	// spans that use it and reused once none does (strs excepted).
+	ops      []opEntry
+	opIdx    map[opKey]uint32
+	freeOps  []uint32
+	procs    []procEntry
+	procIdx  map[*span.Process]uint32
+	freeProc []uint32
+	services map[string]*serviceEntry
+	strs     []string
+	strIdx   map[string]uint16
 
 	spans, spansAdded           int64
 	evictedTraces, evictedSpans int64
+
+	scratch []byte // one trace's records while Export encodes them
 }
 
 // entry is one trace held by the store.
 type entry struct {
-	// spans is the trace's spans sorted by start, with spare capacity;
-	// trace.Spans is a prefix of it capped at its length, so appending here
-	// never changes what a handed-out snapshot sees.
-	spans []*span.Span
-	trace *Trace  // current immutable snapshot
-	sum   summary // trace.sum, inline for scans
+	id   span.TraceID
+	gen  uint32 // bumped when the slot is freed
+	live bool
+	n    int32  // spans
+	data []byte // the spans' records, in the order they arrived
+	// bytes is what the trace is charged: cap(data) and traceOverhead.
 	bytes int64
-	dead  bool
+	sum   summary
 }
 
-type operation struct {
-	service, name string
-	kind          span.Kind
+// summary is what Search reads of a trace before its spans; times are
+// Unix nanoseconds.
+type summary struct {
+	firstStart, lastStart int64 // earliest and latest span start
+	end                   int64 // latest span end
+	maxDuration           int64
+	hasError              bool // a span has status error
+}
+
+type slotRef struct {
+	slot int32
+	gen  uint32
+}
+
+type opKey struct {
+	service string
+	name    string
+	kind    span.Kind
+}
+
+type opEntry struct {
+	opKey
+	svc   *serviceEntry
+	spans int64 // spans held; 0: the slot is free
+}
+
+type procEntry struct {
+	p     *span.Process
+	spans int64
+}
+
+type serviceEntry struct {
+	spans int64
 }
 
 // Stats describes what the store holds and has done since New.
 type Stats struct {
-	Bytes  int64 `json:"bytes"`  // approximate cost of what is held now (see SpanCost)
+	Bytes  int64 `json:"bytes"`  // bytes charged for what is held now (see SpanCost)
 	Budget int64 `json:"budget"` // the budget given to New
 	Traces int   `json:"traces"` // traces held now
 	Spans  int64 `json:"spans"`  // spans held now
@@ -66,51 +112,22 @@ type Stats struct {
 	EvictedSpans  int64 `json:"evictedSpans"`  // spans evicted with them, cumulative
 }
 
-// Fixed costs of the model SpanCost describes.
-var (
-	spanOverhead  = int64(unsafe.Sizeof(span.Span{})) + int64(unsafe.Sizeof(uintptr(0)))
-	attrOverhead  = int64(unsafe.Sizeof(span.Attr{}))
-	traceOverhead = int64(unsafe.Sizeof(entry{})+unsafe.Sizeof(Trace{})) + 64
-)
+// traceOverhead is what each trace is charged besides its records: its
+// entry, its index slot (key, value and the map's per-slot overhead,
+// roughly) and its place in the order queue.
+const traceOverhead = int64(unsafe.Sizeof(entry{})) + int64(unsafe.Sizeof(span.TraceID{})) + 4 + 8 + int64(unsafe.Sizeof(slotRef{}))
 
-const (
-	stringHeader = int64(unsafe.Sizeof(""))
-	boxedWord    = 8
-)
-
-// SpanCost is the approximate number of bytes the store charges for s
-// against its budget: the span struct and its pointer in the trace, the
-// bytes of the strings it holds (name, function, status message, file),
-// each Attr slot of its attribute slice's capacity, each attribute key, and
-// each value boxed in an interface (a string's header and bytes, 8 bytes
-// for the other types). The span's *span.Process is shared by every span of
-// the process and is not charged. Each trace is also charged a fixed
-// overhead for its map slot, entry and snapshot. Strings shared between
-// spans (interned names) are charged to each span, so the estimate errs
-// high; transient garbage (superseded snapshots) is not charged.
-func SpanCost(s *span.Span) int64 {
-	n := spanOverhead + int64(len(s.Name)+len(s.Function)+len(s.StatusMessage)+len(s.File))
-	n += int64(cap(s.Attrs)) * attrOverhead
-	for _, a := range s.Attrs {
-		n += int64(len(a.Key))
-		if v, ok := a.Value.(string); ok {
-			n += stringHeader + int64(len(v))
-		} else if a.Value != nil {
-			n += boxedWord
-		}
-	}
-	return n
-}
-
-// New returns an empty store that keeps at most budgetBytes of spans, as
-// SpanCost counts them. A budget ≤ 0 keeps nothing: every trace is evicted
-// as it arrives.
+// New returns an empty store that keeps at most budgetBytes of traces, as
+// the records' capacity and traceOverhead count them (see SpanCost). A
+// budget ≤ 0 keeps nothing: every trace is evicted as it arrives.
 func New(budgetBytes int64) *Store {
 	return &Store{
-		budget:     budgetBytes,
-		traces:     make(map[span.TraceID]*entry),
-		services:   make(map[string]int),
-		operations: make(map[operation]int),
+		budget:   budgetBytes,
+		index:    make(map[span.TraceID]int32),
+		opIdx:    make(map[opKey]uint32),
+		procIdx:  make(map[*span.Process]uint32),
+		services: make(map[string]*serviceEntry),
+		strIdx:   make(map[string]uint16),
 	}
 }
 
@@ -119,16 +136,30 @@ func New(budgetBytes int64) *Store {
 // the budget. A trace that alone costs more than the budget is evicted as
 // soon as it does, without evicting older ones for it. A span of a trace
 // already evicted starts a new entry for that trace. Nil spans are skipped.
-// Export never fails; the spans must not be modified afterwards.
+// Export never fails and keeps no reference to spans or their values.
 func (s *Store) Export(spans []*span.Span) error {
-	batches, ids := groupByTrace(spans)
-	if len(ids) == 0 {
-		return nil
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		s.add(id, batches[id])
+	// Spans of one trace mostly come together: encode each run of them
+	// into scratch, then copy it to its trace in one append.
+	for i := 0; i < len(spans); {
+		if spans[i] == nil {
+			i++
+			continue
+		}
+		id := spans[i].TraceID
+		b := s.scratch[:0]
+		var sum summary
+		n := 0
+		for ; i < len(spans) && (spans[i] == nil || spans[i].TraceID == id); i++ {
+			if sp := spans[i]; sp != nil {
+				b = s.encode(b, sp, s.opOf(sp), s.procOf(sp.Process))
+				sum.add(sp, n == 0)
+				n++
+			}
+		}
+		s.scratch = b
+		s.add(id, b, n, sum)
 	}
 	s.evictOverBudget()
 	return nil
@@ -138,122 +169,174 @@ func (s *Store) Export(spans []*span.Span) error {
 // queries after Close.
 func (s *Store) Close() error { return nil }
 
-// groupByTrace splits spans by trace, keeping the order in which traces
-// first appear so new entries are ordered as they arrived.
-func groupByTrace(spans []*span.Span) (map[span.TraceID][]*span.Span, []span.TraceID) {
-	batches := make(map[span.TraceID][]*span.Span)
-	var ids []span.TraceID
-	for _, sp := range spans {
-		if sp == nil {
-			continue
-		}
-		b, ok := batches[sp.TraceID]
-		if !ok {
-			ids = append(ids, sp.TraceID)
-		}
-		batches[sp.TraceID] = append(b, sp)
+// add appends n encoded spans, summarised by sum, to trace id. s.mu is
+// held.
+func (s *Store) add(id span.TraceID, recs []byte, n int, sum summary) {
+	slot, ok := s.index[id]
+	if !ok {
+		slot = s.newEntry(id)
 	}
-	return batches, ids
-}
-
-// add merges one trace's batch into its entry. s.mu is held.
-func (s *Store) add(id span.TraceID, batch []*span.Span) {
-	e := s.traces[id]
-	if e == nil {
-		e = &entry{bytes: traceOverhead}
-		s.traces[id] = e
-		s.order = append(s.order, e)
-		s.bytes += traceOverhead
+	e := &s.entries[slot]
+	before := int64(cap(e.data))
+	if e.n == 0 {
+		e.data = append([]byte(nil), recs...)
+		e.sum = sum
+	} else {
+		e.data = append(e.data, recs...)
+		e.sum.merge(sum)
 	}
-	slices.SortStableFunc(batch, byStart)
-	e.spans = merge(e.spans, batch)
-	e.trace = newTrace(id, e.spans[:len(e.spans):len(e.spans)], e.trace, batch)
-	e.sum = e.trace.sum
-
-	for _, sp := range batch {
-		c := SpanCost(sp)
-		e.bytes += c
-		s.bytes += c
-		s.services[serviceOf(sp)]++
-		s.operations[operationOf(sp)]++
-	}
-	n := int64(len(batch))
-	s.spans += n
-	s.spansAdded += n
-
+	e.n += int32(n)
+	grown := int64(cap(e.data)) - before
+	e.bytes += grown
+	s.bytes += grown
+	s.spans += int64(n)
+	s.spansAdded += int64(n)
 	if e.bytes > s.budget {
-		s.evict(e)
+		s.evict(slot)
 	}
 }
 
-// merge returns sorted with batch (sorted) merged in. When the whole batch
-// starts at or after the last span it appends in place, which never
-// touches the prefix a snapshot holds; otherwise it copies.
-func merge(sorted, batch []*span.Span) []*span.Span {
-	if len(sorted) == 0 || !batch[0].Start.Before(sorted[len(sorted)-1].Start) {
-		return append(sorted, batch...)
+func (s *Store) newEntry(id span.TraceID) int32 {
+	var slot int32
+	if k := len(s.free); k > 0 {
+		slot = s.free[k-1]
+		s.free = s.free[:k-1]
+	} else {
+		slot = int32(len(s.entries))
+		s.entries = append(s.entries, entry{})
 	}
-	out := make([]*span.Span, 0, len(sorted)+len(batch)+len(sorted)/4)
-	i, j := 0, 0
-	for i < len(sorted) && j < len(batch) {
-		if batch[j].Start.Before(sorted[i].Start) {
-			out = append(out, batch[j])
-			j++
-		} else {
-			out = append(out, sorted[i])
-			i++
+	e := &s.entries[slot]
+	e.id, e.live, e.n, e.data, e.bytes, e.sum = id, true, 0, nil, traceOverhead, summary{}
+	s.index[id] = slot
+	s.order = append(s.order, slotRef{slot, e.gen})
+	s.bytes += traceOverhead
+	return slot
+}
+
+func (sum *summary) add(sp *span.Span, first bool) {
+	start, end := sp.Start.UnixNano(), sp.End.UnixNano()
+	if first {
+		*sum = summary{firstStart: start, lastStart: start, end: end}
+	}
+	sum.firstStart = min(sum.firstStart, start)
+	sum.lastStart = max(sum.lastStart, start)
+	sum.end = max(sum.end, end)
+	sum.maxDuration = max(sum.maxDuration, end-start)
+	sum.hasError = sum.hasError || sp.Status == span.StatusError
+}
+
+func (sum *summary) merge(o summary) {
+	sum.firstStart = min(sum.firstStart, o.firstStart)
+	sum.lastStart = max(sum.lastStart, o.lastStart)
+	sum.end = max(sum.end, o.end)
+	sum.maxDuration = max(sum.maxDuration, o.maxDuration)
+	sum.hasError = sum.hasError || o.hasError
+}
+
+// opOf returns sp's operation, counting one more span of it. s.mu is held.
+func (s *Store) opOf(sp *span.Span) uint32 {
+	k := opKey{service: serviceOf(sp), name: sp.Name, kind: sp.Kind}
+	i, ok := s.opIdx[k]
+	if !ok {
+		svc := s.services[k.service]
+		if svc == nil {
+			svc = &serviceEntry{}
+			s.services[k.service] = svc
 		}
+		if n := len(s.freeOps); n > 0 {
+			i = s.freeOps[n-1]
+			s.freeOps = s.freeOps[:n-1]
+		} else {
+			i = uint32(len(s.ops))
+			s.ops = append(s.ops, opEntry{})
+		}
+		s.ops[i] = opEntry{opKey: k, svc: svc}
+		s.opIdx[k] = i
 	}
-	out = append(out, sorted[i:]...)
-	return append(out, batch[j:]...)
+	op := &s.ops[i]
+	op.spans++
+	op.svc.spans++
+	return i
 }
 
-func byStart(a, b *span.Span) int { return a.Start.Compare(b.Start) }
+// procOf returns p's slot, counting one more span of it. s.mu is held.
+func (s *Store) procOf(p *span.Process) uint32 {
+	i, ok := s.procIdx[p]
+	if !ok {
+		if n := len(s.freeProc); n > 0 {
+			i = s.freeProc[n-1]
+			s.freeProc = s.freeProc[:n-1]
+		} else {
+			i = uint32(len(s.procs))
+			s.procs = append(s.procs, procEntry{})
+		}
+		s.procs[i] = procEntry{p: p}
+		s.procIdx[p] = i
+	}
+	s.procs[i].spans++
+	return i
+}
 
 // evictOverBudget evicts the oldest traces until the store is within its
 // budget. s.mu is held.
 func (s *Store) evictOverBudget() {
 	for s.bytes > s.budget && s.head < len(s.order) {
-		e := s.order[s.head]
-		s.order[s.head] = nil
+		ref := s.order[s.head]
 		s.head++
-		if !e.dead {
-			s.evict(e)
+		if s.entries[ref.slot].gen == ref.gen {
+			s.evict(ref.slot)
 		}
 	}
-	// Drop dead entries at the head and reclaim the queue's front once it
-	// is mostly consumed.
-	for s.head < len(s.order) && s.order[s.head].dead {
-		s.order[s.head] = nil
+	// Skip refs of traces evicted out of turn, and reclaim the queue's
+	// front once it is mostly consumed.
+	for s.head < len(s.order) && s.entries[s.order[s.head].slot].gen != s.order[s.head].gen {
 		s.head++
 	}
 	if s.head > 1024 && s.head > len(s.order)/2 {
-		s.order = slices.Clone(s.order[s.head:])
+		s.order = append(s.order[:0], s.order[s.head:]...)
 		s.head = 0
 	}
 }
 
-// evict removes e's trace and everything it accounts for. s.mu is held.
-func (s *Store) evict(e *entry) {
-	e.dead = true
-	delete(s.traces, e.trace.ID)
+// evict removes the trace in slot and everything it accounts for. s.mu is
+// held.
+func (s *Store) evict(slot int32) {
+	e := &s.entries[slot]
+	records(e.data, func(r record) bool {
+		s.releaseOp(r.op())
+		s.releaseProc(r.proc())
+		return true
+	})
+	delete(s.index, e.id)
 	s.bytes -= e.bytes
-	for _, sp := range e.spans {
-		decrement(s.services, serviceOf(sp))
-		decrement(s.operations, operationOf(sp))
-	}
-	n := int64(len(e.spans))
-	s.spans -= n
-	s.evictedSpans += n
+	s.spans -= int64(e.n)
+	s.evictedSpans += int64(e.n)
 	s.evictedTraces++
+	e.gen++
+	e.live, e.data, e.n, e.bytes = false, nil, 0, 0
+	s.free = append(s.free, slot)
 }
 
-func decrement[K comparable](m map[K]int, k K) {
-	if m[k] <= 1 {
-		delete(m, k)
-		return
+func (s *Store) releaseOp(i uint32) {
+	op := &s.ops[i]
+	op.spans--
+	if op.svc.spans--; op.svc.spans == 0 {
+		delete(s.services, op.service)
 	}
-	m[k]--
+	if op.spans == 0 {
+		delete(s.opIdx, op.opKey)
+		*op = opEntry{}
+		s.freeOps = append(s.freeOps, i)
+	}
+}
+
+func (s *Store) releaseProc(i uint32) {
+	p := &s.procs[i]
+	if p.spans--; p.spans == 0 {
+		delete(s.procIdx, p.p)
+		*p = procEntry{}
+		s.freeProc = append(s.freeProc, i)
+	}
 }
 
 func serviceOf(sp *span.Span) string {
@@ -263,10 +346,6 @@ func serviceOf(sp *span.Span) string {
 	return sp.Process.ServiceName
 }
 
-func operationOf(sp *span.Span) operation {
-	return operation{service: serviceOf(sp), name: sp.Name, kind: sp.Kind}
-}
-
 // Stats returns the store's current size and cumulative counters.
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
@@ -274,10 +353,23 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Bytes:         s.bytes,
 		Budget:        s.budget,
-		Traces:        len(s.traces),
+		Traces:        len(s.index),
 		Spans:         s.spans,
 		SpansAdded:    s.spansAdded,
 		EvictedTraces: s.evictedTraces,
 		EvictedSpans:  s.evictedSpans,
 	}
+}
+
+// decodeTrace returns the trace in slot as a snapshot of its own. s.mu is
+// held (read or write).
+func (s *Store) decodeTrace(slot int32) *Trace {
+	e := &s.entries[slot]
+	t := &Trace{ID: e.id, Spans: make([]*span.Span, 0, e.n), end: time.Unix(0, e.sum.end)}
+	records(e.data, func(r record) bool {
+		t.Spans = append(t.Spans, s.decode(r, e.id))
+		return true
+	})
+	sortByStart(t.Spans)
+	return t
 }

@@ -7,71 +7,55 @@ import (
 	"github.com/latscope/latscope/span"
 )
 
-// Trace is an immutable snapshot of one trace held by the store. Later
-// spans of the same trace produce a new snapshot; a *Trace already handed
-// out never changes. Neither the slice nor the spans may be modified.
+// Trace is one trace as the store held it when a query decoded it: a
+// snapshot of the caller's own, which later spans of the trace do not
+// change. Build one by hand (ID and Spans) to hand spans from elsewhere to
+// code that reads traces.
 type Trace struct {
 	ID    span.TraceID
 	Spans []*span.Span // sorted by Start, never empty
 
-	end time.Time // latest span end
-	sum summary
+	end time.Time // latest span end; zero: compute it from Spans
 }
 
-// summary is what Search reads of a trace before its spans. The store keeps
-// a copy inline in its entry so a scan touches one cache line per trace;
-// times are Unix nanoseconds for cheap comparison.
-type summary struct {
-	firstStart, lastStart int64 // earliest and latest span start
-	maxDuration           time.Duration
-	hasError              bool     // a span has status error
-	services              []string // distinct service names, sorted
-}
-
-// newTrace builds the snapshot after batch was merged into spans, carrying
-// over what prev (the previous snapshot, or nil) already summarised.
-func newTrace(id span.TraceID, spans []*span.Span, prev *Trace, batch []*span.Span) *Trace {
-	t := &Trace{ID: id, Spans: spans}
-	if prev != nil {
-		t.end, t.sum = prev.end, prev.sum
-	}
-	t.sum.firstStart = spans[0].Start.UnixNano()
-	t.sum.lastStart = spans[len(spans)-1].Start.UnixNano()
-	added := false
-	for _, sp := range batch {
-		if sp.End.After(t.end) {
-			t.end = sp.End
-		}
-		t.sum.maxDuration = max(t.sum.maxDuration, sp.Duration())
-		t.sum.hasError = t.sum.hasError || sp.Status == span.StatusError
-		svc := serviceOf(sp)
-		if i, found := slices.BinarySearch(t.sum.services, svc); !found {
-			if !added {
-				// Copy before the first insert: prev shares the slice.
-				t.sum.services = slices.Clone(t.sum.services)
-				added = true
-			}
-			t.sum.services = slices.Insert(t.sum.services, i, svc)
-		}
-	}
-	return t
+func sortByStart(spans []*span.Span) {
+	slices.SortStableFunc(spans, func(a, b *span.Span) int { return a.Start.Compare(b.Start) })
 }
 
 // Start is the earliest span start.
 func (t *Trace) Start() time.Time { return t.Spans[0].Start }
 
 // End is the latest span end.
-func (t *Trace) End() time.Time { return t.end }
+func (t *Trace) End() time.Time {
+	end := t.end
+	if end.IsZero() {
+		for _, sp := range t.Spans {
+			if sp.End.After(end) {
+				end = sp.End
+			}
+		}
+	}
+	return end
+}
 
 // Duration is End − Start.
-func (t *Trace) Duration() time.Duration { return t.end.Sub(t.Start()) }
+func (t *Trace) Duration() time.Duration { return t.End().Sub(t.Start()) }
 
 // HasError reports whether a span of the trace has status error.
-func (t *Trace) HasError() bool { return t.sum.hasError }
+func (t *Trace) HasError() bool {
+	return slices.ContainsFunc(t.Spans, func(sp *span.Span) bool { return sp.Status == span.StatusError })
+}
 
 // Services returns the distinct service names of the trace's processes,
 // sorted. The slice is the caller's.
-func (t *Trace) Services() []string { return slices.Clone(t.sum.services) }
+func (t *Trace) Services() []string {
+	out := make([]string, 0, 2)
+	for _, sp := range t.Spans {
+		out = append(out, serviceOf(sp))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
 
 // Root returns the span with no parent in the trace: a span without a
 // parent, or whose parent is not among the trace's spans (a remote caller
