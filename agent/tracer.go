@@ -79,6 +79,7 @@ type Tracer struct {
 	// outgoing requests; empty when injection is off or unavailable.
 	injectLinks []link.Link
 	reader      *ringbuf.Reader
+	waiter      *ringWaiter // nil: the reader blocks in epoll_wait itself
 
 	// multi: probes are uprobe_multi links (one per program and
 	// executable), else perf-event uprobes (one per site).
@@ -156,6 +157,9 @@ func New(cfg Config) (*Tracer, error) {
 	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
 		t.closeObjects()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	if t.waiter, err = newRingWaiter(t.objs.Events); err != nil {
+		cfg.Logger.Debug("the ring buffer is waited for in a blocking system call", "reason", err)
 	}
 	t.retSites.wake = make(chan struct{}, 1)
 	t.stopLearner, t.learnerDone = make(chan struct{}), make(chan struct{})
@@ -246,7 +250,15 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 	var rec ringbuf.Record
 	for {
 		done := ctx.Err() != nil
-		t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
+		deadline := time.Now().Add(t.cfg.PollInterval)
+		if t.waiter != nil && !done {
+			// Wait parked, then drain what is there without blocking.
+			if err := t.waiter.wait(deadline, func() bool { return t.reader.AvailableBytes() > 0 }); err != nil {
+				return fmt.Errorf("wait for the ring buffer: %w", err)
+			}
+			deadline = time.Now()
+		}
+		t.reader.SetDeadline(deadline)
 		if done {
 			t.reader.SetDeadline(time.Now())
 		}
@@ -347,6 +359,9 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.Detach(p))
 	}
 	errs = append(errs, t.closeInjection(), t.reader.Close())
+	if t.waiter != nil {
+		errs = append(errs, t.waiter.Close())
+	}
 	t.binaries.closeAll()
 	t.closeObjects()
 	return errors.Join(errs...)
