@@ -289,12 +289,12 @@ func otlpEndpoint() string {
 
 // workingSet is the agent's memory besides the trace store: programs'
 // user side, parsed binaries, builder state, metrics, export queue.
-const workingSet = 96 << 20
+const workingSet = 64 << 20
 
 // setMemoryLimit makes the Go runtime collect before the agent's heap
 // outgrows the store budget plus its working set: with the default GOGC
-// the heap may reach twice the live store (measured: 254 MiB RSS with a
-// full 128 MiB store, 220 MiB with the limit). A GOMEMLIMIT in the
+// the heap may reach twice the live store. The store holds no pointers
+// (store/codec.go), so collecting often costs little. A GOMEMLIMIT in the
 // environment wins.
 func setMemoryLimit(store int64, log *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {

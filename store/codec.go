@@ -165,6 +165,16 @@ func (s *Store) encode(b []byte, sp *span.Span, op, proc uint32) []byte {
 // appendRef appends str as a reference into s.strs, interning it if the
 // table has room, else inline.
 func (s *Store) appendRef(b []byte, str string) []byte {
+	// Most strings are the same constants span after span (attribute
+	// keys, function names): a cache by address skips hashing them; the
+	// comparison with the table keeps it right if the address is reused.
+	var c *refCacheEntry
+	if p := unsafe.StringData(str); len(str) > 0 {
+		c = &s.refCache[uintptr(unsafe.Pointer(p))>>3%uintptr(len(s.refCache))]
+		if c.p == p && s.strs[c.id] == str {
+			return binary.LittleEndian.AppendUint16(b, c.id)
+		}
+	}
 	i, ok := s.strIdx[str]
 	if !ok && len(s.strs) < maxStrs {
 		i = uint16(len(s.strs))
@@ -176,7 +186,16 @@ func (s *Store) appendRef(b []byte, str string) []byte {
 		b = binary.LittleEndian.AppendUint16(b, refInline)
 		return appendString(b, str)
 	}
+	if c != nil {
+		*c = refCacheEntry{unsafe.StringData(str), i}
+	}
 	return binary.LittleEndian.AppendUint16(b, i)
+}
+
+// refCacheEntry remembers the table index of a string by its address.
+type refCacheEntry struct {
+	p  *byte
+	id uint16
 }
 
 func appendString(b []byte, s string) []byte {

@@ -46,6 +46,7 @@ type Store struct {
 	services map[string]*serviceEntry
 	strs     []string
 	strIdx   map[string]uint16
+	refCache [512]refCacheEntry
 
 	spans, spansAdded           int64
 	evictedTraces, evictedSpans int64

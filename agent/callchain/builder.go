@@ -75,6 +75,7 @@ type Builder struct {
 	stats Stats
 	batch []*span.Span
 	spans []span.Span // preallocated spans not yet handed out
+	attrs []span.Attr // preallocated attribute slots not yet handed out
 }
 
 type proc struct {
@@ -311,6 +312,10 @@ func (b *Builder) send() {
 	b.out(batch)
 }
 
+// libAttrs is the attribute capacity a library span starts with: a
+// net/http server span has 10.
+const libAttrs = 16
+
 func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 	if len(b.spans) == 0 {
 		b.spans = make([]span.Span, 256) // one allocation per 256 spans
@@ -346,6 +351,12 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 	}
 	if recs, ok := p.libs[ev.CallId]; ok {
 		delete(p.libs, ev.CallId)
+		// Library spans carry attributes: room for them from a shared
+		// block, as for the spans themselves.
+		if len(b.attrs) < libAttrs {
+			b.attrs = make([]span.Attr, 256*libAttrs)
+		}
+		s.Attrs, b.attrs = b.attrs[:0:libAttrs], b.attrs[libAttrs:]
 		for _, r := range recs {
 			b.opts.Libraries[r.lib](r.probe, r.raw, s)
 		}

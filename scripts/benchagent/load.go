@@ -199,15 +199,24 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 	s1, err3 := cpuTicks(svc.pid())
 	st1, err4 := a.drain(sink)
 	a1, err5 := cpuTicks(a.pid())
-	rss, err6 := vmRSS(a.pid())
 	alloc1, errC := a.metric("go_memstats_alloc_bytes_total")
 	gc1, errD := a.metric("go_gc_duration_seconds_count")
+	var recv1 uint64
+	if sink != nil {
+		recv1 = sink.spans.Load()
+	}
+	full := st1
+	if err4 == nil {
+		// RSS counts with the store full: load on until it is.
+		err4 = b.fill(a, addr, sink, &full)
+	}
+	rss, err6 := vmRSS(a.pid())
 	for _, err := range []error{err1, err2, err3, err4, err5, err6, errA, errB, errC, errD} {
 		if err != nil {
 			return loadRun{}, err
 		}
 	}
-	r.svcTicks, r.agentTicks, r.rss, r.store = s1-s0, a1-a0, rss, st1
+	r.svcTicks, r.agentTicks, r.rss, r.store = s1-s0, a1-a0, rss, full
 	r.allocated, r.gcs = alloc1-alloc0, gc1-gc0
 	r.spans = counter(st1, "spans_built") - counter(st0, "spans_built")
 	if r.spans == 0 {
@@ -218,7 +227,7 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 			return loadRun{}, fmt.Errorf("the agent does not export over OTLP with %v; agent log:\n%s", env, a.log())
 		}
 		r.exported = st1.Export.Exported - st0.Export.Exported
-		r.received = sink.spans.Load() - recv0
+		r.received = recv1 - recv0
 		if st1.Export.Dropped+st1.Export.Failed > 0 {
 			return loadRun{}, fmt.Errorf("OTLP export lost spans: %d dropped at the full queue, %d failed", st1.Export.Dropped, st1.Export.Failed)
 		}
@@ -227,6 +236,25 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 		lost[k] += v
 	}
 	return r, nil
+}
+
+// fill loads the agent until its store holds at least 97 % of its budget
+// (evicting from then on), at most 3 minutes, and returns its status then
+// in st.
+func (b *bench) fill(a *agentProc, addr string, sink *sink, st *status) error {
+	deadline := time.Now().Add(3 * time.Minute)
+	for st.Store.Bytes < st.Store.Budget*97/100 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the store held %d of %d bytes after 3 minutes of load", st.Store.Bytes, st.Store.Budget)
+		}
+		b.load(addr, 5*time.Second)
+		s, err := a.drain(sink)
+		if err != nil {
+			return err
+		}
+		*st = s
+	}
+	return nil
 }
 
 // drain waits until the agent has built every span of the load (and,
