@@ -118,7 +118,7 @@ func (s *Store) Operations(service, kind string) []Operation {
 func (s *Store) Trace(id span.TraceID) (*Trace, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	slot, ok := s.index[id]
+	slot, ok := s.index.get(s.entries, id)
 	if !ok {
 		return nil, false
 	}
@@ -167,7 +167,7 @@ const eachChunk = 256
 // its time and Export goes on; a trace evicted meanwhile is skipped.
 func (s *Store) Each(fn func(*Trace) bool) {
 	s.mu.RLock()
-	hits := make([]hit, 0, len(s.index))
+	hits := make([]hit, 0, s.index.len())
 	for _, ref := range s.order[s.head:] {
 		if e := &s.entries[ref.slot]; e.gen == ref.gen {
 			hits = append(hits, hit{e.sum.firstStart, e.id, ref})

@@ -154,7 +154,8 @@ func TestServicesAndOperationsFollowEviction(t *testing.T) {
 	s.Export(restock(1, t0))
 	s.Export(restock(2, t0))
 	s.mu.Lock()
-	s.evict(s.index[traceID(1)])
+	slot, _ := s.index.get(s.entries, traceID(1))
+	s.evict(slot)
 	s.mu.Unlock()
 	if got := s.Operations("inventory", ""); len(got) != 1 {
 		t.Errorf("Operations(inventory) = %v with one of two traces left", got)

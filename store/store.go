@@ -26,7 +26,7 @@ type Store struct {
 	bytes int64
 	// index maps a trace to its slot in entries; neither holds pointers
 	// but the entries' data.
-	index   map[span.TraceID]int32
+	index   index
 	entries []entry
 	free    []int32 // unused slots of entries
 	// order holds the slots by when their trace was first added, oldest
@@ -114,9 +114,9 @@ type Stats struct {
 }
 
 // traceOverhead is what each trace is charged besides its records: its
-// entry, its index slot (key, value and the map's per-slot overhead,
-// roughly) and its place in the order queue.
-const traceOverhead = int64(unsafe.Sizeof(entry{})) + int64(unsafe.Sizeof(span.TraceID{})) + 4 + 8 + int64(unsafe.Sizeof(slotRef{}))
+// entry, its index buckets (8 bytes each, the table between 1/4 and 1/2
+// full: up to 32 bytes a trace) and its place in the order queue.
+const traceOverhead = int64(unsafe.Sizeof(entry{})) + 32 + int64(unsafe.Sizeof(slotRef{}))
 
 // New returns an empty store that keeps at most budgetBytes of traces, as
 // the records' capacity and traceOverhead count them (see SpanCost). A
@@ -124,7 +124,6 @@ const traceOverhead = int64(unsafe.Sizeof(entry{})) + int64(unsafe.Sizeof(span.T
 func New(budgetBytes int64) *Store {
 	return &Store{
 		budget:   budgetBytes,
-		index:    make(map[span.TraceID]int32),
 		opIdx:    make(map[opKey]uint32),
 		procIdx:  make(map[*span.Process]uint32),
 		services: make(map[string]*serviceEntry),
@@ -173,7 +172,7 @@ func (s *Store) Close() error { return nil }
 // add appends n encoded spans, summarised by sum, to trace id. s.mu is
 // held.
 func (s *Store) add(id span.TraceID, recs []byte, n int, sum summary) {
-	slot, ok := s.index[id]
+	slot, ok := s.index.get(s.entries, id)
 	if !ok {
 		slot = s.newEntry(id)
 	}
@@ -208,7 +207,7 @@ func (s *Store) newEntry(id span.TraceID) int32 {
 	}
 	e := &s.entries[slot]
 	e.id, e.live, e.n, e.data, e.bytes, e.sum = id, true, 0, nil, traceOverhead, summary{}
-	s.index[id] = slot
+	s.index.put(id, slot)
 	s.order = append(s.order, slotRef{slot, e.gen})
 	s.bytes += traceOverhead
 	return slot
@@ -308,7 +307,7 @@ func (s *Store) evict(slot int32) {
 		s.releaseProc(r.proc())
 		return true
 	})
-	delete(s.index, e.id)
+	s.index.del(e.id, slot)
 	s.bytes -= e.bytes
 	s.spans -= int64(e.n)
 	s.evictedSpans += int64(e.n)
@@ -354,7 +353,7 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Bytes:         s.bytes,
 		Budget:        s.budget,
-		Traces:        len(s.index),
+		Traces:        s.index.len(),
 		Spans:         s.spans,
 		SpansAdded:    s.spansAdded,
 		EvictedTraces: s.evictedTraces,
