@@ -65,6 +65,8 @@ func TestAgentEndpoints(t *testing.T) {
 		{"GET", "/api/traces/", 404, `"code":404`, "application/json"},
 		{"POST", "/api/traces", 405, "", ""},
 		{"DELETE", "/healthz", 405, "", ""},
+		{"GET", "/debug/pprof/", 200, "goroutine", "text/html; charset=utf-8"},
+		{"GET", "/debug/pprof/heap?debug=1", 200, "heap profile", "text/plain; charset=utf-8"},
 	}
 	for _, tt := range tests {
 		status, header, body := fetch(t, tt.method, srv.URL+tt.path)
