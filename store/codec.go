@@ -69,13 +69,13 @@ const (
 // variable so tests can fill it.
 var maxStrs = refInline
 
-// SpanCost is the number of bytes the store charges s against its budget
-// while the string table has room: the encoded record (see codec.go), each
-// string the record holds inline (the status message, attribute values
-// that are strings), and its share of the trace's index. Names, processes,
-// attribute keys, functions and files are charged once per distinct value
-// in the store's tables, which are not counted against the budget (they
-// hold one entry per operation, process and key, not per span).
+// SpanCost is the size of s's record (see above) while the string table
+// has room: what s adds to its trace's region of the store's blocks. The
+// budget charges the blocks themselves (a block is freed when the last
+// trace in it is evicted) and traceOverhead per trace; names, processes,
+// attribute keys, functions and files are held once per distinct value in
+// tables that are not charged (they grow with operations, processes and
+// keys, not with spans).
 func SpanCost(s *span.Span) int64 {
 	n := hdrSize + uvarintLen(s.GoID) + uvarintLen(s.ParentGoID) + uvarintLen(uint64(s.StartTID)) +
 		uvarintLen(uint64(s.EndTID)) + uvarintLen(uint64(s.CPU)) + uvarintLen(uint64(s.Depth)) + uvarintLen(uint64(s.Line)) +

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"fmt"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 
@@ -82,5 +84,33 @@ func TestTablesFollowEviction(t *testing.T) {
 	}
 	if got := s.Services(); len(got) != 1 || liveOps != 1 || liveProcs != 1 {
 		t.Errorf("with one restock trace held: services %q, %d operations, %d processes in the tables", got, liveOps, liveProcs)
+	}
+}
+
+// TestSnapshotOutlivesEviction: a decoded trace shares strings with the
+// store's blocks; evicting the trace (and its block) must not change it.
+func TestSnapshotOutlivesEviction(t *testing.T) {
+	const budget = 1 << 20 // 4 KiB blocks: several traces each
+	s := New(budget)
+	s.Export(checkout(1, t0, 500, time.Millisecond))
+	tr, _ := s.Trace(traceID(1))
+	want := make([]string, 0, len(tr.Spans))
+	for _, sp := range tr.Spans {
+		want = append(want, fmt.Sprint(sp.Name, sp.StatusMessage, sp.Attrs))
+	}
+	for n := uint64(2); s.Stats().EvictedTraces < 10_000; n++ {
+		s.Export(checkout(n, t0.Add(time.Duration(n)*time.Millisecond), 200, time.Millisecond))
+	}
+	runtime.GC()
+	for i, sp := range tr.Spans {
+		if got := fmt.Sprint(sp.Name, sp.StatusMessage, sp.Attrs); got != want[i] {
+			t.Errorf("span %d changed after eviction:\n got %s\nwant %s", i, got, want[i])
+		}
+	}
+	s.mu.RLock()
+	held := len(s.records.blocks) - len(s.records.freeIDs)
+	s.mu.RUnlock()
+	if max := budget/s.records.blockSize + 2; held > max || s.records.blockSize != 4096 {
+		t.Errorf("%d blocks of %d bytes held for a %d-byte budget", held, s.records.blockSize, budget)
 	}
 }

@@ -103,10 +103,12 @@ func ids(traces []*Trace) []span.TraceID {
 	return out
 }
 
-// traceCost is what a store charges for a trace of spans exported in one
-// batch.
+// traceCost is what a store with a small budget (a block per trace)
+// charges for a trace of spans.
 func traceCost(spans []*span.Span) int64 {
-	s := New(1 << 40)
-	s.Export(spans)
-	return s.Stats().Bytes
+	n := traceOverhead
+	for _, sp := range spans {
+		n += SpanCost(sp)
+	}
+	return n
 }

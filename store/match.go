@@ -132,7 +132,7 @@ func (m *matcher) matchTrace(s *Store, e *entry) bool {
 		return false
 	}
 	found := false
-	records(e.data, func(r record) bool {
+	records(s.records.bytesOf(e.recs), func(r record) bool {
 		start := r.start()
 		if (m.hasStart && start < m.start) || (m.hasEnd && start > m.end) {
 			return true

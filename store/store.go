@@ -22,10 +22,12 @@ import (
 type Store struct {
 	budget int64
 
-	mu    sync.RWMutex
-	bytes int64
-	// index maps a trace to its slot in entries; neither holds pointers
-	// but the entries' data.
+	mu sync.RWMutex
+	// records holds the traces' records; bytes is its blocks plus each
+	// held trace's traceOverhead.
+	records arena
+	bytes   int64
+	// index maps a trace to its slot in entries; neither holds pointers.
 	index   index
 	entries []entry
 	free    []int32 // unused slots of entries
@@ -58,12 +60,9 @@ type Store struct {
 type entry struct {
 	id   span.TraceID
 	gen  uint32 // bumped when the slot is freed
-	live bool
 	n    int32  // spans
-	data []byte // the spans' records, in the order they arrived
-	// bytes is what the trace is charged: cap(data) and traceOverhead.
-	bytes int64
-	sum   summary
+	recs region // the spans' records, in the order they arrived
+	sum  summary
 }
 
 // summary is what Search reads of a trace before its spans; times are
@@ -118,12 +117,14 @@ type Stats struct {
 // full: up to 32 bytes a trace) and its place in the order queue.
 const traceOverhead = int64(unsafe.Sizeof(entry{})) + 32 + int64(unsafe.Sizeof(slotRef{}))
 
-// New returns an empty store that keeps at most budgetBytes of traces, as
-// the records' capacity and traceOverhead count them (see SpanCost). A
-// budget ≤ 0 keeps nothing: every trace is evicted as it arrives.
+// New returns an empty store that keeps at most budgetBytes of traces: the
+// blocks holding their records (arena.go; 1/256 of the budget each, at
+// most 64 KiB) and traceOverhead per trace. A budget ≤ 0 keeps nothing:
+// every trace is evicted as it arrives.
 func New(budgetBytes int64) *Store {
 	return &Store{
 		budget:   budgetBytes,
+		records:  newArena(budgetBytes),
 		opIdx:    make(map[opKey]uint32),
 		procIdx:  make(map[*span.Process]uint32),
 		services: make(map[string]*serviceEntry),
@@ -177,21 +178,19 @@ func (s *Store) add(id span.TraceID, recs []byte, n int, sum summary) {
 		slot = s.newEntry(id)
 	}
 	e := &s.entries[slot]
-	before := int64(cap(e.data))
+	before := s.records.bytes
 	if e.n == 0 {
-		e.data = append([]byte(nil), recs...)
+		e.recs = s.records.put(recs)
 		e.sum = sum
 	} else {
-		e.data = append(e.data, recs...)
+		e.recs = s.records.extend(e.recs, recs)
 		e.sum.merge(sum)
 	}
 	e.n += int32(n)
-	grown := int64(cap(e.data)) - before
-	e.bytes += grown
-	s.bytes += grown
+	s.bytes += s.records.bytes - before
 	s.spans += int64(n)
 	s.spansAdded += int64(n)
-	if e.bytes > s.budget {
+	if int64(e.recs.len)+traceOverhead > s.budget {
 		s.evict(slot)
 	}
 }
@@ -206,7 +205,7 @@ func (s *Store) newEntry(id span.TraceID) int32 {
 		s.entries = append(s.entries, entry{})
 	}
 	e := &s.entries[slot]
-	e.id, e.live, e.n, e.data, e.bytes, e.sum = id, true, 0, nil, traceOverhead, summary{}
+	e.id, e.n, e.recs, e.sum = id, 0, region{}, summary{}
 	s.index.put(id, slot)
 	s.order = append(s.order, slotRef{slot, e.gen})
 	s.bytes += traceOverhead
@@ -302,18 +301,20 @@ func (s *Store) evictOverBudget() {
 // held.
 func (s *Store) evict(slot int32) {
 	e := &s.entries[slot]
-	records(e.data, func(r record) bool {
+	records(s.records.bytesOf(e.recs), func(r record) bool {
 		s.releaseOp(r.op())
 		s.releaseProc(r.proc())
 		return true
 	})
 	s.index.del(e.id, slot)
-	s.bytes -= e.bytes
+	before := s.records.bytes
+	s.records.free(e.recs)
+	s.bytes -= traceOverhead - (s.records.bytes - before)
 	s.spans -= int64(e.n)
 	s.evictedSpans += int64(e.n)
 	s.evictedTraces++
 	e.gen++
-	e.live, e.data, e.n, e.bytes = false, nil, 0, 0
+	e.recs, e.n = region{}, 0
 	s.free = append(s.free, slot)
 }
 
@@ -366,7 +367,7 @@ func (s *Store) Stats() Stats {
 func (s *Store) decodeTrace(slot int32) *Trace {
 	e := &s.entries[slot]
 	t := &Trace{ID: e.id, Spans: make([]*span.Span, 0, e.n), end: time.Unix(0, e.sum.end)}
-	records(e.data, func(r record) bool {
+	records(s.records.bytesOf(e.recs), func(r record) bool {
 		t.Spans = append(t.Spans, s.decode(r, e.id))
 		return true
 	})
