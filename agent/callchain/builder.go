@@ -15,7 +15,6 @@
 package callchain
 
 import (
-	"bytes"
 	"encoding/binary"
 	"time"
 
@@ -76,6 +75,9 @@ type Builder struct {
 	batch []*span.Span
 	spans []span.Span // preallocated spans not yet handed out
 	attrs []span.Attr // preallocated attribute slots not yet handed out
+	// Blocks library records are kept in until their call arrives.
+	libSlots []libRecord
+	libBytes []byte
 }
 
 type proc struct {
@@ -216,7 +218,28 @@ func (b *Builder) AddLib(raw []byte) {
 		b.stats.LibDropped += uint64(len(p.libs))
 		clear(p.libs)
 	}
-	p.libs[h.CallId] = append(p.libs[h.CallId], libRecord{h.Lib, h.Probe, bytes.Clone(raw)})
+	recs := p.libs[h.CallId]
+	if recs == nil {
+		// Most calls have a record at entry and one at return.
+		if len(b.libSlots) < 2 {
+			b.libSlots = make([]libRecord, 512)
+		}
+		recs, b.libSlots = b.libSlots[:0:2], b.libSlots[2:]
+	}
+	p.libs[h.CallId] = append(recs, libRecord{h.Lib, h.Probe, b.keep(raw)})
+}
+
+// keep copies a ring record the builder holds until its call arrives
+// (the ring buffer reuses its bytes), into shared 4 KiB blocks rather than
+// an allocation each. A record waiting long pins its block: small blocks
+// bound that (MaxPending records per process, at most a block each).
+func (b *Builder) keep(raw []byte) []byte {
+	if len(raw) > cap(b.libBytes)-len(b.libBytes) {
+		b.libBytes = make([]byte, 0, max(4<<10, len(raw)))
+	}
+	n := len(b.libBytes)
+	b.libBytes = append(b.libBytes, raw...)
+	return b.libBytes[n:len(b.libBytes):len(b.libBytes)]
 }
 
 // Expire emits as orphans the calls that waited for their parent longer
@@ -314,7 +337,7 @@ func (b *Builder) send() {
 
 // libAttrs is the attribute capacity a library span starts with: a
 // net/http server span has 10.
-const libAttrs = 16
+const libAttrs = 12
 
 func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 	if len(b.spans) == 0 {
