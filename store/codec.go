@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -250,12 +251,14 @@ func records(data []byte, fn func(record) bool) {
 	}
 }
 
-// reader reads the variable part of a record. Strings it returns share
-// the record's bytes, which the store never modifies once written.
+// reader reads the variable part of a record. Unless copies is set, the
+// strings it returns share the record's bytes: valid only while the
+// store's lock is held (a released block is reused).
 type reader struct {
-	b   []byte
-	s   *Store
-	off int
+	b      []byte
+	s      *Store
+	off    int
+	copies bool
 }
 
 func (r *reader) uvarint() uint64 {
@@ -270,6 +273,9 @@ func (r *reader) str() string {
 		return ""
 	}
 	str := unsafe.String(&r.b[r.off], n)
+	if r.copies {
+		str = strings.Clone(str)
+	}
 	r.off += n
 	return str
 }
@@ -315,9 +321,10 @@ func boxed(kind byte, str string, i int64, f float64) any {
 }
 
 // fields decodes r's fixed and variable fields into sp, except Attrs,
-// and returns a reader positioned at the attribute count. s.mu is held
-// (read or write).
-func (s *Store) fields(r record, id span.TraceID, sp *span.Span) reader {
+// and returns a reader positioned at the attribute count; copies says
+// whether the strings are the caller's (else valid while s.mu is held).
+// s.mu is held (read or write).
+func (s *Store) fields(r record, id span.TraceID, sp *span.Span, copies bool) reader {
 	op := &s.ops[r.op()]
 	*sp = span.Span{
 		TraceID:      id,
@@ -333,7 +340,7 @@ func (s *Store) fields(r record, id span.TraceID, sp *span.Span) reader {
 	}
 	copy(sp.SpanID[:], r[offSpanID:])
 	copy(sp.ParentID[:], r[offParent:])
-	rd := reader{b: r, s: s, off: hdrSize}
+	rd := reader{b: r, s: s, off: hdrSize, copies: copies}
 	sp.GoID = rd.uvarint()
 	sp.ParentGoID = rd.uvarint()
 	sp.StartTID = uint32(rd.uvarint())
@@ -350,7 +357,7 @@ func (s *Store) fields(r record, id span.TraceID, sp *span.Span) reader {
 // decode returns the span r encodes. s.mu is held (read or write).
 func (s *Store) decode(r record, id span.TraceID) *span.Span {
 	sp := new(span.Span)
-	rd := s.fields(r, id, sp)
+	rd := s.fields(r, id, sp, true)
 	if n := int(rd.uvarint()); n > 0 {
 		sp.Attrs = make([]span.Attr, n)
 		for i := range sp.Attrs {

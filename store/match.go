@@ -167,7 +167,7 @@ func (m *matcher) matchSpan(s *Store, id span.TraceID, r record) bool {
 		t := &m.tags[i]
 		if t.derived && sp == nil {
 			sp = &m.scratch
-			s.fields(r, id, sp)
+			s.fields(r, id, sp, false)
 		}
 		if !m.matchTag(s, id, r, op, sp, t) {
 			return false

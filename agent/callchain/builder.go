@@ -77,7 +77,14 @@ type Builder struct {
 	attrs []span.Attr // preallocated attribute slots not yet handed out
 	// Blocks library records are kept in until their call arrives.
 	libSlots []libRecord
-	libBytes []byte
+	libBlock *libBlock   // the block records are being copied into
+	spare    []*libBlock // blocks whose records were all used, for reuse
+}
+
+// libBlock holds copies of library records until their calls arrive.
+type libBlock struct {
+	buf     []byte
+	pending int // records in it not yet applied to their span
 }
 
 type proc struct {
@@ -93,6 +100,7 @@ type proc struct {
 }
 
 type libRecord struct {
+	block *libBlock
 	lib   uint8
 	probe uint16
 	raw   []byte
@@ -226,20 +234,42 @@ func (b *Builder) AddLib(raw []byte) {
 		}
 		recs, b.libSlots = b.libSlots[:0:2], b.libSlots[2:]
 	}
-	p.libs[h.CallId] = append(recs, libRecord{h.Lib, h.Probe, b.keep(raw)})
+	blk, kept := b.keep(raw)
+	p.libs[h.CallId] = append(recs, libRecord{blk, h.Lib, h.Probe, kept})
 }
 
 // keep copies a ring record the builder holds until its call arrives
-// (the ring buffer reuses its bytes), into shared 4 KiB blocks rather than
-// an allocation each. A record waiting long pins its block: small blocks
-// bound that (MaxPending records per process, at most a block each).
-func (b *Builder) keep(raw []byte) []byte {
-	if len(raw) > cap(b.libBytes)-len(b.libBytes) {
-		b.libBytes = make([]byte, 0, max(4<<10, len(raw)))
+// (the ring buffer reuses its bytes) into shared 4 KiB blocks, and a block
+// whose records have all been applied is reused: allocating (and zeroing,
+// and faulting in) fresh memory for every record cost more than the
+// decoding. Records dropped unapplied (MaxPending, process exit) leave
+// their block to the collector. A record waiting long pins its block:
+// small blocks bound that.
+func (b *Builder) keep(raw []byte) (*libBlock, []byte) {
+	blk := b.libBlock
+	if blk == nil || len(raw) > cap(blk.buf)-len(blk.buf) {
+		if blk != nil && blk.pending == 0 {
+			blk.buf = blk.buf[:0] // all used: start over
+		} else if n := len(b.spare); n > 0 && len(raw) <= 4<<10 {
+			blk, b.spare = b.spare[n-1], b.spare[:n-1]
+			blk.buf = blk.buf[:0]
+		} else {
+			blk = &libBlock{buf: make([]byte, 0, max(4<<10, len(raw)))}
+		}
+		b.libBlock = blk
 	}
-	n := len(b.libBytes)
-	b.libBytes = append(b.libBytes, raw...)
-	return b.libBytes[n:len(b.libBytes):len(b.libBytes)]
+	n := len(blk.buf)
+	blk.buf = append(blk.buf, raw...)
+	blk.pending++
+	return blk, blk.buf[n:len(blk.buf):len(blk.buf)]
+}
+
+// applied notes that a kept record was applied to its span: nothing
+// refers to its bytes any more (decoders copy what they keep).
+func (b *Builder) applied(blk *libBlock) {
+	if blk.pending--; blk.pending == 0 && blk != b.libBlock && len(b.spare) < 16 && cap(blk.buf) == 4<<10 {
+		b.spare = append(b.spare, blk)
+	}
 }
 
 // Expire emits as orphans the calls that waited for their parent longer
@@ -382,6 +412,7 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 		s.Attrs, b.attrs = b.attrs[:0:libAttrs], b.attrs[libAttrs:]
 		for _, r := range recs {
 			b.opts.Libraries[r.lib](r.probe, r.raw, s)
+			b.applied(r.block)
 		}
 	}
 	if ev.Flags&calltracer.FlagUnwound != 0 {

@@ -1,8 +1,11 @@
 package callchain
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/span"
@@ -167,5 +170,55 @@ func TestUnwoundIsAnError(t *testing.T) {
 	sp := s.spans[0]
 	if !sp.Unwound || sp.Status != span.StatusError || sp.StatusMessage == "" {
 		t.Errorf("unwound span %+v", sp)
+	}
+}
+
+// TestLibraryRecordsKept: library records wait in shared, reused blocks
+// until their call arrives; each call's decoder sees its own bytes,
+// whatever waited alongside it and however often blocks were reused
+// (records of many sizes, some calls arriving late, some never).
+func TestLibraryRecordsKept(t *testing.T) {
+	var got []string
+	decode := func(probe uint16, raw []byte, s *span.Span) {
+		got = append(got, string(raw[calltracer.LibHeaderSize:]))
+	}
+	b, s := newBuilder(Options{Libraries: []LibDecoder{decode}, MaxPending: 1 << 20})
+	record := func(call uint64) []byte {
+		h := calltracer.LibHeader{Type: calltracer.RecordLib, Pid: 7, CallId: call}
+		raw := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), calltracer.LibHeaderSize)...)
+		return append(raw, strings.Repeat(fmt.Sprint(call%10), int(call%700))+fmt.Sprint("#", call)...)
+	}
+	const calls = 20_000
+	var late []uint64
+	for call := uint64(1); call <= calls; call++ {
+		b.AddLib(record(call)) // the ring reuses its bytes: AddLib must copy
+		switch {
+		case call%7 == 0:
+			late = append(late, call) // arrives 50 calls later, in another block
+		case call%97 == 0:
+			// never arrives
+		default:
+			b.Add(ev(call, 0, 0, call, call*10, call*10+5))
+		}
+		for len(late) > 0 && late[0]+50 <= call {
+			b.Add(ev(late[0], 0, 0, late[0], late[0]*10, late[0]*10+5))
+			late = late[1:]
+		}
+	}
+	for _, call := range late {
+		b.Add(ev(call, 0, 0, call, call*10, call*10+5))
+	}
+	if len(got) != len(s.spans) {
+		t.Fatalf("%d records applied to %d spans", len(got), len(s.spans))
+	}
+	for i, sp := range s.spans {
+		call := sp.GoID
+		want := string(record(call)[calltracer.LibHeaderSize:])
+		if got[i] != want {
+			t.Fatalf("call %d: decoder saw %.40q…, want %.40q…", call, got[i], want)
+		}
+	}
+	if len(b.spare) == 0 {
+		t.Error("no block was ever reused")
 	}
 }

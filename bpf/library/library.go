@@ -62,7 +62,9 @@ type Library struct {
 	// Spec loads the library's compiled BPF object.
 	Spec func() (*ebpf.CollectionSpec, error)
 	// Decode applies one of the library's records (raw: the whole record,
-	// lib_header first) to its call's span.
+	// lib_header first) to its call's span. raw is valid only during the
+	// call (the agent reuses its memory): keep nothing that shares it
+	// (CString copies).
 	Decode func(probe uint16, raw []byte, s *span.Span)
 }
 
