@@ -289,7 +289,7 @@ func otlpEndpoint() string {
 
 // workingSet is the agent's memory besides the trace store: programs'
 // user side, parsed binaries, builder state, metrics, export queue.
-const workingSet = 64 << 20
+const workingSet = 48 << 20
 
 // setMemoryLimit makes the Go runtime collect before the agent's heap
 // outgrows the store budget plus its working set: with the default GOGC
