@@ -23,7 +23,7 @@ func openFixture(t *testing.T, toolchain string, mode fixture.Mode) *Binary {
 }
 
 // allModes are the Go linker's modes and the external linker's.
-var allModes = append(slices.Clone(fixture.Modes), fixture.ExternalModes...)
+var allModes = append(append(slices.Clone(fixture.Modes), fixture.StrippedPIE), fixture.ExternalModes...)
 
 func TestOpenMetadata(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
