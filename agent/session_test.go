@@ -51,55 +51,59 @@ func TestTraceFixtures(t *testing.T) {
 	fixture.RequireRoot(t)
 	for _, tc := range fixture.Matrix() {
 		for _, mode := range fixture.Modes {
-			t.Run(tc+"/"+string(mode), func(t *testing.T) {
-				bin := fixture.Build(t, "calls", tc, mode)
-				want, err := exec.Command(bin).Output()
-				if err != nil {
-					t.Fatalf("untraced run: %v", err)
-				}
-				var stdout bytes.Buffer
-				col := &collector{}
-				s := &agent.Session{
-					Command:   []string{bin},
-					Stdout:    &stdout,
-					Patterns:  fixtureFuncs,
-					Exporters: []span.Exporter{col},
-					Tracer:    agent.Config{CountHits: true},
-				}
-				var hits map[uint64]uint64
-				var proc *agent.Process
-				s.Ready = func(p *agent.Process) { proc = p }
-				res, err := runSession(t, s, &hits)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if res.ExitCode != 0 {
-					t.Fatalf("traced program exited %d", res.ExitCode)
-				}
-				if got := stdout.String(); got != string(want) {
-					t.Fatalf("traced output differs:\n got %q\nwant %q", got, want)
-				}
-				if !col.closed {
-					t.Error("exporter not closed")
-				}
-				if lost := res.Lost(); lost > 0 {
-					t.Errorf("lost %d events: %+v", lost, res.Counters)
-				}
-				if got := res.Counter("goroutine_links_expired"); got != 1 {
-					t.Errorf("goroutine_links_expired = %d, want 1 (the pool worker)", got)
-				}
-				checkTrees(t, col.spans)
-				checkHits(t, proc, hits, col.spans)
-				checkExits(t, proc, "main.middle", true)
-				// Called through an interface whose itab is built at run time.
-				checkExits(t, proc, "main.(*circle).area", false)
-				for _, f := range proc.Funcs {
-					inlined := f.Inline.Known && slices.Contains(f.Inline.Callers, "main.inlineUse")
-					if (f.Func.Name == "main.tiny") != inlined {
-						t.Errorf("%s: inline info %+v", f.Func.Name, f.Inline)
-					}
-				}
-			})
+			t.Run(tc+"/"+string(mode), func(t *testing.T) { traceCallsFixture(t, tc, mode) })
+		}
+	}
+}
+
+// traceCallsFixture traces the calls fixture built with toolchain tc in
+// mode and checks everything TestTraceFixtures promises.
+func traceCallsFixture(t *testing.T, tc string, mode fixture.Mode) {
+	bin := fixture.Build(t, "calls", tc, mode)
+	want, err := exec.Command(bin).Output()
+	if err != nil {
+		t.Fatalf("untraced run: %v", err)
+	}
+	var stdout bytes.Buffer
+	col := &collector{}
+	s := &agent.Session{
+		Command:   []string{bin},
+		Stdout:    &stdout,
+		Patterns:  fixtureFuncs,
+		Exporters: []span.Exporter{col},
+		Tracer:    agent.Config{CountHits: true},
+	}
+	var hits map[uint64]uint64
+	var proc *agent.Process
+	s.Ready = func(p *agent.Process) { proc = p }
+	res, err := runSession(t, s, &hits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("traced program exited %d", res.ExitCode)
+	}
+	if got := stdout.String(); got != string(want) {
+		t.Fatalf("traced output differs:\n got %q\nwant %q", got, want)
+	}
+	if !col.closed {
+		t.Error("exporter not closed")
+	}
+	if lost := res.Lost(); lost > 0 {
+		t.Errorf("lost %d events: %+v", lost, res.Counters)
+	}
+	if got := res.Counter("goroutine_links_expired"); got != 1 {
+		t.Errorf("goroutine_links_expired = %d, want 1 (the pool worker)", got)
+	}
+	checkTrees(t, col.spans)
+	checkHits(t, proc, hits, col.spans)
+	checkExits(t, proc, "main.middle", true)
+	// Called through an interface whose itab is built at run time.
+	checkExits(t, proc, "main.(*circle).area", false)
+	for _, f := range proc.Funcs {
+		inlined := f.Inline.Known && slices.Contains(f.Inline.Callers, "main.inlineUse")
+		if (f.Func.Name == "main.tiny") != inlined {
+			t.Errorf("%s: inline info %+v", f.Func.Name, f.Inline)
 		}
 	}
 }

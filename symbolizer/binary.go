@@ -27,12 +27,23 @@ type Binary struct {
 	Funcs     []Func // sorted by Entry
 
 	file     *os.File
+	size     int64 // of the file
 	elf      *elf.File
 	loads    []*elf.Prog // PT_LOAD segments
 	textAddr uint64      // .text section address
 	text     []byte      // .text section contents
-	pcln     *pclntab    // raw .gopclntab view (inline trees, start lines)
-	byName   map[string]int
+	// runtimeText is runtime.text, the address pclntab entries and method
+	// tables count from: .text's start when the Go linker links, further
+	// in when an external linker puts C start-up code first.
+	runtimeText uint64
+	pcln        *pclntab // raw pclntab view (inline trees, start lines)
+	pclnAddr    uint64   // where the pclntab is
+	pclnEnd     uint64
+	md          *moduledata // runtime.firstmoduledata, when found
+
+	relocsOnce sync.Once
+	relocs     []reloc // R_X86_64_RELATIVE, sorted by target
+	byName     map[string]int
 
 	dwarfOnce sync.Once
 	dwarf     *dwarf.Data
@@ -128,6 +139,9 @@ func newBinary(path string, f *os.File) (*Binary, error) {
 		return nil, newError(path, ErrNotELF, "ELF headers are truncated or corrupt (%v); is the file complete?", err)
 	}
 	b := &Binary{Path: path, file: f, elf: ef, PIE: ef.Type == elf.ET_DYN}
+	if st, err := f.Stat(); err == nil {
+		b.size = st.Size()
+	}
 	if err := b.checkArch(); err != nil {
 		return nil, err
 	}
@@ -163,16 +177,12 @@ func (b *Binary) checkArch() error {
 }
 
 func (b *Binary) readBuildInfo() error {
-	hasPclntab := b.pclntabSection() != nil
 	bi, err := buildinfo.Read(b.file)
 	if err != nil {
-		if !hasPclntab {
+		if b.pclntabSection() == nil {
 			return newError(b.Path, ErrNotGo, "only Go executables can be traced")
 		}
 		return newError(b.Path, ErrNotGo, "has .gopclntab but no readable Go build info (%v); rebuild with Go 1.21 or newer", err)
-	}
-	if !hasPclntab {
-		return newError(b.Path, ErrNotGo, "build info present but .gopclntab missing; the binary looks damaged")
 	}
 	b.Build = bi
 	b.GoVersion = bi.GoVersion
@@ -186,7 +196,8 @@ func (b *Binary) readBuildInfo() error {
 	return nil
 }
 
-// pclntabSection finds the Go PC/line table; external linkers may rename it.
+// pclntabSection finds the Go PC/line table's own section, when it has
+// one (see locateTables).
 func (b *Binary) pclntabSection() *elf.Section {
 	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
 		if s := b.elf.Section(name); s != nil && s.Type != elf.SHT_NOBITS {
@@ -237,11 +248,25 @@ func (b *Binary) Vaddr(off uint64) (uint64, error) {
 	return 0, newError(b.Path, ErrNotMapped, "file offset %#x is in no PT_LOAD segment's file image", off)
 }
 
-// readAt reads n bytes at virtual address vaddr from the file image.
+// readAt reads n bytes at virtual address vaddr from the file image of
+// one PT_LOAD segment.
 func (b *Binary) readAt(vaddr uint64, n int) ([]byte, error) {
-	off, err := b.FileOffset(vaddr)
-	if err != nil {
-		return nil, err
+	var off uint64
+	found := false
+	for _, p := range b.loads {
+		if vaddr >= p.Vaddr && vaddr-p.Vaddr < p.Filesz {
+			if n < 0 || uint64(n) > p.Filesz-(vaddr-p.Vaddr) {
+				return nil, newError(b.Path, ErrNotMapped, "%d bytes at %#x run past the end of its PT_LOAD segment's file image", n, vaddr)
+			}
+			off, found = p.Off+(vaddr-p.Vaddr), true
+			break
+		}
+	}
+	if !found {
+		return nil, newError(b.Path, ErrNotMapped, "address %#x is in no PT_LOAD segment's file image", vaddr)
+	}
+	if size := uint64(b.size); off > size || uint64(n) > size-off {
+		return nil, newError(b.Path, ErrCorruptPclntab, "%d bytes at %#x lie past the end of the file; the file is truncated", n, vaddr)
 	}
 	buf := make([]byte, n)
 	if _, err := b.file.ReadAt(buf, int64(off)); err != nil {

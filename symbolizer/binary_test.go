@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"bytes"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,9 +22,12 @@ func openFixture(t *testing.T, toolchain string, mode fixture.Mode) *Binary {
 	return b
 }
 
+// allModes are the Go linker's modes and the external linker's.
+var allModes = append(append(slices.Clone(fixture.Modes), fixture.StrippedPIE), fixture.ExternalModes...)
+
 func TestOpenMetadata(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
-		for _, mode := range fixture.Modes {
+		for _, mode := range allModes {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				if b.Arch != "amd64" {
@@ -35,10 +39,10 @@ func TestOpenMetadata(t *testing.T) {
 				if b.Build == nil || b.Build.Path != "latscope.test/calls" {
 					t.Errorf("Build = %+v, want module latscope.test/calls", b.Build)
 				}
-				if want := mode == fixture.PIE; b.PIE != want {
+				if want := mode.PIE(); b.PIE != want {
 					t.Errorf("PIE = %v, want %v", b.PIE, want)
 				}
-				if want := mode == fixture.Stripped; b.Stripped != want || b.HasDWARF == want {
+				if want := mode.Stripped(); b.Stripped != want || b.HasDWARF == want {
 					t.Errorf("Stripped = %v, HasDWARF = %v for mode %s", b.Stripped, b.HasDWARF, mode)
 				}
 				f, err := b.Lookup("main.leaf")
@@ -80,7 +84,7 @@ func TestFuncTableStrippedMatchesDefault(t *testing.T) {
 
 func TestFileOffset(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
-		for _, mode := range []fixture.Mode{fixture.Default, fixture.PIE} {
+		for _, mode := range []fixture.Mode{fixture.Default, fixture.PIE, fixture.ExternalPIE, fixture.StaticPIE} {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				file, err := os.ReadFile(b.Path)
@@ -102,8 +106,9 @@ func TestFileOffset(t *testing.T) {
 						t.Errorf("%s: bytes at FileOffset %#x differ from .text mapping", name, off)
 					}
 				}
-				if _, err := b.FileOffset(0); err == nil {
-					t.Error("FileOffset(0) succeeded")
+				// (An external linker's PIE maps its ELF header at 0.)
+				if _, err := b.FileOffset(1 << 62); err == nil {
+					t.Error("FileOffset(1<<62) succeeded")
 				}
 			})
 		}

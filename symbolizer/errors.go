@@ -15,6 +15,7 @@ var (
 	ErrUnsupportedGoVersion = errors.New("unsupported Go version")
 	ErrUnsupportedVersion   = errors.New("unsupported library version")
 	ErrCorruptPclntab       = errors.New("corrupt or truncated Go symbol table (.gopclntab)")
+	ErrUnsupportedLayout    = errors.New("unsupported binary layout")
 	ErrFuncNotFound         = errors.New("function not found")
 	ErrNotMapped            = errors.New("address not in any loadable segment")
 	ErrProcessGone          = errors.New("process not found")

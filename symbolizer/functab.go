@@ -26,25 +26,16 @@ func (b *Binary) readFuncs() error {
 	}
 	b.text = data
 
-	sec := b.pclntabSection()
-	pcdata, err := b.sectionData(sec)
+	pclnAddr, pcdata, err := b.locateTables()
 	if err != nil {
 		return err
 	}
-	// Since Go 1.26 the pclntab header no longer records the text start;
-	// entry offsets are relative to runtime.text, which is where .text
-	// starts for internally linked Go binaries.
-	textStart := b.textAddr
-	if !b.Stripped {
-		if syms, err := b.elf.Symbols(); err == nil {
-			for _, s := range syms {
-				if s.Name == "runtime.text" {
-					textStart = s.Value
-					break
-				}
-			}
-		}
+	textStart, err := b.findRuntimeText(pclnAddr)
+	if err != nil {
+		return err
 	}
+	b.runtimeText = textStart
+	b.pclnAddr, b.pclnEnd = pclnAddr, pclnAddr+uint64(len(pcdata))
 	funcs, err := parseFuncTable(pcdata, textStart)
 	if err != nil {
 		return &Error{Path: b.Path, Err: ErrCorruptPclntab, Detail: err.Error() + "; the binary may be damaged, rebuild it"}
@@ -70,6 +61,37 @@ func (b *Binary) readFuncs() error {
 		b.byName[funcs[i].Name] = i
 	}
 	return nil
+}
+
+// findRuntimeText returns runtime.text, the address the pclntab's entry
+// offsets count from. The Go linker puts it at the start of .text; an
+// external linker puts C start-up code (crt1.o, crti.o) first. In order:
+// the symbol; runtime.firstmoduledata.text; the pclntab header's text
+// start (Go 1.21 – 1.25: a relocated pointer in a PIE; Go 1.26 dropped
+// the field). Without any of them the function table cannot be placed.
+func (b *Binary) findRuntimeText(pclnAddr uint64) (uint64, error) {
+	if !b.Stripped {
+		if syms, err := b.elf.Symbols(); err == nil {
+			for _, s := range syms {
+				if s.Name == "runtime.text" {
+					return s.Value, nil
+				}
+			}
+		}
+	}
+	if b.md != nil {
+		return b.md.text, nil
+	}
+	textEnd := b.textAddr + uint64(len(b.text))
+	if v, err := b.pointerAt(pclnAddr + 8 + 2*8); err == nil && v != 0 {
+		if v < b.textAddr || v >= textEnd {
+			return 0, newError(b.Path, ErrCorruptPclntab, "the pclntab header puts the text start at %#x, outside .text [%#x,%#x); rebuild the binary", v, b.textAddr, textEnd)
+		}
+		return v, nil
+	}
+	return 0, newError(b.Path, ErrUnsupportedLayout,
+		"cannot tell where the Go code starts in .text: no symbol table, runtime.firstmoduledata not found in %v and the pclntab header (Go 1.26+) does not record it; a binary linked with -ldflags=-s -w by an unusual linker? Keep its symbol table (drop -s) to trace it",
+		b.moduledataSectionNames())
 }
 
 // parseFuncTable decodes a .gopclntab with debug/gosym. textStart is the

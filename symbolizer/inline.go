@@ -56,6 +56,9 @@ func (b *Binary) dwarfData() (*dwarf.Data, error) {
 	return b.dwarf, b.dwarfErr
 }
 
+// dwLangGo is DW_LANG_Go, a compile unit's DW_AT_language for Go code.
+const dwLangGo = 0x16
+
 // dwarfInlineIndex walks every DW_TAG_inlined_subroutine and records the
 // enclosing (outermost, physical) subprogram as a caller of the abstract
 // origin's function.
@@ -90,6 +93,13 @@ func (b *Binary) dwarfInlineIndex() inlineIndex {
 		switch e.Tag {
 		case dwarf.TagCompileUnit:
 			depth = 0
+			// The C of a cgo build (runtime/cgo's gcc-compiled code with
+			// external linking) has inline trees of its own; latscope
+			// probes Go functions only, and the pclntab knows only those.
+			if lang, ok := e.Val(dwarf.AttrLanguage).(int64); ok && lang != dwLangGo {
+				r.SkipChildren()
+				continue
+			}
 		case dwarf.TagSubprogram:
 			name, _ := e.Val(dwarf.AttrName).(string)
 			if name != "" {

@@ -9,7 +9,7 @@ import (
 
 func TestInlined(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
-		for _, mode := range fixture.Modes {
+		for _, mode := range allModes {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				check := func(name string, want []string) {
@@ -48,7 +48,7 @@ func TestInlined(t *testing.T) {
 // symbol table says it is (for plain and PIE builds).
 func TestInlineSourcesAgree(t *testing.T) {
 	for _, tc := range fixture.Matrix() {
-		for _, mode := range []fixture.Mode{fixture.Default, fixture.PIE} {
+		for _, mode := range []fixture.Mode{fixture.Default, fixture.PIE, fixture.External, fixture.ExternalPIE, fixture.StaticPIE} {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				fromSym, err := b.gofunc()

@@ -428,20 +428,28 @@ func (b *Binary) references() *refs {
 				return
 			}
 			r.sections = append(r.sections, dataSection{sec.Name, sec.Addr, data})
+			// The pclntab (inside .data.rel.ro in an externally linked
+			// PIE of Go < 1.26) holds every function's text offset, none
+			// of them a reference.
+			inPcln := func(p int) bool {
+				a := sec.Addr + uint64(p)
+				return a >= b.pclnAddr && a < b.pclnEnd
+			}
 			for p := 0; p+8 <= len(data); p += 8 {
-				if v := le.Uint64(data[p:]); entries[v] {
+				if v := le.Uint64(data[p:]); entries[v] && !inPcln(p) {
 					r.data[v] = fmt.Sprintf("%s at %#x", sec.Name, sec.Addr+uint64(p))
 				}
 			}
+			// Method tables hold offsets from runtime.text.
 			for p := 0; p+4 <= len(data); p += 4 {
-				if v := b.textAddr + uint64(le.Uint32(data[p:])); entries[v] {
+				if v := b.runtimeText + uint64(le.Uint32(data[p:])); entries[v] && !inPcln(p) {
 					r.textOffs[v] = sec.Addr + uint64(p)
 				}
 			}
 		}
-		for at, v := range b.relativeRelocs(0, ^uint64(0)) {
-			if entries[v] {
-				r.data[v] = fmt.Sprintf("a PIE relocation at %#x", at)
+		for _, rel := range b.relativeRelocs() {
+			if entries[rel.val] {
+				r.data[rel.val] = fmt.Sprintf("a PIE relocation at %#x", rel.off)
 			}
 		}
 	})
@@ -506,7 +514,7 @@ func (b *Binary) interfaceMayDeclare(r *refs, at uint64) bool {
 	}
 	textOff := func(vaddr uint64) bool {
 		w, ok := r.word(vaddr)
-		return ok && (w == 0xffffffff || r.entries[b.textAddr+uint64(w)])
+		return ok && (w == 0xffffffff || r.entries[b.runtimeText+uint64(w)])
 	}
 	for _, s := range r.sections {
 		for p := 0; p+4 <= len(s.data); p += 4 {

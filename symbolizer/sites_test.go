@@ -25,7 +25,7 @@ func TestSites(t *testing.T) {
 		{"main.bottom", true, "PUSHQ BP", 1},
 	}
 	for _, tc := range fixture.Matrix() {
-		for _, mode := range fixture.Modes {
+		for _, mode := range allModes {
 			t.Run(tc+"/"+string(mode), func(t *testing.T) {
 				b := openFixture(t, tc, mode)
 				for _, tt := range tests {

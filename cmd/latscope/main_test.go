@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/internal/fixture"
+	"github.com/latscope/latscope/symbolizer"
 )
 
 var latscope string // the binary under test, built by TestMain
@@ -189,6 +191,28 @@ func TestSymbols(t *testing.T) {
 		if !found {
 			t.Errorf("%s not listed:\n%s", fn, stdout)
 		}
+	}
+}
+
+// symbols names where g is kept in TLS, in an external linker's static
+// PIE too (not at the Go linker's -8).
+func TestSymbolsGTLS(t *testing.T) {
+	bin := fixture.Build(t, "calls", "local", fixture.StaticPIEStripped)
+	stdout, stderr, code := run(t, "symbols", bin)
+	if code != 0 {
+		t.Fatalf("latscope symbols: exit %d: %s", code, stderr)
+	}
+	b, err := symbolizer.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	g, err := b.GTLS()
+	if err != nil || g.Offset == -8 {
+		t.Fatalf("GTLS = %+v, %v", g, err)
+	}
+	if want := fmt.Sprintf("g in TLS:   fs_base%+d (runtime.systemstack)\n", g.Offset); !strings.Contains(stdout, want) {
+		t.Errorf("output lacks %q:\n%s", want, stdout)
 	}
 }
 

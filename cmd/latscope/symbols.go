@@ -73,6 +73,11 @@ func printSymbols(w io.Writer, b *symbolizer.Binary, re *regexp.Regexp) error {
 	} else {
 		fmt.Fprintf(w, "offsets:    g.goid=%d g.parentGoid=%d g.stack.hi=%d (%s)\n", o.GoID, o.ParentGoID, o.StackHi, o.Source)
 	}
+	if g, err := b.GTLS(); err != nil {
+		fmt.Fprintf(w, "g in TLS:   unavailable: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "g in TLS:   fs_base%+d (%s)\n", g.Offset, g.Source)
+	}
 	mainPath := ""
 	if b.Build != nil {
 		mainPath = b.Build.Main.Path
