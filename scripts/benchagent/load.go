@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"io"
 	"maps"
 	"net"
@@ -195,7 +196,24 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 	if sink != nil {
 		recv0 = sink.spans.Load()
 	}
+	var profiled chan error
+	if b.opt.profileDir != "" && sink == nil {
+		profiled = make(chan error, 1)
+		go func() {
+			profiled <- a.saveProfile(fmt.Sprintf("profile?seconds=%d", max(1, b.opt.seconds-1)), filepath.Join(b.opt.profileDir, "agent-cpu.pprof"))
+		}()
+	}
 	r := b.load(addr, time.Duration(b.opt.seconds)*time.Second)
+	if profiled != nil {
+		err := <-profiled
+		if err == nil {
+			err = a.saveProfile("allocs", filepath.Join(b.opt.profileDir, "agent-allocs.pprof"))
+		}
+		if err != nil {
+			return loadRun{}, err
+		}
+		b.opt.profileDir = "" // the first round only
+	}
 	s1, err3 := cpuTicks(svc.pid())
 	st1, err4 := a.drain(sink)
 	a1, err5 := cpuTicks(a.pid())

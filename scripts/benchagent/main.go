@@ -25,7 +25,7 @@
 // on a node. Every process it starts is stopped when it ends, also on
 // Ctrl-C.
 //
-//	go run ./scripts/benchagent [-rounds 5] [-n 30] [-seconds 10] [-rate 10000] [-c 8] [-perf-rounds 2] [-sections 1,2,3,4]
+//	go run ./scripts/benchagent [-rounds 5] [-n 30] [-seconds 10] [-rate 10000] [-c 8] [-perf-rounds 2] [-sections 1,2,3,4] [-profile DIR]
 package main
 
 import (
@@ -56,6 +56,7 @@ type options struct {
 	conns      int
 	perfRounds int
 	sections   map[string]bool
+	profileDir string
 }
 
 // bench holds what every section shares: the binaries and the processes
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&opt.seconds, "seconds", 10, "section 4: seconds of load per variant and round")
 	flag.IntVar(&opt.rate, "rate", 10000, "section 4: requests/s the load generator aims at (2 spans each)")
 	flag.IntVar(&opt.conns, "c", 8, "section 4: keep-alive connections of the load generator")
+	flag.StringVar(&opt.profileDir, "profile", "", "section 4: write the agent's Go CPU profile (over the load) and allocation profile (after it) of the first traced round into `DIR`, from its /debug/pprof/")
 	flag.IntVar(&opt.perfRounds, "perf-rounds", 2, "section 2: rounds with perf-event uprobes (each detach of ~200 sites takes seconds); at most -rounds")
 	sections := flag.String("sections", "1,2,3,4", "sections to run, comma-separated")
 	flag.Parse()
