@@ -116,6 +116,7 @@ type Attr struct {
 
 // Exporter receives finished spans. Spans of one trace may arrive in
 // several batches (a goroutine can outlive the call that started it).
+// Export may keep the spans but not the slice: the caller reuses it.
 type Exporter interface {
 	Export(spans []*Span) error
 	Close() error

@@ -116,7 +116,8 @@ type call struct {
 	children []*call
 }
 
-// New returns a Builder that passes every finished batch of spans to out.
+// New returns a Builder that passes every finished batch of spans to out,
+// which may keep the spans but not the slice (the Builder reuses it).
 // monoToWall is added to kernel CLOCK_MONOTONIC times to get Unix times
 // (see MonoToWall).
 func New(out func([]*span.Span), monoToWall int64, opts Options) *Builder {
@@ -360,9 +361,9 @@ func (b *Builder) send() {
 		return
 	}
 	b.stats.Spans += uint64(len(b.batch))
-	batch := b.batch
-	b.batch = nil
-	b.out(batch)
+	b.out(b.batch)
+	clear(b.batch) // out kept the spans it wants, not the slice
+	b.batch = b.batch[:0]
 }
 
 // libAttrs is the attribute capacity a library span starts with: a
