@@ -14,8 +14,9 @@
 //     attached;
 //  4. the agent's CPU per span at ~20 000 spans/s (the service fixture
 //     with --funcs main.greet under a rate-limited keep-alive load from
-//     this process), then its RSS and store bytes once further load has
-//     filled the store (97 % of its budget); the same with OTLP export
+//     this process) in the steady state, the store already filled to 97 %
+//     of its budget and evicting; its RSS and store bytes at the end; the
+//     same with OTLP export
 //     to a sink in this process; the traced service's own CPU per request
 //     against an untraced round.
 //
