@@ -49,6 +49,7 @@ type Store struct {
 	strs     []string
 	strIdx   map[string]uint16
 	refCache [512]refCacheEntry
+	opCache  [256]opCacheEntry
 
 	spans, spansAdded           int64
 	evictedTraces, evictedSpans int64
@@ -235,6 +236,20 @@ func (sum *summary) merge(o summary) {
 // opOf returns sp's operation, counting one more span of it. s.mu is held.
 func (s *Store) opOf(sp *span.Span) uint32 {
 	k := opKey{service: serviceOf(sp), name: sp.Name, kind: sp.Kind}
+	// Span names are mostly the same strings span after span (a
+	// function's, a route's): a cache by the name's address skips hashing
+	// the key; comparing with the entry keeps it right.
+	var c *opCacheEntry
+	if p := unsafe.StringData(k.name); len(k.name) > 0 {
+		c = &s.opCache[uintptr(unsafe.Pointer(p))>>3%uintptr(len(s.opCache))]
+		if c.name == p && int(c.op) < len(s.ops) {
+			if op := &s.ops[c.op]; op.spans > 0 && op.opKey == k {
+				op.spans++
+				op.svc.spans++
+				return c.op
+			}
+		}
+	}
 	i, ok := s.opIdx[k]
 	if !ok {
 		svc := s.services[k.service]
@@ -255,7 +270,16 @@ func (s *Store) opOf(sp *span.Span) uint32 {
 	op := &s.ops[i]
 	op.spans++
 	op.svc.spans++
+	if c != nil {
+		*c = opCacheEntry{unsafe.StringData(k.name), i}
+	}
 	return i
+}
+
+// opCacheEntry remembers an operation by the address of its name.
+type opCacheEntry struct {
+	name *byte
+	op   uint32
 }
 
 // procOf returns p's slot, counting one more span of it. s.mu is held.
