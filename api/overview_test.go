@@ -97,8 +97,12 @@ func TestOverviewEndpoint(t *testing.T) {
 	}{
 		{"kind=server", func(o api.Overview) bool { return len(o.Operations) == 2 }},
 		{"service=payments", func(o api.Overview) bool { return len(o.Operations) == 2 && o.Operations[0].Service == "payments" }},
-		{"sort=name", func(o api.Overview) bool { return o.Operations[0].Service == "frontend" && o.Operations[0].Operation == "GET /checkout/{id}" }},
-		{"sort=rate&window=1h", func(o api.Overview) bool { return o.StepNs == int64(time.Minute) && o.Operations[0].Current.Count == 40 }},
+		{"sort=name", func(o api.Overview) bool {
+			return o.Operations[0].Service == "frontend" && o.Operations[0].Operation == "GET /checkout/{id}"
+		}},
+		{"sort=rate&window=1h", func(o api.Overview) bool {
+			return o.StepNs == int64(time.Minute) && o.Operations[0].Current.Count == 40
+		}},
 		{"sort=p99", func(o api.Overview) bool { return o.Operations[0].Current.P99Ns >= o.Operations[1].Current.P99Ns }},
 		{"sort=errors", func(o api.Overview) bool { return o.Operations[0].Current.ErrorRate == 0.25 }},
 	} {

@@ -363,10 +363,11 @@ func (h *History) Overview(window time.Duration) (Overview, error) {
 
 // Series returns one Operation merging the operations match selects
 // (every one of a service, say), over the window ending now; its Name is
-// "" when several operations matched.
+// "" when several operations matched, and its Points the window's steps
+// (empty ones when none matched).
 func (h *History) Series(window time.Duration, match func(service, name string, kind span.Kind) bool) (Operation, Overview, error) {
 	ov, err := h.query(window, match)
-	if err != nil || len(ov.Operations) == 0 {
+	if err != nil {
 		return Operation{}, ov, err
 	}
 	op := ov.Operations[0]
@@ -434,6 +435,10 @@ func (h *History) query(window time.Duration, match func(string, string, span.Ki
 				a.prev.add(b)
 			}
 		}
+	}
+	if match != nil && merged == nil {
+		// Nothing matched: the window's steps, empty.
+		aggs = append(aggs, &agg{single: make([]*bucket, n)})
 	}
 	for _, a := range aggs {
 		a.op.Current, a.op.Previous = a.cur.stats(), a.prev.stats()

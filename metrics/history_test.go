@@ -242,7 +242,7 @@ func TestHistorySeries(t *testing.T) {
 		t.Errorf("last point %+v", last)
 	}
 	op, _, _ = h.Series(5*time.Minute, func(string, string, span.Kind) bool { return false })
-	if op.Current.Count != 0 {
+	if op.Current.Count != 0 || len(op.Points) != 30 {
 		t.Errorf("no match: %+v", op)
 	}
 }
