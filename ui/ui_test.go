@@ -74,7 +74,7 @@ func TestTracesPage(t *testing.T) {
 	}
 	contains(t, "traces", body, "slowest 10% of each operation", "of the critical path", "pricing GET", `class="chip s`,
 		"/trace/ab00000000000000", "Flame graph of these requests", `data-src="/api/timeline?`, "✕ error")
-	links := regexp.MustCompile(`class="trace-link" href="(/trace/[0-9a-f]+\?span=[0-9a-f]+#span-[0-9a-f]+)"`).FindAllStringSubmatch(body, -1)
+	links := regexp.MustCompile(`class="trace-link" href="(/trace/[0-9a-f]+\?span=[0-9a-f]+)"`).FindAllStringSubmatch(body, -1)
 	if len(links) != 20 {
 		t.Fatalf("%d rows, want 20 (10%% of 200)", len(links))
 	}
@@ -96,7 +96,7 @@ func TestTracePage(t *testing.T) {
 	}
 	contains(t, "trace", body, "Where the", "waiting on pricing demo.Pricing/GetPrice",
 		`href="http://jaeger.example:16686/trace/ab000000000000000000000000000014"`,
-		`id="span-0000001400000005" data-service="pricing" open`, // the linked span, opened
+		`selected" id="span-0000001400000005" data-service="pricing"`, // the linked span, marked
 		`<span class="go-key">go</span> g11`,                     // the goroutine the go statement started
 		"go</span> statement in g10", "db.query.text", "SELECT name FROM products WHERE id = ?",
 		"Runtime attribution not recorded")

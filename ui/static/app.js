@@ -93,12 +93,20 @@
     }
   }
 
+  // showSelected brings the span a slow-traces row pointed at (the
+  // request, ?span=…) into view when it is below the fold.
+  function showSelected() {
+    var el = document.querySelector('details.span.selected');
+    if (el && el.getBoundingClientRect().top > window.innerHeight) el.scrollIntoView({ block: 'center' });
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
     if (window.uPlot) {
       sparklines();
       timelines();
     }
     openLinked();
+    showSelected();
     window.addEventListener('hashchange', openLinked);
   });
 })();
