@@ -97,7 +97,7 @@ func TestTracePage(t *testing.T) {
 	contains(t, "trace", body, "Where the", "waiting on pricing demo.Pricing/GetPrice",
 		`href="http://jaeger.example:16686/trace/ab000000000000000000000000000014"`,
 		`selected" id="span-0000001400000005" data-service="pricing"`, // the linked span, marked
-		`<span class="go-key">go</span> g11`,                     // the goroutine the go statement started
+		`<span class="go-key">go</span> g11`,                          // the goroutine the go statement started
 		"go</span> statement in g10", "db.query.text", "SELECT name FROM products WHERE id = ?",
 		"Runtime attribution not recorded")
 	// Spans of two services, five of six on the critical path (the
