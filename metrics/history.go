@@ -381,8 +381,17 @@ func (h *History) query(window time.Duration, match func(string, string, span.Ki
 		return Overview{}, err
 	}
 	t := tiers[ti]
+	// The lock covers summing the buckets and copying the single
+	// operations' ones; percentiles are computed after it (at the bound,
+	// 500 operations, the whole query takes ~15 ms: Export must not wait
+	// that long).
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			h.mu.Unlock()
+		}
+	}()
 	now := h.now()
 	cur := now.UnixNano() / int64(t.width)
 	first := cur - int64(n) + 1 // the window's first slot
@@ -398,7 +407,7 @@ func (h *History) query(window time.Duration, match func(string, string, span.Ki
 		op        Operation
 		cur, prev histAcc
 		points    []Point
-		single    []*bucket // with one operation, each point's bucket
+		single    []*bucket // with one operation, a copy of each point's bucket
 		multi     []histAcc // merged operations: each point's sum
 	}
 	var merged *agg
@@ -429,13 +438,17 @@ func (h *History) query(window time.Duration, match func(string, string, span.Ki
 				if a.multi != nil {
 					a.multi[slot-first].add(b)
 				} else {
-					a.single[slot-first] = b
+					c := *b
+					c.hist.n = slices.Clone(b.hist.n)
+					a.single[slot-first] = &c
 				}
 			} else {
 				a.prev.add(b)
 			}
 		}
 	}
+	h.mu.Unlock()
+	locked = false
 	if match != nil && merged == nil {
 		// Nothing matched: the window's steps, empty.
 		aggs = append(aggs, &agg{single: make([]*bucket, n)})

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -279,4 +280,60 @@ func BenchmarkHistoryExport(b *testing.B) {
 		h.Export(spans)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
+}
+
+// BenchmarkHistoryOverview answers the 5 m overview with the history at
+// its bound (500 operations, a span every 2 s each for 10 minutes): the
+// time Export waits behind it.
+func BenchmarkHistoryOverview(b *testing.B) {
+	now := time.Now()
+	clock := now.Add(-time.Hour)
+	h := NewHistory(HistoryOptions{Now: func() time.Time { return clock }})
+	clock = now
+	var spans []*span.Span
+	for op := range DefaultMaxOperations {
+		p := &span.Process{ServiceName: "svc"}
+		for i := range 300 {
+			end := now.Add(-time.Duration(i) * 2 * time.Second)
+			d := time.Duration(1+i%50) * time.Millisecond
+			spans = append(spans, &span.Span{Name: "op" + strconv.Itoa(op), Kind: span.KindServer, Start: end.Add(-d), End: end, Process: p})
+		}
+	}
+	h.Export(spans)
+	for b.Loop() {
+		if _, err := h.Overview(5 * time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Export and the queries run concurrently (the agent's pipeline and the
+// UI): go test -race checks it.
+func TestHistoryConcurrent(t *testing.T) {
+	h := NewHistory(HistoryOptions{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			now := time.Now()
+			h.Export([]*span.Span{histSpan("a", "op"+strconv.Itoa(i%7), span.KindServer, now, time.Duration(i)*time.Microsecond, span.StatusUnset)})
+		}
+	}()
+	for range 50 {
+		if _, err := h.Overview(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := h.Series(time.Minute, func(string, string, span.Kind) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	ov, _ := h.Overview(time.Minute)
+	var n uint64
+	for _, op := range ov.Operations {
+		n += op.Current.Count
+	}
+	if n != 200 {
+		t.Errorf("counted %d spans, want 200", n)
+	}
 }
