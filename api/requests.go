@@ -187,12 +187,8 @@ func RequestsOf(s *store.Store, req RequestsRequest) Requests {
 			Cause: DominantCause(&tree, f.span),
 		})
 	}
-	st := s.Stats()
-	out.Traces = st.Traces
-	if st.Traces > 0 {
-		// Each walks newest first: the last one seen is the oldest.
-		s.Each(func(t *store.Trace) bool { out.Oldest = t.Start(); return true })
-	}
+	out.Traces = s.Stats().Traces
+	out.Oldest, _ = s.Oldest()
 	return out
 }
 
