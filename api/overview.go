@@ -46,14 +46,16 @@ type OperationOverview struct {
 	Kind      string      `json:"kind"` // store.KindName
 	Current   WindowStats `json:"current"`
 	Previous  WindowStats `json:"previous"`
-	// P99Change is current p99 / previous p99, and ErrorRateChange the
-	// error rate's change in percentage points; both null when either
-	// window has fewer than MinCompare spans.
+	// P50Change and P99Change are current / previous p50 and p99, and
+	// ErrorRateChange the error rate's change in percentage points; all
+	// null when either window has fewer than MinCompare spans.
+	P50Change       *float64 `json:"p50Change"`
 	P99Change       *float64 `json:"p99Change"`
 	ErrorRateChange *float64 `json:"errorRateChange"`
-	// Worse is the sort key of "worse": the larger of the p99's growth
-	// (P99Change − 1) and the error rate's (ErrorRateChange / 10, so +10
-	// points weigh as a doubled p99); 0 when not comparable, negative
+	// Worse is the sort key of "worse": the largest of the p50's and the
+	// p99's growth (P50Change − 1, P99Change − 1: the bulk of the requests
+	// or their tail) and the error rate's (ErrorRateChange / 10, so +10
+	// points weigh as a doubled latency); 0 when not comparable, negative
 	// when it got better.
 	Worse float64 `json:"worse"`
 	// Sparkline is the p99 of each step of the window, oldest first; null
@@ -159,11 +161,12 @@ func OverviewOf(h *metrics.History, req OverviewRequest) (Overview, error) {
 			Service: op.Service, Operation: op.Name, Kind: kind,
 			Current: windowStats(op.Current, ov.Covered), Previous: windowStats(op.Previous, ov.PreviousCovered),
 		}
-		if op.Current.Count >= MinCompare && op.Previous.Count >= MinCompare && op.Previous.P99 > 0 {
+		if op.Current.Count >= MinCompare && op.Previous.Count >= MinCompare && op.Previous.P99 > 0 && op.Previous.P50 > 0 {
+			p50 := float64(op.Current.P50) / float64(op.Previous.P50)
 			p99 := float64(op.Current.P99) / float64(op.Previous.P99)
 			errs := 100 * (o.Current.ErrorRate - o.Previous.ErrorRate)
-			o.P99Change, o.ErrorRateChange = &p99, &errs
-			o.Worse = math.Max(p99-1, errs/10)
+			o.P50Change, o.P99Change, o.ErrorRateChange = &p50, &p99, &errs
+			o.Worse = math.Max(math.Max(p50, p99)-1, errs/10)
 		}
 		for _, p := range op.Points {
 			o.Counts = append(o.Counts, p.Count)

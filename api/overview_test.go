@@ -63,8 +63,11 @@ func TestOverviewEndpoint(t *testing.T) {
 	if srv.Kind != "server" || srv.Current.Count != 20 || srv.Previous.Count != 20 || srv.Current.Errors != 5 {
 		t.Fatalf("frontend server: %+v", srv)
 	}
-	if srv.P99Change == nil || *srv.P99Change < 5 || srv.ErrorRateChange == nil || *srv.ErrorRateChange != 25 {
-		t.Errorf("p99 change %v, error rate change %v; want ~10×, +25 points", srv.P99Change, srv.ErrorRateChange)
+	if srv.P99Change == nil || *srv.P99Change < 5 || srv.P50Change == nil || *srv.P50Change < 5 || srv.ErrorRateChange == nil || *srv.ErrorRateChange != 25 {
+		t.Errorf("p99 change %v, p50 change %v, error rate change %v; want ~10×, ~10×, +25 points", srv.P99Change, srv.P50Change, srv.ErrorRateChange)
+	}
+	if want := max(*srv.P50Change, *srv.P99Change) - 1; srv.Worse != want {
+		t.Errorf("worse %v, want the larger latency growth %v", srv.Worse, want)
 	}
 	if srv.Current.Rate <= 0 || len(srv.Sparkline) != 30 || len(srv.Counts) != 30 {
 		t.Errorf("rate %v, sparkline %d points", srv.Current.Rate, len(srv.Sparkline))

@@ -136,7 +136,7 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case op.Worse > 0.1:
 				row.Trend = "worse"
-			case op.Worse < -0.1 || *op.P99Change < 0.9:
+			case *op.P50Change < 0.9 && *op.P99Change < 0.9 && *op.ErrorRateChange <= 0:
 				row.Trend = "better"
 			}
 		}
