@@ -26,9 +26,11 @@ type Overview struct {
 	End      time.Time `json:"end"`
 	// StepNs is the width of each sparkline point.
 	StepNs int64 `json:"stepNs"`
-	// CoveredNs is how much of the window the agent has been counting
-	// (less than the window in its first minutes); PreviousCoveredNs the
-	// same for the window before (0: no previous window to compare).
+	// CoveredNs is the time the window's buckets span up to now (the
+	// last one is filling, so up to a step less than the window; less
+	// still in the agent's first minutes), the rates' denominator;
+	// PreviousCoveredNs the same for the window before (0: no previous
+	// window to compare).
 	CoveredNs         int64 `json:"coveredNs"`
 	PreviousCoveredNs int64 `json:"previousCoveredNs"`
 	// Sort is the order of Operations (see OverviewSorts).

@@ -142,7 +142,9 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Rows = append(d.Rows, row)
 	}
-	if ov.CoveredNs < ov.WindowNs {
+	// A window is whole buckets, the last one filling: covered falls short
+	// of the window by less than a step even long after the start.
+	if ov.CoveredNs < ov.WindowNs-ov.StepNs {
 		p.Notes = append(p.Notes, fmt.Sprintf("The agent has been counting for %s of this %s window: rates are over that time.", fmtDur(ov.CoveredNs), ov.Window))
 	}
 	if ov.PreviousCoveredNs == 0 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/store"
 	"github.com/latscope/latscope/ui"
@@ -250,4 +251,17 @@ func TestNewNeedsStore(t *testing.T) {
 		t.Errorf("status without Options.Status: %d", rec.Code)
 	}
 	_ = fmt.Sprint()
+}
+
+// The "counting for" note shows only while the agent's history is
+// younger than the window.
+func TestCoveredNote(t *testing.T) {
+	e := newEnv(t, 10) // its history started an hour ago
+	_, body := e.get(t, "/?window=1m")
+	if strings.Contains(body, "has been counting for") {
+		t.Errorf("an hour-old history says it covers only part of a 1m window")
+	}
+	young := newEnv(t, 0, func(o *ui.Options) { o.History = metrics.NewHistory(metrics.HistoryOptions{}) })
+	_, body = young.get(t, "/?window=5m")
+	contains(t, "young history", body, "has been counting for", "No previous window to compare yet")
 }
