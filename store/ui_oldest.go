@@ -13,7 +13,7 @@ func (s *Store) Oldest() (time.Time, bool) {
 	found := false
 	for _, ref := range s.order[s.head:] {
 		e := &s.entries[ref.slot]
-		if e.gen != ref.gen || !e.live {
+		if e.gen != ref.gen {
 			continue
 		}
 		if !found || e.sum.firstStart < oldest {
