@@ -4,7 +4,7 @@ BIN       := bin/latscope
 # Go toolchains the tests build fixtures with (internal/fixture.Toolchains).
 TOOLCHAINS := go1.21.13 go1.22.12 go1.24.9 go1.27.3
 
-.PHONY: all build generate check-generate test test-short bench demo demo-checkout lint toolchains clean
+.PHONY: all build generate check-generate test test-short bench demo demo-checkout lint toolchains ui-vendor clean
 
 all: build
 
@@ -30,7 +30,8 @@ lint:
 	cd deploy && GOWORK=off $(GO) vet ./...
 
 # Every tier: pure Go, BPF load, and end to end against real fixture
-# processes (as root). Under CI=true a skipped BPF test is a failure.
+# processes (as root), the web UI in Debian's headless chromium (.ci/run
+# installs it). Under CI=true a skipped BPF or browser test is a failure.
 # -p 1: packages whose tests trace with injection attach node-wide socket
 # programs, which two tracers cannot share (propagation_socket_busy).
 test: check-generate lint toolchains
@@ -48,6 +49,14 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
 	$(GO) run ./scripts/benchagent
+
+# The web UI's chart library, vendored as built files (ui/static/vendor):
+# go build needs no Node; this refreshes them from the npm registry.
+UPLOT_VERSION := 1.6.32
+ui-vendor:
+	rm -rf bin/uplot && mkdir -p bin/uplot
+	cd bin/uplot && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp bin/uplot/package/dist/uPlot.iife.min.js bin/uplot/package/dist/uPlot.min.css bin/uplot/package/LICENSE ui/static/vendor/uplot/
 
 # The demo system (examples/demo) traced into Jaeger; see scripts/demo.sh.
 demo:

@@ -28,6 +28,7 @@ import (
 	"github.com/latscope/latscope/sampling"
 	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/store"
+	"github.com/latscope/latscope/ui"
 )
 
 // Node is `latscope agent`: one per node, it traces every Go process its
@@ -36,8 +37,8 @@ import (
 // of programs and one set of probes per executable file. Completed spans
 // go to the embedded trace store, the RED metrics and, through the keep
 // policy, to OTLP when OTEL_EXPORTER_OTLP_* names an endpoint. Its HTTP
-// API serves the store in Jaeger's query API shapes, /metrics and
-// /api/status.
+// API serves the store in Jaeger's query API shapes, /metrics,
+// /api/status and the web UI (package ui).
 //
 // Data flows one way: kernel → tracer → builder → store, metrics,
 // exporter; the API only reads.
@@ -59,6 +60,7 @@ type Node struct {
 
 	store   *store.Store
 	red     *metrics.RED
+	history *metrics.History // recent RED per operation, for the UI
 	reg     *prometheus.Registry
 	otlp    *otlp.Exporter    // nil without an OTLP endpoint
 	sampler *sampling.Waiting // in front of otlp
@@ -138,7 +140,8 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, fmt.Errorf("RED metrics: %w", err)
 	}
 	n.reg.MustRegister(metrics.NewAgentCollector(n.snapshot), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "latscope_agent"}))
-	n.sinks = []span.Exporter{n.store, n.red}
+	n.history = metrics.NewHistory(metrics.HistoryOptions{})
+	n.sinks = []span.Exporter{n.store, n.red, n.history}
 	if otlp.Enabled() {
 		policy := cfg.Keep
 		if n.otlp, err = otlp.New(context.Background(), otlp.Options{Log: log}); err != nil {
@@ -155,8 +158,14 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	if err = n.startPods(cfg.Kubernetes, opts.Kubernetes); err != nil {
 		return nil, err
 	}
+	status := func() any { return n.Status() }
+	pages, err := ui.New(ui.Options{Store: n.store, History: n.history, Status: status, JaegerQueryURL: cfg.Export.JaegerQueryURL, Log: log})
+	if err != nil {
+		return nil, err
+	}
 	n.httpSrv = &http.Server{
-		Handler:           api.New(api.Options{Store: n.store, Status: func() any { return n.Status() }, Metrics: metrics.Handler(n.reg), Ready: n.ready, Log: log}),
+		Handler: api.New(api.Options{Store: n.store, History: n.history, Status: status, Metrics: metrics.Handler(n.reg), Ready: n.ready, Log: log,
+			UI: pages}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {
@@ -164,7 +173,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 			log.Error("agent API stopped", "err", err)
 		}
 	}()
-	log.Info("agent API listening", "url", "http://"+n.httpLn.Addr().String())
+	log.Info("agent API listening", "url", "http://"+n.httpLn.Addr().String(), "ui", "http://"+n.httpLn.Addr().String()+"/")
 	return n, nil
 }
 

@@ -144,6 +144,11 @@ func (n *Node) snapshot() metrics.Snapshot {
 		metrics.Counter{Name: "store_evicted_traces", Help: "traces evicted from the store to stay within --store-size, oldest first", Value: uint64(st.EvictedTraces)},
 		metrics.Counter{Name: "store_evicted_spans", Help: "spans of evicted traces", Value: uint64(st.EvictedSpans)},
 	)
+	hs := n.history.Stats()
+	s.Counters = append(s.Counters,
+		metrics.Counter{Name: "history_operations_overflow", Help: "spans of operations beyond the UI history's 500, counted in their service's _other operation", Value: hs.Overflow},
+		metrics.Counter{Name: "history_spans_late", Help: "spans that ended more than 2h ago when they arrived: not in the UI's rates and percentiles", Value: hs.Late, Loss: true},
+	)
 	n.mu.Lock()
 	s.Counters = append(s.Counters,
 		metrics.Counter{Name: "processes_attached", Help: "processes whose tracing started", Value: n.procs.attached},

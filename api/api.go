@@ -17,7 +17,11 @@
 //	GET /api/traces/{traceID}             Jaeger: one trace
 //	GET /api/traces/{traceID}/critical-path  its critical path (CriticalPath, JSON)
 //	GET /api/flame?…                      critical-path profile, gzipped profile.proto (see ParseFlame)
-//	GET /flame/…?…                        pprof's web UI over the same profile (flamegraph, top, graph)
+//	GET /api/requests?…                   the slowest requests of a query (Requests, see ParseRequests)
+//	GET /api/overview?…                   every operation's RED over a window and the one before (Overview, see ParseOverview)
+//	GET /api/timeline?…                   one operation's RED step by step (Timeline)
+//	GET /pprof/…?…                        pprof's web UI over the same profile (flamegraph, top, graph)
+//	anything else                         Options.UI, when set (the web UI's pages)
 //
 // Jaeger answers use Jaeger's envelope, {"data", "total", "limit",
 // "offset", "errors"}; an error answer has data null and errors
@@ -28,10 +32,12 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/pprof/profile"
 
+	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/store"
 )
 
@@ -52,6 +58,12 @@ type Options struct {
 	// Log receives what the handler cannot tell the client (a response it
 	// failed to encode). Nil discards.
 	Log *slog.Logger
+	// History is the recent RED per operation /api/overview and
+	// /api/timeline read; without it those routes are 404.
+	History *metrics.History
+	// UI serves every path the API does not route (the web UI's pages and
+	// assets; see package ui). Without it those paths are 404.
+	UI http.Handler
 }
 
 // New returns the agent's HTTP handler.
@@ -92,6 +104,7 @@ func New(opts Options) http.Handler {
 		f := &flameAPI{q: q}
 		mux.HandleFunc("GET /api/traces/{traceID}/critical-path", f.criticalPath)
 		mux.HandleFunc("GET /api/flame", f.profile)
+		mux.HandleFunc("GET /api/requests", q.requests)
 		ui := &pprofUI{now: q.now, log: log, build: func(req FlameRequest) (*profile.Profile, error) {
 			res, err := Flame(req, StoreSource(opts.Store))
 			if err != nil {
@@ -99,8 +112,16 @@ func New(opts Options) http.Handler {
 			}
 			return res.Profile, nil
 		}}
-		mux.Handle("GET /flame", ui)
-		mux.Handle("GET /flame/", ui)
+		mux.Handle("GET "+strings.TrimSuffix(PprofPrefix, "/"), ui)
+		mux.Handle("GET "+PprofPrefix, ui)
+	}
+	if opts.History != nil {
+		h := &historyAPI{h: opts.History, log: log}
+		mux.HandleFunc("GET /api/overview", h.overview)
+		mux.HandleFunc("GET /api/timeline", h.timeline)
+	}
+	if opts.UI != nil {
+		mux.Handle("/", opts.UI)
 	}
 	// Unknown API paths answer in Jaeger's envelope, so a client reading
 	// it sees why.

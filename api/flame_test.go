@@ -183,29 +183,29 @@ func TestCriticalPathEndpoint(t *testing.T) {
 	}
 }
 
-// pprof's web UI answers under /flame/ for the same query.
+// pprof's web UI answers under /pprof/ for the same query.
 func TestFlameUI(t *testing.T) {
 	f := newFixture(t)
-	resp, err := http.Get(f.url + "/flame/?service=frontend&since=1h")
+	resp, err := http.Get(f.url + "/pprof/?service=frontend&since=1h")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Request.URL.Path != "/flame/flamegraph" || resp.Request.URL.Query().Get("service") != "frontend" {
-		t.Fatalf("/flame/ → %s %s", resp.Request.URL, resp.Status)
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/pprof/flamegraph" || resp.Request.URL.Query().Get("service") != "frontend" {
+		t.Fatalf("/pprof/ → %s %s", resp.Request.URL, resp.Status)
 	}
 	for page, want := range map[string]string{
 		"flamegraph": "payments main.charge",
 		"top":        "payments main.charge",
 	} {
-		code, _, body := fetch(t, "GET", f.url+"/flame/"+page+"?service=frontend&since=1h&si=critical_path")
+		code, _, body := fetch(t, "GET", f.url+"/pprof/"+page+"?service=frontend&since=1h&si=critical_path")
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("%s: %d, has %q: %v", page, code, want, strings.Contains(body, want))
 		}
 	}
 	// The graph view needs Graphviz's dot: with it, the page; without it,
 	// pprof's 501 naming graphviz.
-	code, _, body := fetch(t, "GET", f.url+"/flame/graph?service=frontend")
+	code, _, body := fetch(t, "GET", f.url+"/pprof/graph?service=frontend")
 	if _, err := exec.LookPath("dot"); err == nil {
 		if code != 200 || !strings.Contains(body, "<svg") {
 			t.Errorf("graph: %d", code)
@@ -213,14 +213,14 @@ func TestFlameUI(t *testing.T) {
 	} else if code != 501 || !strings.Contains(body, "graphviz") {
 		t.Errorf("graph without dot: %d %s", code, body)
 	}
-	if code, _, body := fetch(t, "GET", f.url+"/flame/top?slowest=x"); code != 400 || !strings.Contains(body, "parameter slowest") {
+	if code, _, body := fetch(t, "GET", f.url+"/pprof/top?slowest=x"); code != 400 || !strings.Contains(body, "parameter slowest") {
 		t.Errorf("bad parameter: %d %s", code, body)
 	}
-	if code, _, _ := fetch(t, "GET", f.url+"/flame/saveconfig?config=x"); code != 404 {
+	if code, _, _ := fetch(t, "GET", f.url+"/pprof/saveconfig?config=x"); code != 404 {
 		t.Errorf("saveconfig: %d, want 404 (not mounted)", code)
 	}
 	// The download is the profile itself.
-	code, _, body = fetch(t, "GET", f.url+"/flame/download?service=frontend&since=1h")
+	code, _, body = fetch(t, "GET", f.url+"/pprof/download?service=frontend&since=1h")
 	if p, err := profile.Parse(bytes.NewReader([]byte(body))); code != 200 || err != nil || len(p.Sample) == 0 {
 		t.Errorf("download: %d %v", code, err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/latscope/latscope/analysis/flame"
 )
 
-// FlameRequest is what GET /api/flame (and the pprof UI under /flame/)
+// FlameRequest is what GET /api/flame (and the pprof UI under /pprof/)
 // asks for: the requests of a window (Query), and optionally a baseline
 // window to set them against.
 type FlameRequest struct {

@@ -99,6 +99,14 @@ func formatTraceID(id span.TraceID) string {
 	return hex.EncodeToString(id[:])
 }
 
+// FormatTraceID writes a trace id as the API does: 16 hex digits when
+// its high half is zero, else 32.
+func FormatTraceID(id span.TraceID) string { return formatTraceID(id) }
+
+// ParseTraceID reads a trace id as the API takes it: 1 to 32 hex
+// digits, left-padded with zeros.
+func ParseTraceID(s string) (span.TraceID, error) { return parseTraceID(s) }
+
 // parseTraceID reads 1 to 32 hex digits, left-padded with zeros.
 func parseTraceID(s string) (span.TraceID, error) {
 	var id span.TraceID

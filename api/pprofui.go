@@ -15,8 +15,8 @@ import (
 )
 
 // pprofUI serves pprof's own web UI (flame graph, top, graph, source,
-// peek) for the profile of a flame query, under /flame/: /flame/?service=
-// catalog&since=5m redirects to /flame/flamegraph?…, as `go tool pprof
+// peek) for the profile of a flame query, under /pprof/: /pprof/?service=
+// catalog&since=5m redirects to /pprof/flamegraph?…, as `go tool pprof
 // -http` does at its root. pprof's driver builds the handlers
 // (driver.Options.HTTPServer hands them over instead of listening); the
 // profile's parameters ride in every page's query string next to pprof's
@@ -40,6 +40,9 @@ type uiEntry struct {
 	made     time.Time
 }
 
+// PprofPrefix is where pprof's web UI is mounted.
+const PprofPrefix = "/pprof/"
+
 const (
 	uiTTL     = time.Minute // how long one query's snapshot serves its pages
 	uiEntries = 16          // queries kept at most
@@ -49,9 +52,9 @@ const (
 var uiPages = []string{"/", "/flamegraph", "/top", "/graph", "/source", "/peek", "/disasm", "/download"}
 
 func (u *pprofUI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	page := "/" + strings.TrimPrefix(r.URL.Path, "/flame/")
-	if r.URL.Path == "/flame" {
-		http.Redirect(w, r, "/flame/?"+r.URL.RawQuery, http.StatusMovedPermanently)
+	page := "/" + strings.TrimPrefix(r.URL.Path, PprofPrefix)
+	if r.URL.Path == strings.TrimSuffix(PprofPrefix, "/") {
+		http.Redirect(w, r, PprofPrefix+"?"+r.URL.RawQuery, http.StatusMovedPermanently)
 		return
 	}
 	v, err := queryValues(r)

@@ -4,7 +4,8 @@
 # catalog, pricing and inventory (the services without tracing code;
 # inventory is a CloudWeGo Hertz service) from their exec, keeps their
 # traces and exports them to Jaeger. Drives load through gateway, prints
-# a trace from the agent, and keeps running until Ctrl-C.
+# a trace from the agent, ends by printing the agent's web UI address,
+# and keeps running until Ctrl-C.
 # Needs root (latscope); installs redis-server when it is missing.
 #
 # Ports and the load phase can be changed through the environment (the
@@ -82,6 +83,7 @@ cat <<MSG
 demo: running. gateway http://127.0.0.1:$GATEWAY_PORT/product/7  (OTel SDK)
       catalog, pricing and inventory (CloudWeGo Hertz, http://127.0.0.1:$INVENTORY_PORT/stock/7)
       have no tracing code: the latscope agent traces them.
+      latscope web UI: $AGENT/   (overview, slow traces, traces, flame graphs, agent status)
       latscope agent:  $AGENT/api/status    (or: $BIN/latscope status --agent $AGENT)
         traces:        $AGENT/api/traces?service=catalog   (Jaeger's query API: Grafana's Jaeger data source can read it)
         slowest:       $BIN/latscope traces --agent $AGENT --service catalog
@@ -94,5 +96,6 @@ MSG
 sleep 2
 echo; echo "demo: one trace of catalog, as latscope saw it (the slowest of the load):"
 "$BIN/latscope" traces --agent "$AGENT" --service catalog --limit 1
-echo "demo: the agent's API: $AGENT/api/status, metrics: $AGENT/metrics  (Ctrl-C to stop)"
+echo "demo: the agent's API: $AGENT/api/status, metrics: $AGENT/metrics"
+echo "demo: open latscope's web UI: $AGENT/  (Ctrl-C to stop)"
 while sleep 3600; do :; done

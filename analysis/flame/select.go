@@ -83,7 +83,7 @@ func Build(traces [][]*span.Span, q Query, split SelfSplit, comments ...string) 
 			continue
 		}
 		tree.Reset(spans)
-		for _, i := range requests(&tree, q) {
+		for _, i := range Requests(&tree, q) {
 			if res.Thresholds != nil && duration(tree.Span(i)) < res.Thresholds[criticalpath.Frame(tree.Span(i))] {
 				continue
 			}
@@ -105,7 +105,7 @@ func thresholds(traces [][]*span.Span, q Query, tree *criticalpath.Tree) map[str
 			continue
 		}
 		tree.Reset(spans)
-		for _, i := range requests(tree, q) {
+		for _, i := range Requests(tree, q) {
 			k := criticalpath.Frame(tree.Span(i))
 			durs[k] = append(durs[k], duration(tree.Span(i)))
 		}
@@ -119,9 +119,12 @@ func thresholds(traces [][]*span.Span, q Query, tree *criticalpath.Tree) map[str
 	return out
 }
 
-// requests returns the indexes of the request spans of the tree that q
-// keeps, before Slowest.
-func requests(t *criticalpath.Tree, q Query) []int {
+// Requests returns the indexes of the request spans of the tree that q
+// keeps, before Slowest (see Query: the topmost spans of q's service and
+// operation, or the tree's root), in span order. The trace list of the
+// web UI selects its requests with it, so its rows are the requests a
+// flame graph of the same query aggregates.
+func Requests(t *criticalpath.Tree, q Query) []int {
 	var out []int
 	if q.Service == "" && q.Operation == "" {
 		if r := t.Root(); r >= 0 && keep(t, r, q) {

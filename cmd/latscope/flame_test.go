@@ -359,14 +359,14 @@ func TestFlameDemo(t *testing.T) {
 
 	// The embedded pprof UI, in a real HTTP client.
 	for page, want := range map[string]string{"flamegraph": "pricing main.(*pricer).GetPrice", "top": "pricing main.(*pricer).GetPrice"} {
-		resp, err := http.Get(a.url + "/flame/" + page + "?service=catalog&" + window(spikeStart, spikeEnd))
+		resp, err := http.Get(a.url + "/pprof/" + page + "?service=catalog&" + window(spikeStart, spikeEnd))
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-			t.Errorf("/flame/%s: %s, has %q: %v", page, resp.Status, want, strings.Contains(string(body), want))
+			t.Errorf("/pprof/%s: %s, has %q: %v", page, resp.Status, want, strings.Contains(string(body), want))
 		}
 	}
 	out2, stderr, code := run(t, "explain", spike[0], "--agent", a.url)

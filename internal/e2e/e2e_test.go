@@ -400,7 +400,7 @@ func names(spans []jaegertest.Span) []string {
 // on free ports with a short load phase: it must build and start
 // everything, print a trace of catalog as latscope saw it, keep running
 // until Ctrl-C (SIGINT to its process group, as a terminal sends it), then
-// stop every process it started.
+// stop every process it started. Its last line is the web UI's address.
 func TestDemoScript(t *testing.T) {
 	fixture.RequireRoot(t)
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -418,7 +418,20 @@ func TestDemoScript(t *testing.T) {
 	}
 	demo := startGroup(t, "demo", env, filepath.Join(repoRoot(), "scripts", "demo.sh"))
 	demo.await(t, "demo: one trace of catalog", 10*time.Minute)
-	demo.await(t, "(Ctrl-C to stop)", time.Minute)
+	last := demo.await(t, "(Ctrl-C to stop)", time.Minute)
+	// It ends with the web UI's address, and the UI answers there.
+	ui := fmt.Sprintf("http://127.0.0.1:%d/", ports["LATSCOPE_AGENT_PORT"])
+	if !strings.Contains(last, "web UI: "+ui) {
+		t.Errorf("the demo's last line %q does not give the web UI's address %s", last, ui)
+	} else if resp, err := http.Get(ui); err != nil {
+		t.Errorf("GET %s: %v", ui, err)
+	} else {
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(page), "catalog") {
+			t.Errorf("GET %s: %s, catalog on the page: %v", ui, resp.Status, strings.Contains(string(page), "catalog"))
+		}
+	}
 	out := demo.output()
 	tree := out[strings.Index(out, "demo: one trace of catalog"):]
 	for _, want := range []string{"main.(*handler).product", "SELECT", "demo.Pricing/GetPrice", "GET"} {
