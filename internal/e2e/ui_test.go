@@ -143,6 +143,7 @@ func TestUIInBrowser(t *testing.T) {
 	// → its slow traces.
 	b.click(t, `tr[data-service="catalog"][data-operation="GET /product/{id}"] a[href^="/traces"]`, "table#traces")
 	b.screenshot(t, dir, "traces")
+	tracesURL := eval[string](t, b, `location.href`)
 	if n := b.count(t, `#traces tbody tr`); n == 0 {
 		t.Fatalf("no slow traces listed")
 	}
@@ -151,6 +152,7 @@ func TestUIInBrowser(t *testing.T) {
 	// → the slowest trace: a waterfall across services, the critical
 	// path marked, the Jaeger link.
 	b.click(t, `#traces tbody tr a.trace-link`, "#waterfall")
+	traceURL := eval[string](t, b, `location.href`)
 	eval[bool](t, b, `window.scrollTo(0, 0), true`)
 	b.screenshot(t, dir, "trace")
 	services := eval[[]string](t, b, `[...new Set([...document.querySelectorAll('#waterfall details.span')].map(d => d.dataset.service))]`)
@@ -170,6 +172,7 @@ func TestUIInBrowser(t *testing.T) {
 
 	// → the flame graph of its operation: pprof's, embedded, draws frames.
 	b.click(t, `a[href^="/flame?"]`, "iframe#flamegraph")
+	flameURL := eval[string](t, b, `location.href`)
 	b.waitFrames(t)
 	eval[bool](t, b, `document.querySelector('.flame-summary').scrollIntoView(), true`)
 	b.screenshot(t, dir, "flame")
@@ -187,10 +190,18 @@ func TestUIInBrowser(t *testing.T) {
 	// A narrow window: the pages still lay out (no horizontal page
 	// scroll beyond the tables' own).
 	b.resize(t, 420, 900)
-	b.open(t, base+"/", "table#overview")
-	b.screenshot(t, dir, "overview-narrow")
-	if eval[bool](t, b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
-		t.Errorf("the overview overflows a 420px window")
+	for _, p := range []struct{ name, url, ready string }{
+		{"overview", base + "/", "table#overview"},
+		{"traces", tracesURL, "table#traces"},
+		{"trace", traceURL, "#waterfall"},
+		{"flame", flameURL, "iframe#flamegraph"},
+		{"status", base + "/status", "table#processes"},
+	} {
+		b.open(t, p.url, p.ready)
+		b.screenshot(t, dir, p.name+"-narrow")
+		if eval[bool](t, b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
+			t.Errorf("the %s page overflows a 420px window (%s)", p.name, p.url)
+		}
 	}
 
 	if errs := b.errors(); len(errs) > 0 {
