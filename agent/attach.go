@@ -284,7 +284,7 @@ func (t *Tracer) planExits(bin *symbolizer.Binary, funcs []*symbolizer.Func) map
 			if f, err := bin.Lookup(pr.Symbol); err == nil {
 				traced[f.Name] = true
 				if !t.cfg.NaiveSites {
-					bin.ResumeSites(f, libraryExitResults)
+					bin.ResumeSites(f, exitResults(pr))
 				}
 			}
 		}
@@ -348,7 +348,7 @@ func (t *Tracer) attachLibrary(im *image, b *probeSites, id int, lib *library.Li
 		if entry == nil || exit == nil {
 			return fmt.Errorf("%s: programs %s/%s not in its object", lib.Name, pr.Entry, pr.Exit)
 		}
-		if err := t.attachFunc(im, b, funcs[i], entry, exit, libraryExitResults, t.listedCallers(im, pr)); err != nil {
+		if err := t.attachFunc(im, b, funcs[i], entry, exit, exitResults(pr), t.listedCallers(im, pr)); err != nil {
 			return err
 		}
 		probed[pr.Symbol] = true
@@ -399,9 +399,16 @@ func (t *Tracer) attachCallHook(im *image, b *probeSites, lib *library.Library, 
 }
 
 // libraryExitResults is how many result registers (RAX, RBX) library exit
-// programs may read: their exits are moved into callers only where both
-// survive. call_exit reads none.
+// programs may read unless their probe says (library.Probe.Results):
+// their exits are moved into callers only where these survive.
 const libraryExitResults = 2
+
+func exitResults(pr library.Probe) int {
+	if pr.Results > 0 {
+		return pr.Results
+	}
+	return libraryExitResults
+}
 
 // attachFunc traces f's calls: entryProg at its entry site pushes a
 // frame, exitProg pops it where f has returned: in its callers when they

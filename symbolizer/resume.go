@@ -34,7 +34,8 @@ const resumeWindow = 16
 // sites where each call has returned, in the callers: the first emulated
 // instruction (a branch, CALL, NOP or PUSH) on the straight path from
 // each return address, with the first results result registers (RAX,
-// RBX: what the exit program reads, at most 2) untouched on the way.
+// RBX, RCX, RDI: what the exit program reads, at most 4) untouched on the
+// way.
 //
 // A caller that tail-calls f (its RET comes first) makes f unresumable:
 // its own return is where f's would be seen, in its caller, and if that
@@ -358,6 +359,10 @@ func (r *resumer) clobbersResult(reg x86asm.Reg) bool {
 		return r.results >= 1
 	case x86asm.BL, x86asm.BH, x86asm.BX, x86asm.EBX, x86asm.RBX:
 		return r.results >= 2
+	case x86asm.CL, x86asm.CH, x86asm.CX, x86asm.ECX, x86asm.RCX:
+		return r.results >= 3
+	case x86asm.DIB, x86asm.DI, x86asm.EDI, x86asm.RDI:
+		return r.results >= 4
 	}
 	return false
 }

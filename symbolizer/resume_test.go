@@ -111,3 +111,33 @@ func TestResumeAt(t *testing.T) {
 		})
 	}
 }
+
+// An instruction between a call and its resume site must leave the result
+// registers the exit program reads as they are: RAX, RBX, RCX, RDI in
+// ABI order (NewStream's exit reads its error, the 3rd and 4th).
+func TestKeepsResults(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		code  []byte
+		keeps []bool // by results 0..4
+	}{
+		{"TESTQ CX, CX", []byte{0x48, 0x85, 0xc9}, []bool{true, true, true, true, true}},
+		{"MOVQ AX, 0x48(SP)", []byte{0x48, 0x89, 0x44, 0x24, 0x48}, []bool{true, true, true, true, true}},
+		{"MOVQ 0x10(SP), AX", []byte{0x48, 0x8b, 0x44, 0x24, 0x10}, []bool{true, false, false, false, false}},
+		{"MOVQ 0x10(SP), BX", []byte{0x48, 0x8b, 0x5c, 0x24, 0x10}, []bool{true, true, false, false, false}},
+		{"MOVQ SI, CX", []byte{0x48, 0x89, 0xf1}, []bool{true, true, true, false, false}},
+		{"MOVL $0, DI", []byte{0xbf, 0, 0, 0, 0}, []bool{true, true, true, true, false}},
+		{"MOVQ DI, SI", []byte{0x48, 0x89, 0xfe}, []bool{true, true, true, true, true}},
+	} {
+		ins := decode(0x1000, tc.code)
+		if len(ins) != 1 {
+			t.Fatalf("%s: decoded %d instructions", tc.name, len(ins))
+		}
+		for results, want := range tc.keeps {
+			r := resumer{results: results}
+			if got := r.keeps(ins[0]); got != want {
+				t.Errorf("%s with %d results: keeps %v, want %v", tc.name, results, got, want)
+			}
+		}
+	}
+}

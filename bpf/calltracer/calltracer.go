@@ -164,6 +164,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_RET_SITES_REPORTED:   {"return_sites_reported", false, "new call sites of functions whose returns are probed where their callers resume, reported to the agent to probe"},
 	TracerTracerStatSTAT_RET_SITES_FULL:       {"return_sites_table_full", true, "calls whose new call site could not be reported (the ret_sites table is full): seen at the function's RET while it is probed, else closed late"},
 	TracerTracerStatSTAT_RET_SITE_LATE:        {"return_site_late", true, "calls from a call site met after their function's own RET probes were detached, made before the agent probed it: closed late, flagged"},
+	TracerTracerStatSTAT_STREAM_START_UNSEEN:  {"stream_end_without_start", true, "gRPC client streams that ended without their start seen (opened before latscope attached, or while more were open than its stream table holds): no client span"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
 }
 

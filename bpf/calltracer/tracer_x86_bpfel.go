@@ -179,7 +179,8 @@ const (
 	TracerTracerStatSTAT_RET_SITES_REPORTED   TracerTracerStat = 21
 	TracerTracerStatSTAT_RET_SITES_FULL       TracerTracerStat = 22
 	TracerTracerStatSTAT_RET_SITE_LATE        TracerTracerStat = 23
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 24
+	TracerTracerStatSTAT_STREAM_START_UNSEEN  TracerTracerStat = 24
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 25
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

@@ -30,6 +30,11 @@ type Probe struct {
 	Calling  string
 	Returned string
 
+	// Results is how many result registers the Exit program reads, in
+	// ABI order (RAX, RBX, RCX, RDI): its exits are moved into callers
+	// only where those survive. 0 means 2 (an error, or one interface).
+	Results int
+
 	// Callers, when set, are every function that calls Symbol in the
 	// library's code, none through an interface, a func value or a method
 	// value. The Exit program (which must then read no result register)

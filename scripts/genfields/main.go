@@ -8,10 +8,14 @@
 //
 // Usage (from the repository root):
 //
-//	go run ./scripts/genfields [-o symbolizer/fields.json]
+//	go run ./scripts/genfields [-o symbolizer/fields.json] [-lib NAME]
+//
+// With -lib only that library (its Library.Name) is measured again; the
+// other rows are kept from the table as it is.
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,8 +33,18 @@ var toolchains = []string{"go1.21.13", "go1.22.12", "go1.23.12", "go1.24.9", "go
 
 func main() {
 	out := flag.String("o", "symbolizer/fields.json", "table to write")
+	only := flag.String("lib", "", "measure only this library (by name), keep the table's other rows")
 	flag.Parse()
 	table := symbolizer.FieldTable{}
+	if *only != "" {
+		old, err := os.ReadFile(*out)
+		if err == nil {
+			err = json.Unmarshal(old, &table)
+		}
+		if err != nil {
+			fail("read "+*out, err)
+		}
+	}
 	add := func(module, key string, row map[string]uint64) {
 		if table[module] == nil {
 			table[module] = map[string]map[string]uint64{}
@@ -42,9 +56,14 @@ func main() {
 			table[module][key][k] = v
 		}
 	}
+	found := false
 	for _, lib := range agent.Libraries {
-		if len(lib.Fields) == 0 {
-			continue // reads registers only
+		if len(lib.Fields) == 0 || *only != "" && lib.Name != *only {
+			continue // reads registers only, or not asked for
+		}
+		found = true
+		if *only != "" && lib.Module != "std" {
+			delete(table, lib.Module) // its rows are the library's alone
 		}
 		if lib.Module == "std" {
 			for _, tc := range toolchains {
@@ -65,6 +84,9 @@ func main() {
 			add(lib.Module, v, row)
 			fmt.Fprintf(os.Stderr, "%s %s (%s): %d fields\n", lib.Name, v, tc, len(row))
 		}
+	}
+	if !found {
+		fail("-lib "+*only, errors.New("no instrumented library of that name reads struct fields"))
 	}
 	if err := os.WriteFile(*out, symbolizer.FormatFieldTable(table), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "genfields:", err)

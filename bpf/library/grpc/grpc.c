@@ -3,10 +3,11 @@
 
 /*
  * google.golang.org/grpc: RPCs a grpc-go server handles (span kind server)
- * and unary calls of a ClientConn (span kind client), with the incoming
- * W3C traceparent of a server RPC continued. Checked against grpc v1.67.3
- * - v1.85.0 built with Go 1.21 - 1.26 (amd64: go tool objdump of every
- * probed function's entry; registers below).
+ * and the calls of a ClientConn, unary and streaming (span kind client),
+ * with the incoming W3C traceparent of a server RPC continued and the
+ * outgoing one put on a call's HEADERS frame. Checked against grpc
+ * v1.67.3 - v1.85.0 built with Go 1.21 - 1.26 (amd64: go tool objdump of
+ * every probed function's entry and call site; registers below).
  */
 
 #include "propagation.h"
@@ -42,6 +43,9 @@ enum grpc_field {
 	F_CONN_FD,              /* net.conn.fd *netFD */
 	F_NETFD_LADDR,          /* net.netFD.laddr net.Addr */
 	F_NETFD_RADDR,          /* net.netFD.raddr net.Addr */
+	F_CSATTEMPT_CS,         /* grpc.csAttempt.cs *clientStream */
+	F_CLIENTSTREAM_DESC,    /* grpc.clientStream.desc *StreamDesc */
+	F_STREAMDESC_SERVER,    /* grpc.StreamDesc.ServerStreams bool (ClientStreams follows) */
 	F_FIELD_MAX,
 };
 
@@ -327,18 +331,36 @@ int write_status(struct pt_regs *ctx)
 }
 
 /*
- * The context of a unary call, from Invoke's entry until its stream's
- * headers are queued for the transport's writer (by goroutine), then
- * until the writer encodes them (by the headers' []hpack.HeaderField
- * array, which the writer gets).
+ * A client call's frame (Invoke, NewStream) keeps this as its arg: the
+ * context that goes on a stream's headers is that of the innermost client
+ * call open on the goroutine that queues them (queue_headers). A server
+ * RPC's frame keeps its stream, a pointer, never this.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct gkey);
-	__type(value, struct trace_ctx);
-} calls SEC(".maps");
+#define CLIENT_CALL 1
 
+struct client_find {
+	struct gstate *gs;
+	__u32 depth;
+	int idx;
+};
+
+static long find_client_call(__u64 i, void *arg)
+{
+	struct client_find *c = arg;
+	if (i >= c->depth)
+		return 1;
+	__u32 idx = c->depth - 1 - i;
+	if (c->gs->frames[idx & (MAX_DEPTH - 1)].arg != CLIENT_CALL)
+		return 0;
+	c->idx = idx;
+	return 1;
+}
+
+/*
+ * A client call's context, from when its stream's headers are queued for
+ * the transport's writer until the writer encodes them (by the headers'
+ * []hpack.HeaderField array, which the writer gets).
+ */
 struct hfkey {
 	__u32 pid;
 	__u32 _pad;
@@ -352,32 +374,17 @@ struct {
 	__type(value, struct trace_ctx);
 } queued SEC(".maps");
 
-/*
- * func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
- *                              opts ...CallOption) error
- * RAX = cc, RBX/RCX = ctx, RDI/RSI = method; opts on the stack.
- */
-SEC("uprobe")
-int client_entry(struct pt_regs *ctx)
+/* A client call starts (its frame pushed): its method and target are sent. */
+static __always_inline void client_call(void *cc, __u64 mptr, __u64 mlen, __u64 call_id)
 {
-	void *cc = (void *)GO_PARAM1(ctx);
-	__u64 mptr = GO_PARAM4(ctx), mlen = GO_PARAM5(ctx);
-	struct gstate *gs = 0;
-	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, 0, &gs);
 	struct lib_fields *fl = lib_fields();
-	if (!call_id || !fl || !gs)
-		return 0;
-	if (inject_enabled) {
-		struct gkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
-		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
-				       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1};
-		bpf_map_update_elem(&calls, &k, &tc, BPF_ANY);
-	} else {
+	if (!fl)
+		return;
+	if (!inject_enabled)
 		stat_inc(STAT_INJECT_OFF);
-	}
 	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
 	if (!r)
-		return 0;
+		return;
 	r->method_len = mlen;
 	__u64 n = mlen;
 	if (n > sizeof(r->method))
@@ -386,6 +393,264 @@ int client_entry(struct pt_regs *ctx)
 		stat_inc(STAT_LIB_READ_FAILED);
 	read_gostring(cc, FIELD(fl, F_CLIENTCONN_TARGET), r->target, sizeof(r->target));
 	lib_submit(r);
+}
+
+/*
+ * func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
+ *                              opts ...CallOption) error
+ * RAX = cc, RBX/RCX = ctx, RDI/RSI = method; opts on the stack.
+ */
+SEC("uprobe")
+int client_entry(struct pt_regs *ctx)
+{
+	__u64 call_id = frame_push(ctx, bpf_get_attach_cookie(ctx), CLIENT_CALL);
+	if (call_id)
+		client_call((void *)GO_PARAM1(ctx), GO_PARAM4(ctx), GO_PARAM5(ctx), call_id);
+	return 0;
+}
+
+/*
+ * A client stream's span is the frame of the ClientConn.NewStream call
+ * that opened it, kept past NewStream's return until the stream ends:
+ * opening (NewStream runs; the stream registered by its *clientStream),
+ * open (NewStream returned: the frame is off its goroutine's stack, kept
+ * here), ended (it ended before NewStream returned: NewStream's exit
+ * sends it). The stream's end may run on any goroutine (the caller's
+ * RecvMsg or SendMsg, grpc's context watcher), concurrently with
+ * NewStream's return: the two move the state by compare-and-swap, and
+ * whichever comes second sends the span.
+ */
+enum stream_state {
+	STREAM_OPENING = 0,
+	STREAM_OPEN,
+	STREAM_ENDED,
+};
+
+struct stream_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 cs; /* the *clientStream */
+};
+
+struct client_stream {
+	struct frame f;        /* NewStream's frame, once it returned */
+	struct call_origin o;
+	__u64 call_id;         /* NewStream's call */
+	__u64 err;             /* ended: the error's itab (0: OK) */
+	__u32 code;            /* ended: its gRPC status code, when code_known */
+	__u8 code_known;
+	__u8 _pad[3];
+	__u64 state;           /* enum stream_state (64 bits: BPF's compare-and-swap) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stream_key);
+	__type(value, struct client_stream);
+} client_streams SEC(".maps");
+
+/* The NewStream call a goroutine is in, and the stream it created. */
+struct opening {
+	__u64 call_id;
+	__u64 desc; /* its *StreamDesc */
+	__u64 cs;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct gkey);
+	__type(value, struct opening);
+} openings SEC(".maps");
+
+/*
+ * func (cc *ClientConn) NewStream(ctx context.Context, desc *StreamDesc, method string,
+ *                                 opts ...CallOption) (ClientStream, error)
+ * RAX = cc, RBX/RCX = ctx, RDI = desc, RSI/R8 = method, R9/R10/R11 = opts.
+ * Every streaming call of a ClientConn (generated clients call it through
+ * ClientConnInterface; unary calls go through Invoke instead), also when
+ * stream interceptors wrap the stream.
+ */
+SEC("uprobe")
+int stream_entry(struct pt_regs *ctx)
+{
+	struct gstate *gs = 0;
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), CLIENT_CALL, 0, &gs);
+	if (!call_id || !gs)
+		return 0;
+	struct gkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
+	struct opening o = {.call_id = call_id, .desc = GO_PARAM4(ctx)};
+	bpf_map_update_elem(&openings, &k, &o, BPF_ANY);
+	client_call((void *)GO_PARAM1(ctx), GO_PARAM5(ctx), GO_PARAM6(ctx), call_id);
+	return 0;
+}
+
+/*
+ * Where newClientStreamWithParams calls
+ * func (cs *clientStream) withRetry(op func(*csAttempt) error, onSuccess func()) error
+ * with RAX = cs: the stream exists, its first attempt (and its headers)
+ * not yet. On the goroutine that called NewStream, which registers it.
+ * Unary calls pass here too, from Invoke: mostly with no NewStream open,
+ * but a stream interceptor may make one (fetching a token) around the
+ * stream it opens: only a stream of NewStream's own StreamDesc is its
+ * (the last one, should an interceptor retry). A call-site hook:
+ * withRetry's entry would fire on every message.
+ */
+SEC("uprobe")
+int stream_created(struct pt_regs *ctx)
+{
+	struct gkey k = {};
+	if (current_gkey(ctx, &k))
+		return 0;
+	struct opening *o = bpf_map_lookup_elem(&openings, &k);
+	if (!o)
+		return 0;
+	struct lib_fields *fl = lib_fields();
+	if (!fl)
+		return 0;
+	__u64 cs = GO_PARAM1(ctx);
+	if (read_ptr((void *)cs, FIELD(fl, F_CLIENTSTREAM_DESC)) != o->desc)
+		return 0;
+	struct stream_key sk = {.pid = k.pid, .cs = cs};
+	struct client_stream st = {.call_id = o->call_id, .state = STREAM_OPENING};
+	if (bpf_map_update_elem(&client_streams, &sk, &st, BPF_ANY))
+		return 0;
+	o->cs = cs;
+	return 0;
+}
+
+/*
+ * The gRPC status code of an error (itab, data): gRPC returns a
+ * *status.Error (status.Error{s *Status}, Status{s *spb.Status}); another
+ * error type (an interceptor's own) cannot be told apart from here: its
+ * code is kept only when the chain reads and lands on a valid code
+ * (1..16). Returns 1 when *code is known. These reads are guesses, not
+ * failures: not counted.
+ */
+static __always_inline int status_code(struct lib_fields *fl, __u64 itab, __u64 data, __u32 *code)
+{
+	__u64 s = 0, sp = 0;
+	__u32 c = 0;
+	if (itab && data &&
+	    !bpf_probe_read_user(&s, sizeof(s), (void *)data + FIELD(fl, F_STATUS_ERROR_S)) && s &&
+	    !bpf_probe_read_user(&sp, sizeof(sp), (void *)s + FIELD(fl, F_STATUS_S)) && sp &&
+	    !bpf_probe_read_user(&c, sizeof(c), (void *)sp + FIELD(fl, F_SPB_STATUS_CODE)) &&
+	    c >= 1 && c <= 16) {
+		*code = c;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * A client call's outcome: err non-zero when it failed, with its code
+ * when known. A global function: the verifier checks it once, on its
+ * own, so its branches do not multiply the paths of its callers.
+ */
+__noinline int send_response(__u64 call_id, __u64 err, __u32 code, __u32 code_known)
+{
+	struct client_response *r = LIB_RECORD(struct client_response, P_CLIENT_RESPONSE, call_id);
+	if (!r)
+		return 0;
+	r->err = err;
+	r->code = code;
+	r->code_known = code_known;
+	lib_submit(r);
+	return 0;
+}
+
+/* The outcome of a call that returned error (itab, data); itab 0: OK. */
+__noinline int send_status(__u64 call_id, __u64 itab, __u64 data)
+{
+	struct lib_fields *fl = lib_fields();
+	__u32 code = 0, known = 0;
+	if (itab && fl)
+		known = status_code(fl, itab, data, &code);
+	return send_response(call_id, itab, code, known);
+}
+
+/*
+ * Where clientStream.finish calls
+ * func (a *csAttempt) finish(err error)
+ * with RAX = the stream's last attempt, RBX/RCX = its final error (nil:
+ * OK; io.EOF already made nil): the one place every stream with an
+ * attempt ends, once (finish returns early when the stream has finished
+ * already, before this call, under the stream's lock), whether RecvMsg
+ * saw the trailers' status, SendMsg failed, or the context watcher saw
+ * the call cancelled or the ClientConn closed. A stream whose creation
+ * failed has no attempt: NewStream's exit sees its error. A call-site
+ * hook: csAttempt.finish itself also runs for every retried attempt.
+ */
+SEC("uprobe")
+int stream_end(struct pt_regs *ctx)
+{
+	__u64 now = bpf_ktime_get_ns();
+	void *a = (void *)GO_PARAM1(ctx);
+	__u64 itab = GO_PARAM2(ctx), data = GO_PARAM3(ctx);
+	struct lib_fields *fl = lib_fields();
+	if (!fl || !a)
+		return 0; /* not a traced process */
+	struct stream_key sk = {.pid = bpf_get_current_pid_tgid() >> 32, .cs = read_ptr(a, FIELD(fl, F_CSATTEMPT_CS))};
+	struct client_stream *st = bpf_map_lookup_elem(&client_streams, &sk);
+	if (!st) {
+		/* A unary call's stream, or a stream opened unseen (counted). */
+		void *desc = (void *)read_ptr((void *)sk.cs, FIELD(fl, F_CLIENTSTREAM_DESC));
+		__u8 kinds[2] = {};
+		if (desc && !bpf_probe_read_user(kinds, sizeof(kinds), desc + FIELD(fl, F_STREAMDESC_SERVER)) &&
+		    (kinds[0] || kinds[1]))
+			stat_inc(STAT_STREAM_START_UNSEEN);
+		return 0;
+	}
+	__u32 code = 0;
+	st->code_known = status_code(fl, itab, data, &code);
+	st->code = code;
+	st->err = itab;
+	__u64 was = __sync_val_compare_and_swap(&st->state, STREAM_OPENING, STREAM_ENDED);
+	if (was != STREAM_OPEN)
+		return 0; /* NewStream has not returned: its exit sends the span */
+	send_response(st->call_id, st->err, st->code, st->code_known);
+	send_call(&st->f, &st->o, now, 0);
+	bpf_map_delete_elem(&client_streams, &sk);
+	return 0;
+}
+
+/*
+ * NewStream's exit: results (ClientStream, error), the error in RCX/RDI
+ * (its exits stay where those four result registers survive). A stream
+ * that was opened and has not ended yet keeps its frame, detached, for
+ * stream_end; otherwise (NewStream failed, or the stream already ended)
+ * the call is sent now, with the error's status or the stream's.
+ */
+SEC("uprobe")
+int stream_exit(struct pt_regs *ctx)
+{
+	__u64 err = GO_PARAM3(ctx), data = GO_PARAM4(ctx);
+	struct frame_exit x;
+	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
+		return 0;
+	struct opening *o = bpf_map_lookup_elem(&openings, &x.key);
+	struct stream_key sk = {.pid = x.key.pid};
+	if (o && o->call_id == x.call_id)
+		sk.cs = o->cs;
+	if (o)
+		bpf_map_delete_elem(&openings, &x.key);
+	struct client_stream *st = sk.cs ? bpf_map_lookup_elem(&client_streams, &sk) : 0;
+	if (st && !err) {
+		frame_detach(&x, &st->f, &st->o);
+		__u64 was = __sync_val_compare_and_swap(&st->state, STREAM_OPENING, STREAM_OPEN);
+		if (was == STREAM_OPENING)
+			return 0; /* stream_end sends it */
+		/* It ended while NewStream returned: it ends now. */
+		send_response(x.call_id, st->err, st->code, st->code_known);
+		send_call(&st->f, &st->o, x.now, 0);
+		bpf_map_delete_elem(&client_streams, &sk);
+		return 0;
+	}
+	send_status(x.call_id, err, data);
+	if (st)
+		bpf_map_delete_elem(&client_streams, &sk);
+	frame_pop(&x);
 	return 0;
 }
 
@@ -394,20 +659,29 @@ int client_entry(struct pt_regs *ctx)
  * func (c *controlBuffer) executeAndPut(f func() bool, it cbItem) (bool, error)
  * with RAX = c, RBX = f, RCX/RDI = it: the stream's headers (a
  * *headerFrame; a *clientHeaders since v1.82), queued for the transport's
- * writer. The traced call's context follows their []hpack.HeaderField.
- * A call-site hook (the CALL is emulated): executeAndPut itself is busy.
+ * writer, on the goroutine of the call that opens the stream (a retried
+ * attempt's too, while the call is open). The context of the innermost
+ * client call open there follows their []hpack.HeaderField. A call-site
+ * hook (the CALL is emulated): executeAndPut itself is busy.
  */
 SEC("uprobe")
 int queue_headers(struct pt_regs *ctx)
 {
 	struct gkey k = {};
-	if (current_gkey(ctx, &k))
+	if (!inject_enabled || current_gkey(ctx, &k))
 		return 0;
-	struct trace_ctx *tcp = bpf_map_lookup_elem(&calls, &k);
-	if (!tcp)
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &k);
+	if (!gs)
 		return 0;
-	struct trace_ctx tc = *tcp;
-	bpf_map_delete_elem(&calls, &k);
+	struct client_find c = {.gs = gs, .depth = gs->depth, .idx = -1};
+	if (c.depth > MAX_DEPTH)
+		return 0;
+	bpf_loop(MAX_DEPTH, find_client_call, &c, 0);
+	if (c.idx < 0)
+		return 0; /* not a traced call's stream (a health check's, say) */
+	struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
+			       .span_id = span_id(k.pid, gs->frames[c.idx & (MAX_DEPTH - 1)].call_id),
+			       .flags = 1, .valid = 1};
 	void *hdr = (void *)GO_PARAM4(ctx);
 	struct lib_fields *fl = lib_fields();
 	if (!hdr || !fl)
@@ -469,41 +743,9 @@ int write_headers(struct pt_regs *ctx)
 }
 
 /*
- * Invoke's result: error (itab, data) in RAX, RBX. gRPC returns a
- * *status.Error (status.Error{s *Status}, Status{s *spb.Status}); another
- * error type (an interceptor's own) cannot be told apart from here: its
- * code is kept only when the chain reads and lands on a valid code
- * (1..16), else the code is unknown. These reads are guesses, not
- * failures: not counted.
- *
- * A global function: the verifier checks it once, on its own, so its
- * branches do not multiply the paths through frame_pop in call_exit.
- */
-__noinline int send_client_response(__u64 call_id, __u64 itab, __u64 data)
-{
-	struct lib_fields *fl = lib_fields();
-	struct client_response *r = fl ? LIB_RECORD(struct client_response, P_CLIENT_RESPONSE, call_id) : 0;
-	if (!r)
-		return 0;
-	r->err = itab;
-	__u64 s = 0, sp = 0;
-	__u32 code = 0;
-	if (itab && data &&
-	    !bpf_probe_read_user(&s, sizeof(s), (void *)data + FIELD(fl, F_STATUS_ERROR_S)) && s &&
-	    !bpf_probe_read_user(&sp, sizeof(sp), (void *)s + FIELD(fl, F_STATUS_S)) && sp &&
-	    !bpf_probe_read_user(&code, sizeof(code), (void *)sp + FIELD(fl, F_SPB_STATUS_CODE)) &&
-	    code >= 1 && code <= 16) {
-		r->code = code;
-		r->code_known = 1;
-	}
-	lib_submit(r);
-	return 0;
-}
-
-/*
  * The exit of both traced calls: handleStream's (no results; its frame
- * keeps the stream, never 0) and Invoke's (its frame keeps 0): one
- * program serves both.
+ * keeps the stream) and Invoke's (its frame keeps CLIENT_CALL; result
+ * error (itab, data) in RAX, RBX): one program serves both.
  */
 SEC("uprobe")
 int call_exit(struct pt_regs *ctx)
@@ -513,8 +755,8 @@ int call_exit(struct pt_regs *ctx)
 	struct frame_exit x;
 	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
 		return 0;
-	if (!x.arg)
-		send_client_response(x.call_id, itab, data);
+	if (x.arg == CLIENT_CALL)
+		send_status(x.call_id, itab, data);
 	frame_pop(&x);
 	return 0;
 }

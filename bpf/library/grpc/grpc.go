@@ -1,8 +1,10 @@
 // Package grpclib instruments google.golang.org/grpc: each RPC a grpc-go
 // server handles (span kind server, continuing a traceparent received in
-// its metadata) and each unary call of a ClientConn (span kind client),
-// whose stream's HEADERS frame gets a traceparent naming the client span
-// (bpf/propagation) unless the application's metadata has one.
+// its metadata) and each call of a ClientConn, unary (Invoke) or
+// streaming (NewStream; the span lasts until the stream ends), of span
+// kind client, whose stream's HEADERS frame gets a traceparent naming the
+// client span (bpf/propagation) unless the application's metadata has
+// one.
 package grpclib
 
 //go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type server_request -type server_status -type client_request -type client_response -type grpc_field -type grpc_probe Grpc grpc.c -- -I../../include
@@ -30,6 +32,12 @@ var Library = &library.Library{
 		// Every RPC the server handles, on the goroutine that runs its handler.
 		{Symbol: "google.golang.org/grpc.(*Server).handleStream", Entry: "server_entry", Exit: "call_exit"},
 		{Symbol: "google.golang.org/grpc.(*ClientConn).Invoke", Entry: "client_entry", Exit: "call_exit"},
+		// A client stream: opened by NewStream (its error in the 3rd and
+		// 4th result registers), registered where its *clientStream
+		// exists, ended where clientStream.finish ends its last attempt.
+		{Symbol: "google.golang.org/grpc.(*ClientConn).NewStream", Entry: "stream_entry", Exit: "stream_exit", Results: 4},
+		{Symbol: "google.golang.org/grpc.newClientStreamWithParams", Callee: "google.golang.org/grpc.(*clientStream).withRetry", Calling: "stream_created"},
+		{Symbol: "google.golang.org/grpc.(*clientStream).finish", Callee: "google.golang.org/grpc.(*csAttempt).finish", Calling: "stream_end"},
 		// Incoming traceparent: a new stream's headers, on the reader goroutine.
 		{Symbol: transport + ".(*http2Server).operateHeaders", Entry: "operate_headers"},
 		// Outgoing traceparent: a call's stream headers, queued by the
@@ -66,12 +74,14 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 99 { // never: only links the server, the client and status errors
+	if len(os.Args) > 99 { // never: only links the server, the client (unary, streams) and status errors
 		ln, _ := net.Listen("tcp", os.Args[1])
 		grpc.NewServer().Serve(ln)
 		cc, _ := grpc.NewClient(os.Args[2], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		err := cc.Invoke(context.Background(), os.Args[3], nil, nil)
 		println(status.Code(err))
+		s, _ := cc.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true}, os.Args[3])
+		println(s.RecvMsg(nil))
 	}
 }
 `
@@ -105,6 +115,9 @@ func fields() []string {
 		GrpcGrpcFieldF_CONN_FD:              "net.conn.fd",
 		GrpcGrpcFieldF_NETFD_LADDR:          "net.netFD.laddr",
 		GrpcGrpcFieldF_NETFD_RADDR:          "net.netFD.raddr",
+		GrpcGrpcFieldF_CSATTEMPT_CS:         "google.golang.org/grpc.csAttempt.cs",
+		GrpcGrpcFieldF_CLIENTSTREAM_DESC:    "google.golang.org/grpc.clientStream.desc",
+		GrpcGrpcFieldF_STREAMDESC_SERVER:    "google.golang.org/grpc.StreamDesc.ServerStreams",
 	}
 	return library.FieldNames(byEnum, GrpcGrpcFieldF_FIELD_MAX)
 }

@@ -44,6 +44,37 @@ type GrpcClientResponse struct {
 	Pad       [3]uint8
 }
 
+type GrpcClientStream struct {
+	_ structs.HostLayout
+	F struct {
+		_       structs.HostLayout
+		StartNs uint64
+		CallId  uint64
+		SpOff   uint32
+		FuncId  uint32
+		Tid     uint32
+		Flags   uint32
+		Arg     uint64
+	}
+	O struct {
+		_            structs.HostLayout
+		Goid         uint64
+		ParentGoid   uint64
+		ParentCallId uint64
+		TraceHi      uint64
+		TraceLo      uint64
+		Pid          uint32
+		Depth        uint16
+		Pad          uint16
+	}
+	CallId    uint64
+	Err       uint64
+	Code      uint32
+	CodeKnown uint8
+	Pad       [3]uint8
+	State     uint64
+}
+
 type GrpcConnkey struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -99,7 +130,10 @@ const (
 	GrpcGrpcFieldF_CONN_FD              GrpcGrpcField = 24
 	GrpcGrpcFieldF_NETFD_LADDR          GrpcGrpcField = 25
 	GrpcGrpcFieldF_NETFD_RADDR          GrpcGrpcField = 26
-	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 27
+	GrpcGrpcFieldF_CSATTEMPT_CS         GrpcGrpcField = 27
+	GrpcGrpcFieldF_CLIENTSTREAM_DESC    GrpcGrpcField = 28
+	GrpcGrpcFieldF_STREAMDESC_SERVER    GrpcGrpcField = 29
+	GrpcGrpcFieldF_FIELD_MAX            GrpcGrpcField = 30
 )
 
 type GrpcGrpcProbe uint32
@@ -149,6 +183,13 @@ type GrpcLibKey struct {
 	_   structs.HostLayout
 	Pid uint32
 	Lib uint32
+}
+
+type GrpcOpening struct {
+	_      structs.HostLayout
+	CallId uint64
+	Desc   uint64
+	Cs     uint64
 }
 
 type GrpcPendingCtx struct {
@@ -211,6 +252,13 @@ type GrpcServerStatus struct {
 	}
 	Code uint32
 	Pad  uint32
+}
+
+type GrpcStreamKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Cs  uint64
 }
 
 type GrpcStreamkey struct {
@@ -277,6 +325,10 @@ type GrpcProgramSpecs struct {
 	OperateHeaders *ebpf.ProgramSpec `ebpf:"operate_headers"`
 	QueueHeaders   *ebpf.ProgramSpec `ebpf:"queue_headers"`
 	ServerEntry    *ebpf.ProgramSpec `ebpf:"server_entry"`
+	StreamCreated  *ebpf.ProgramSpec `ebpf:"stream_created"`
+	StreamEnd      *ebpf.ProgramSpec `ebpf:"stream_end"`
+	StreamEntry    *ebpf.ProgramSpec `ebpf:"stream_entry"`
+	StreamExit     *ebpf.ProgramSpec `ebpf:"stream_exit"`
 	WriteHeaders   *ebpf.ProgramSpec `ebpf:"write_headers"`
 	WriteStatus    *ebpf.ProgramSpec `ebpf:"write_status"`
 }
@@ -286,7 +338,7 @@ type GrpcProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrpcMapSpecs struct {
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
-	Calls         *ebpf.MapSpec `ebpf:"calls"`
+	ClientStreams *ebpf.MapSpec `ebpf:"client_streams"`
 	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
@@ -296,6 +348,7 @@ type GrpcMapSpecs struct {
 	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
 	Links         *ebpf.MapSpec `ebpf:"links"`
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
+	Openings      *ebpf.MapSpec `ebpf:"openings"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	Queued        *ebpf.MapSpec `ebpf:"queued"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
@@ -351,7 +404,7 @@ func (o *GrpcObjects) Close() error {
 // It can be passed to LoadGrpcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrpcMaps struct {
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
-	Calls         *ebpf.Map `ebpf:"calls"`
+	ClientStreams *ebpf.Map `ebpf:"client_streams"`
 	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
@@ -361,6 +414,7 @@ type GrpcMaps struct {
 	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
 	Links         *ebpf.Map `ebpf:"links"`
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
+	Openings      *ebpf.Map `ebpf:"openings"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	Queued        *ebpf.Map `ebpf:"queued"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
@@ -370,7 +424,7 @@ type GrpcMaps struct {
 func (m *GrpcMaps) Close() error {
 	return _GrpcClose(
 		m.CallSeq,
-		m.Calls,
+		m.ClientStreams,
 		m.ConnPending,
 		m.Events,
 		m.Goroutines,
@@ -380,6 +434,7 @@ func (m *GrpcMaps) Close() error {
 		m.LibOffsets,
 		m.Links,
 		m.LiveRoots,
+		m.Openings,
 		m.Procs,
 		m.Queued,
 		m.RetSites,
@@ -424,6 +479,10 @@ type GrpcPrograms struct {
 	OperateHeaders *ebpf.Program `ebpf:"operate_headers"`
 	QueueHeaders   *ebpf.Program `ebpf:"queue_headers"`
 	ServerEntry    *ebpf.Program `ebpf:"server_entry"`
+	StreamCreated  *ebpf.Program `ebpf:"stream_created"`
+	StreamEnd      *ebpf.Program `ebpf:"stream_end"`
+	StreamEntry    *ebpf.Program `ebpf:"stream_entry"`
+	StreamExit     *ebpf.Program `ebpf:"stream_exit"`
 	WriteHeaders   *ebpf.Program `ebpf:"write_headers"`
 	WriteStatus    *ebpf.Program `ebpf:"write_status"`
 }
@@ -435,6 +494,10 @@ func (p *GrpcPrograms) Close() error {
 		p.OperateHeaders,
 		p.QueueHeaders,
 		p.ServerEntry,
+		p.StreamCreated,
+		p.StreamEnd,
+		p.StreamEntry,
+		p.StreamExit,
 		p.WriteHeaders,
 		p.WriteStatus,
 	)
