@@ -76,6 +76,7 @@ type Builder struct {
 	spans []span.Span // preallocated spans not yet handed out
 	attrs []span.Attr // preallocated attribute slots not yet handed out
 	// Blocks library records are kept in until their call arrives.
+	now      call // the call being emitted by Add, when it waits for nothing
 	libSlots []libRecord
 	libBlock *libBlock   // the block records are being copied into
 	spare    []*libBlock // blocks whose records were all used, for reuse
@@ -171,20 +172,25 @@ func (b *Builder) Add(ev *calltracer.Event) {
 		b.stats.UnknownProcess++
 		return
 	}
-	c := &call{ev: *ev}
+	var children []*call
 	if g := p.pending[ev.CallId]; g != nil {
-		c.children = g.calls
+		children = g.calls
 		p.npend -= len(g.calls)
 		delete(p.pending, ev.CallId)
 	}
+	now := ev.ParentCallId == 0 // a root
+	if !now {
+		_, now = p.recent[ev.ParentCallId] // its parent was emitted
+	}
 	switch {
-	case ev.ParentCallId == 0:
-		b.emitTree(ev.Pid, p, c, false)
+	case now:
+		// Emitted at once: the call need not outlive Add (no allocation
+		// for the commonest case, a request's root call).
+		b.now = call{ev: *ev, children: children}
+		b.emitTree(ev.Pid, p, &b.now, false)
+		b.now = call{}
 	default:
-		if _, ok := p.recent[ev.ParentCallId]; ok {
-			b.emitTree(ev.Pid, p, c, false)
-			break
-		}
+		c := &call{ev: *ev, children: children}
 		p.arrived[ev.CallId] = c
 		if parent := p.arrived[ev.ParentCallId]; parent != nil {
 			// The parent returned before this goroutine's call did and
