@@ -573,12 +573,28 @@ func binLower(i int) float64 {
 	return binBase * math.Exp2(float64(i)/binsPerDbl)
 }
 
-func binOf(d time.Duration) int {
-	if float64(d) < binBase*math.Exp2(1.0/binsPerDbl) {
-		return 0
+// binStarts[i] is the first whole nanosecond of bin i (binLower rounded
+// up), so binOf is a search of integers rather than a logarithm: math.Log2
+// was half of History's cost per span (BenchmarkHistoryExport).
+var binStarts = func() (s [numBins]int64) {
+	for i := range s {
+		s[i] = int64(math.Ceil(binLower(i)))
 	}
-	i := int(math.Log2(float64(d)/binBase) * binsPerDbl)
-	return min(max(i, 1), numBins-1)
+	return s
+}()
+
+func binOf(d time.Duration) int {
+	// The last bin whose start is at or before d.
+	lo, hi := 0, numBins-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if binStarts[mid] <= int64(d) {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
 }
 
 // bins is a histogram that stores the counts of bins lo … lo+len(n)-1.

@@ -259,6 +259,12 @@ func TestBins(t *testing.T) {
 	if binOf(0) != 0 || binOf(time.Microsecond) != 0 || binOf(2*time.Microsecond) != 4 || binOf(1000*time.Hour) != numBins-1 {
 		t.Errorf("binOf: %d %d %d %d", binOf(0), binOf(time.Microsecond), binOf(2*time.Microsecond), binOf(1000*time.Hour))
 	}
+	for i := 1; i < numBins; i++ { // every boundary, both sides
+		start := time.Duration(binStarts[i])
+		if binOf(start) != i || binOf(start-1) != i-1 || float64(start) < binLower(i) || float64(start-1) >= binLower(i) {
+			t.Errorf("bin %d starts at %v (binLower %v): binOf there %d, a nanosecond before %d", i, start, binLower(i), binOf(start), binOf(start-1))
+		}
+	}
 	for _, d := range []time.Duration{3 * time.Microsecond, time.Millisecond, 7 * time.Second} {
 		i := binOf(d)
 		if float64(d) < binLower(i) || float64(d) >= binLower(i+1) {
