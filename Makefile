@@ -46,6 +46,7 @@ test-short:
 # Results and how to read them: docs/benchmarks.md.
 bench: build
 	$(GO) run ./scripts/probecost -runs 5
+	$(GO) run ./scripts/dbcost -runs 5
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
 	$(GO) run ./scripts/benchagent

@@ -141,7 +141,7 @@ func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *p
 			return nil, nil, err
 		}
 	}
-	im := &image{id: id, bin: bin, patterns: strings.Join(patterns, ","), libs: map[int]calltracer.LibFields{}, learn: map[uint32]*learning{}, procs: map[int]*Process{}}
+	im := &image{id: id, bin: bin, patterns: strings.Join(patterns, ","), libs: map[int]libSlots{}, learn: map[uint32]*learning{}, procs: map[int]*Process{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -220,7 +220,11 @@ func (t *Tracer) register(p *Process) error {
 	if err := t.objs.Procs.Put(uint32(p.PID), im.cfg); err != nil {
 		return fmt.Errorf("configure pid %d: %w", p.PID, err)
 	}
-	for id, fields := range im.libs {
+	for id, slots := range im.libs {
+		fields := slots.fields
+		for _, i := range slots.addrs {
+			fields.Off[i] += p.bias
+		}
 		if err := t.objs.LibOffsets.Put(calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}, fields); err != nil {
 			return fmt.Errorf("configure %s for pid %d: %w", Libraries[id].Name, p.PID, err)
 		}
@@ -312,20 +316,12 @@ func (t *Tracer) attachLibrary(im *image, b *probeSites, id int, lib *library.Li
 	if !used {
 		return nil // the program does not use the library
 	}
-	offs, source, err := []uint64(nil), "none needed", error(nil)
-	if len(lib.Fields) > 0 {
-		offs, source, err = im.bin.FieldOffsets(lib.Module, lib.Fields)
-	}
+	slots, source, err := t.librarySlots(im, lib)
 	if err != nil {
 		t.log.Warn("library probes off: struct offsets unknown for this version", "library", lib.Name, "err", err)
 		return nil
 	}
-	var fields calltracer.LibFields
-	if len(offs) > len(fields.Off) {
-		return fmt.Errorf("%s reads %d fields, at most %d fit", lib.Name, len(offs), len(fields.Off))
-	}
-	copy(fields.Off[:], offs)
-	im.libs[id] = fields
+	im.libs[id] = slots
 	t.log.Debug("library probes on", "library", lib.Name, "offsets", source)
 	for i, pr := range lib.Probes {
 		if funcs[i] == nil {
@@ -354,6 +350,82 @@ func (t *Tracer) attachLibrary(im *image, b *probeSites, id int, lib *library.Li
 		probed[pr.Symbol] = true
 	}
 	return nil
+}
+
+// librarySlots works out lib's lib_offsets slots in im's binary: the
+// offsets of its Fields, each from the version the binary links of the
+// module it belongs to, then the link-time addresses of its Funcs. The
+// library's own module must have offsets (an error otherwise); a dep
+// without them is off alone, said once: its fields and funcs stay 0.
+// source says where the offsets came from, per module.
+func (t *Tracer) librarySlots(im *image, lib *library.Library) (libSlots, string, error) {
+	var s libSlots
+	if n := len(lib.Fields) + len(lib.Funcs); n > len(s.fields.Off) {
+		return s, "", fmt.Errorf("%s reads %d fields and funcs, at most %d fit", lib.Name, n, len(s.fields.Off))
+	}
+	modules := []string{lib.Module}
+	for _, d := range lib.Deps {
+		modules = append(modules, d.Module)
+	}
+	off := make(map[string]bool) // deps the binary does not link, or without offsets
+	var sources []string
+	for _, mod := range modules {
+		var idx []int
+		var names []string
+		for i, f := range lib.Fields {
+			if lib.ModuleOf(f) == mod {
+				idx, names = append(idx, i), append(names, f)
+			}
+		}
+		if mod != lib.Module {
+			version, ok := im.bin.ModuleVersion(mod)
+			if !ok {
+				off[mod] = true
+				continue
+			}
+			if len(names) == 0 {
+				continue
+			}
+			offs, source, err := im.bin.FieldOffsets(mod, names)
+			if err != nil {
+				t.log.Warn("library part off: struct offsets unknown for this version", "library", lib.Name, "module", mod, "version", version, "err", err)
+				off[mod] = true
+				continue
+			}
+			for j, i := range idx {
+				s.fields.Off[i] = offs[j]
+			}
+			sources = append(sources, source)
+			continue
+		}
+		if len(names) == 0 {
+			continue
+		}
+		offs, source, err := im.bin.FieldOffsets(mod, names)
+		if err != nil {
+			return s, "", err
+		}
+		for j, i := range idx {
+			s.fields.Off[i] = offs[j]
+		}
+		sources = append(sources, source)
+	}
+	for i, name := range lib.Funcs {
+		if off[lib.ModuleOf(name)] {
+			continue
+		}
+		f, err := im.bin.Lookup(name)
+		if err != nil {
+			continue // not linked into this binary
+		}
+		slot := len(lib.Fields) + i
+		s.fields.Off[slot] = f.Entry
+		s.addrs = append(s.addrs, slot)
+	}
+	if len(sources) == 0 {
+		sources = []string{"none needed"}
+	}
+	return s, strings.Join(sources, ","), nil
 }
 
 // attachEntryHook runs prog at f's entry site, outside the frame stacks.

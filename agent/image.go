@@ -68,8 +68,8 @@ type image struct {
 
 	// Set once at attach, read-only after.
 	funcs  []TracedFunc
-	traced map[string]bool              // functions traced, by name
-	libs   map[int]calltracer.LibFields // libraries used, by id: their struct offsets
+	traced map[string]bool  // functions traced, by name
+	libs   map[int]libSlots // libraries used, by id: their lib_offsets slots
 
 	mu     sync.Mutex // guards what changes after attach:
 	links  []link.Link
@@ -77,6 +77,14 @@ type image struct {
 	learn  map[uint32]*learning
 	procs  map[int]*Process
 	closed bool
+}
+
+// libSlots is what a library's programs find in lib_offsets for the
+// image: struct offsets, then function addresses at link time (addrs
+// lists their slots: each process adds its load bias).
+type libSlots struct {
+	fields calltracer.LibFields
+	addrs  []int
 }
 
 // close detaches the image's probes; its parsed binary goes back to

@@ -218,12 +218,18 @@ func TestFieldTableMatchesDWARF(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dwarf, err := b.DWARFFieldOffsets(lib.Fields)
+			var own []string // its deps' fields: see their own tests
+			for _, f := range lib.Fields {
+				if lib.ModuleOf(f) == lib.Module {
+					own = append(own, f)
+				}
+			}
+			dwarf, err := b.DWARFFieldOffsets(own)
 			if err != nil {
 				t.Fatalf("%s %s: %v", lib.Name, tc, err)
 			}
 			b.HasDWARF = false
-			table, src, err := b.FieldOffsets(lib.Module, lib.Fields)
+			table, src, err := b.FieldOffsets(lib.Module, own)
 			if err != nil || !strings.HasPrefix(src, "table:") {
 				t.Fatalf("%s %s table: %v (%s)", lib.Name, tc, err, src)
 			}

@@ -91,6 +91,13 @@ func (b *Binary) FieldOffsets(module string, fields []string) (offs []uint64, so
 	return offs, "table:" + module + "@" + key, nil
 }
 
+// ModuleVersion returns the version of module the binary was built with
+// ("std": its Go release); ok is false when it does not use the module.
+func (b *Binary) ModuleVersion(module string) (version string, ok bool) {
+	version, _, err := b.moduleVersion(module)
+	return version, err == nil
+}
+
 // moduleVersion returns the version b uses of module and its table key.
 func (b *Binary) moduleVersion(module string) (version, key string, err error) {
 	if module == "std" {

@@ -180,7 +180,8 @@ const (
 	TracerTracerStatSTAT_RET_SITES_FULL       TracerTracerStat = 22
 	TracerTracerStatSTAT_RET_SITE_LATE        TracerTracerStat = 23
 	TracerTracerStatSTAT_STREAM_START_UNSEEN  TracerTracerStat = 24
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 25
+	TracerTracerStatSTAT_DB_SERVER_UNKNOWN    TracerTracerStat = 25
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 26
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

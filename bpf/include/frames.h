@@ -82,6 +82,7 @@ enum tracer_stat {
 	STAT_RET_SITES_FULL,         /* call sites not reported: ret_sites table full */
 	STAT_RET_SITE_LATE,          /* calls from a call site not probed yet, the function's own exits gone */
 	STAT_STREAM_START_UNSEEN,    /* streams that ended whose start was not seen: no span */
+	STAT_DB_SERVER_UNKNOWN,      /* database calls on a connection whose driver latscope cannot read */
 	STAT_MAX,
 };
 

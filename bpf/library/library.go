@@ -6,6 +6,7 @@ package library
 
 import (
 	"bytes"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -64,6 +65,19 @@ type Library struct {
 	// for "std": every supported Go release is). A binary built with a
 	// version between two tabled ones uses the older one's offsets.
 	Versions []string
+	// Deps are further modules whose structs the probes read, each
+	// tabulated by its own versions (database/sql reads its drivers'). A
+	// field or func belongs to the dep whose module path prefixes its
+	// package (ModuleOf). A dep the binary does not link, or whose offsets
+	// are unknown for the version it links, is off on its own: its fields
+	// and funcs read as 0, the rest of the library attaches.
+	Deps []Dep
+	// Funcs are functions whose run-time entry addresses the probes read
+	// from lib_offsets after the Fields (slot len(Fields)+i), e.g. to
+	// tell the dynamic type of an interface value by its itab's first
+	// method; 0 where the binary does not link one. Names as in
+	// Probe.Symbol; indexed by the library's C enum, like Fields.
+	Funcs []string
 	// Spec loads the library's compiled BPF object.
 	Spec func() (*ebpf.CollectionSpec, error)
 	// Decode applies one of the library's records (raw: the whole record,
@@ -71,6 +85,31 @@ type Library struct {
 	// call (the agent reuses its memory): keep nothing that shares it
 	// (CString copies).
 	Decode func(probe uint16, raw []byte, s *span.Span)
+}
+
+// Dep is a module a library reads structs of besides its own.
+type Dep struct {
+	Module string // e.g. "github.com/go-sql-driver/mysql"
+	// Linker is a main package linking every struct of the module the
+	// probes read; scripts/genfields builds it with each of Versions.
+	Linker   string
+	Versions []string
+}
+
+// ModuleOf returns the module whose version selects the offset of field
+// ("pkg.Type.Field") or the address of func ("pkg.Func",
+// "pkg.(*T).Method"): the Dep whose module path is the longest prefix of
+// its package path, else the library's own Module.
+func (l *Library) ModuleOf(name string) string {
+	name = strings.TrimPrefix(name, "?")
+	best := l.Module
+	n := 0
+	for _, d := range l.Deps {
+		if len(d.Module) > n && (name == d.Module || strings.HasPrefix(name, d.Module+".") || strings.HasPrefix(name, d.Module+"/")) {
+			best, n = d.Module, len(d.Module)
+		}
+	}
+	return best
 }
 
 // Record views raw as the library record T, in place; nil if raw is too

@@ -4,7 +4,8 @@
 // modules: with each tabled module version, built with the local Go or,
 // for a release that no longer builds with it, the newest toolchain that
 // does), reads the offsets of the library's Fields from DWARF and writes
-// the table, one version per line.
+// the table, one version per line. The fields of a library's Deps are
+// measured the same way, with each Dep's Linker and Versions.
 //
 // Usage (from the repository root):
 //
@@ -25,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/bpf/library"
 	"github.com/latscope/latscope/symbolizer"
 )
 
@@ -58,31 +60,32 @@ func main() {
 	}
 	found := false
 	for _, lib := range agent.Libraries {
-		if len(lib.Fields) == 0 || *only != "" && lib.Name != *only {
-			continue // reads registers only, or not asked for
+		if *only != "" && lib.Name != *only {
+			continue
+		}
+		if len(lib.Fields) == 0 {
+			continue // reads registers only
 		}
 		found = true
 		if *only != "" && lib.Module != "std" {
 			delete(table, lib.Module) // its rows are the library's alone
 		}
-		if lib.Module == "std" {
+		own := fieldsOf(lib, lib.Module)
+		if len(own) > 0 && lib.Module == "std" {
 			for _, tc := range toolchains {
-				key, row, err := measure(lib.Linker, tc, "", "", lib.Fields)
+				key, row, err := measure(lib.Linker, tc, "", "", own)
 				if err != nil {
 					fail(lib.Name+" with "+tc, err)
 				}
 				add("std", key, row)
 				fmt.Fprintf(os.Stderr, "%s %s: %d fields\n", lib.Name, key, len(row))
 			}
-			continue
+		} else if len(own) > 0 {
+			measureModule(lib.Name, lib.Linker, lib.Module, lib.Versions, own, add)
 		}
-		for _, v := range lib.Versions {
-			row, tc, err := measureVersion(lib.Linker, lib.Module, v, lib.Fields)
-			if err != nil {
-				fail(lib.Name+" "+v, err)
-			}
-			add(lib.Module, v, row)
-			fmt.Fprintf(os.Stderr, "%s %s (%s): %d fields\n", lib.Name, v, tc, len(row))
+		for _, d := range lib.Deps {
+			delete(table, d.Module) // versions no longer tabled go
+			measureModule(lib.Name, d.Linker, d.Module, d.Versions, fieldsOf(lib, d.Module), add)
 		}
 	}
 	if !found {
@@ -91,6 +94,29 @@ func main() {
 	if err := os.WriteFile(*out, symbolizer.FormatFieldTable(table), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "genfields:", err)
 		os.Exit(1)
+	}
+}
+
+// fieldsOf returns lib's fields that module's version selects.
+func fieldsOf(lib *library.Library, module string) []string {
+	var out []string
+	for _, f := range lib.Fields {
+		if lib.ModuleOf(f) == module {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// measureModule tabulates fields of module at each of versions.
+func measureModule(name, linker, module string, versions, fields []string, add func(module, key string, row map[string]uint64)) {
+	for _, v := range versions {
+		row, tc, err := measureVersion(linker, module, v, fields)
+		if err != nil {
+			fail(name+" "+module+" "+v, err)
+		}
+		add(module, v, row)
+		fmt.Fprintf(os.Stderr, "%s %s %s (%s): %d fields\n", name, module, v, tc, len(row))
 	}
 }
 

@@ -13,11 +13,56 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DbsqlDbsqlDriver uint32
+
+const (
+	DbsqlDbsqlDriverD_UNKNOWN DbsqlDbsqlDriver = 0
+	DbsqlDbsqlDriverD_MYSQL   DbsqlDbsqlDriver = 1
+	DbsqlDbsqlDriverD_PGX     DbsqlDbsqlDriver = 2
+	DbsqlDbsqlDriverD_PQ      DbsqlDbsqlDriver = 3
+	DbsqlDbsqlDriverD_SQLITE  DbsqlDbsqlDriver = 4
+	DbsqlDbsqlDriverD_MAX     DbsqlDbsqlDriver = 5
+)
+
 type DbsqlDbsqlField uint32
 
 const (
-	DbsqlDbsqlFieldF_STMT_QUERY DbsqlDbsqlField = 0
-	DbsqlDbsqlFieldF_FIELD_MAX  DbsqlDbsqlField = 1
+	DbsqlDbsqlFieldF_STMT_QUERY      DbsqlDbsqlField = 0
+	DbsqlDbsqlFieldF_STMT_CGDS       DbsqlDbsqlField = 1
+	DbsqlDbsqlFieldF_STMT_CSS        DbsqlDbsqlField = 2
+	DbsqlDbsqlFieldF_CONNSTMT_DC     DbsqlDbsqlField = 3
+	DbsqlDbsqlFieldF_DS_LOCKER       DbsqlDbsqlField = 4
+	DbsqlDbsqlFieldF_DC_CI           DbsqlDbsqlField = 5
+	DbsqlDbsqlFieldF_DC_DB           DbsqlDbsqlField = 6
+	DbsqlDbsqlFieldF_DB_CONNECTOR    DbsqlDbsqlField = 7
+	DbsqlDbsqlFieldF_DSN_DSN         DbsqlDbsqlField = 8
+	DbsqlDbsqlFieldF_ITAB_FUN        DbsqlDbsqlField = 9
+	DbsqlDbsqlFieldF_ABI_ITAB_FUN    DbsqlDbsqlField = 10
+	DbsqlDbsqlFieldF_MYSQL_CONN_CFG  DbsqlDbsqlField = 11
+	DbsqlDbsqlFieldF_MYSQL_NET       DbsqlDbsqlField = 12
+	DbsqlDbsqlFieldF_MYSQL_ADDR      DbsqlDbsqlField = 13
+	DbsqlDbsqlFieldF_MYSQL_DBNAME    DbsqlDbsqlField = 14
+	DbsqlDbsqlFieldF_PGX_CONN_CONFIG DbsqlDbsqlField = 15
+	DbsqlDbsqlFieldF_PGX_CONFIG      DbsqlDbsqlField = 16
+	DbsqlDbsqlFieldF_PGCONN_HOST     DbsqlDbsqlField = 17
+	DbsqlDbsqlFieldF_PGCONN_PORT     DbsqlDbsqlField = 18
+	DbsqlDbsqlFieldF_PGCONN_DATABASE DbsqlDbsqlField = 19
+	DbsqlDbsqlFieldF_PQ_CONN_CFG     DbsqlDbsqlField = 20
+	DbsqlDbsqlFieldF_PQ_HOST         DbsqlDbsqlField = 21
+	DbsqlDbsqlFieldF_PQ_PORT         DbsqlDbsqlField = 22
+	DbsqlDbsqlFieldF_PQ_DATABASE     DbsqlDbsqlField = 23
+	DbsqlDbsqlFieldF_FIELD_MAX       DbsqlDbsqlField = 24
+)
+
+type DbsqlDbsqlFunc uint32
+
+const (
+	DbsqlDbsqlFuncFN_MYSQL_BEGIN  DbsqlDbsqlFunc = 0
+	DbsqlDbsqlFuncFN_PGX_BEGIN    DbsqlDbsqlFunc = 1
+	DbsqlDbsqlFuncFN_PQ_BEGIN     DbsqlDbsqlFunc = 2
+	DbsqlDbsqlFuncFN_SQLITE_BEGIN DbsqlDbsqlFunc = 3
+	DbsqlDbsqlFuncFN_DSN_CONNECT  DbsqlDbsqlFunc = 4
+	DbsqlDbsqlFuncFN_MAX          DbsqlDbsqlFunc = 5
 )
 
 type DbsqlDbsqlProbe uint32
@@ -25,6 +70,13 @@ type DbsqlDbsqlProbe uint32
 const (
 	DbsqlDbsqlProbeP_QUERY DbsqlDbsqlProbe = 1
 	DbsqlDbsqlProbeP_DONE  DbsqlDbsqlProbe = 2
+)
+
+type DbsqlDbsqlQueryFlag uint32
+
+const (
+	DbsqlDbsqlQueryFlagQ_TEXT   DbsqlDbsqlQueryFlag = 1
+	DbsqlDbsqlQueryFlagQ_SERVER DbsqlDbsqlQueryFlag = 2
 )
 
 type DbsqlDone struct {
@@ -106,8 +158,11 @@ type DbsqlQuery struct {
 		Pid    uint32
 		CallId uint64
 	}
-	Len  uint64
-	Text [256]uint8
+	Len   uint64
+	Flags uint32
+	Pad   uint32
+	Srv   DbsqlServer
+	Text  [256]uint8
 }
 
 type DbsqlRetKey struct {
@@ -122,6 +177,18 @@ type DbsqlRootkey struct {
 	Pid    uint32
 	Pad    uint32
 	CallId uint64
+}
+
+type DbsqlServer struct {
+	_       structs.HostLayout
+	AddrLen uint64
+	NsLen   uint64
+	Port    uint16
+	Driver  uint8
+	Pad     [5]uint8
+	Net     [8]uint8
+	Addr    [128]uint8
+	Ns      [128]uint8
 }
 
 // LoadDbsql returns the embedded CollectionSpec for Dbsql.
@@ -202,12 +269,15 @@ type DbsqlVariableSpecs struct {
 	UnusedCallEvent    *ebpf.VariableSpec `ebpf:"unused_call_event"`
 	UnusedCallFlags    *ebpf.VariableSpec `ebpf:"unused_call_flags"`
 	UnusedDone         *ebpf.VariableSpec `ebpf:"unused_done"`
+	UnusedDriver       *ebpf.VariableSpec `ebpf:"unused_driver"`
 	UnusedField        *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedFunc         *ebpf.VariableSpec `ebpf:"unused_func"`
 	UnusedLibFields    *ebpf.VariableSpec `ebpf:"unused_lib_fields"`
 	UnusedLibHeader    *ebpf.VariableSpec `ebpf:"unused_lib_header"`
 	UnusedLibKey       *ebpf.VariableSpec `ebpf:"unused_lib_key"`
 	UnusedProbe        *ebpf.VariableSpec `ebpf:"unused_probe"`
 	UnusedQuery        *ebpf.VariableSpec `ebpf:"unused_query"`
+	UnusedQueryFlag    *ebpf.VariableSpec `ebpf:"unused_query_flag"`
 	UnusedRecordType   *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedRetKey       *ebpf.VariableSpec `ebpf:"unused_ret_key"`
 	UnusedRetSiteEvent *ebpf.VariableSpec `ebpf:"unused_ret_site_event"`
@@ -277,12 +347,15 @@ type DbsqlVariables struct {
 	UnusedCallEvent    *ebpf.Variable `ebpf:"unused_call_event"`
 	UnusedCallFlags    *ebpf.Variable `ebpf:"unused_call_flags"`
 	UnusedDone         *ebpf.Variable `ebpf:"unused_done"`
+	UnusedDriver       *ebpf.Variable `ebpf:"unused_driver"`
 	UnusedField        *ebpf.Variable `ebpf:"unused_field"`
+	UnusedFunc         *ebpf.Variable `ebpf:"unused_func"`
 	UnusedLibFields    *ebpf.Variable `ebpf:"unused_lib_fields"`
 	UnusedLibHeader    *ebpf.Variable `ebpf:"unused_lib_header"`
 	UnusedLibKey       *ebpf.Variable `ebpf:"unused_lib_key"`
 	UnusedProbe        *ebpf.Variable `ebpf:"unused_probe"`
 	UnusedQuery        *ebpf.Variable `ebpf:"unused_query"`
+	UnusedQueryFlag    *ebpf.Variable `ebpf:"unused_query_flag"`
 	UnusedRecordType   *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedRetKey       *ebpf.Variable `ebpf:"unused_ret_key"`
 	UnusedRetSiteEvent *ebpf.Variable `ebpf:"unused_ret_site_event"`
