@@ -47,11 +47,17 @@ func (a *arena) bytesOf(r region) []byte {
 
 // put returns a new region holding data.
 func (a *arena) put(data []byte) region {
-	n := len(data)
+	r := a.reserve(len(data))
+	copy(a.bytesOf(r), data)
+	return r
+}
+
+// reserve returns a new region of n bytes for the caller to write.
+func (a *arena) reserve(n int) region {
 	if n > a.blockSize/2 {
 		// Large: a block of its own, exactly its size.
 		id := a.newBlock(n)
-		a.blocks[id].buf = append(a.blocks[id].buf, data...)
+		a.blocks[id].buf = a.blocks[id].buf[:n]
 		a.blocks[id].live = n
 		return region{block: id, len: uint32(n)}
 	}
@@ -64,7 +70,7 @@ func (a *arena) put(data []byte) region {
 	}
 	b := &a.blocks[a.head]
 	off := len(b.buf)
-	b.buf = append(b.buf, data...)
+	b.buf = b.buf[:off+n]
 	b.live += n
 	return region{block: a.head, off: uint32(off), len: uint32(n)}
 }
@@ -82,10 +88,12 @@ func (a *arena) extend(r region, data []byte) region {
 			return r
 		}
 	}
-	joined := make([]byte, 0, int(r.len)+len(data))
-	joined = append(append(joined, a.bytesOf(r)...), data...)
+	// Copy both into a new region; r's block cannot go before free.
+	nr := a.reserve(int(r.len) + len(data))
+	dst := a.bytesOf(nr)
+	copy(dst[copy(dst, a.bytesOf(r)):], data)
 	a.free(r)
-	return a.put(joined)
+	return nr
 }
 
 // free releases r; its block goes once no region uses it (the head block

@@ -114,3 +114,31 @@ func TestSnapshotOutlivesEviction(t *testing.T) {
 		t.Errorf("%d blocks of %d bytes held for a %d-byte budget", held, s.records.blockSize, budget)
 	}
 }
+
+// TestInterleavedBatches: a trace whose later spans arrive after another
+// trace's are copied to a new region (and in place when nothing came
+// between); either way every span decodes as sent.
+func TestInterleavedBatches(t *testing.T) {
+	s := New(1 << 20)
+	a, b := checkout(1, t0, 200, time.Millisecond), checkout(2, t0, 500, 2*time.Millisecond)
+	s.Export(a[:1])
+	s.Export(b[:2])
+	s.Export(a[1:2]) // after b's: copied
+	s.Export(a[2:])  // right after its own: in place
+	s.Export(b[2:])
+	for _, want := range [][]*span.Span{a, b} {
+		tr, ok := s.Trace(want[0].TraceID)
+		if !ok || len(tr.Spans) != len(want) {
+			t.Fatalf("trace %s: held %v", want[0].TraceID, ok)
+		}
+		got := map[span.SpanID]string{}
+		for _, sp := range tr.Spans {
+			got[sp.SpanID] = fmt.Sprint(sp.Name, sp.Status, sp.Attrs)
+		}
+		for _, sp := range want {
+			if w := fmt.Sprint(sp.Name, sp.Status, sp.Attrs); got[sp.SpanID] != w {
+				t.Errorf("span %s: %q, want %q", sp.SpanID, got[sp.SpanID], w)
+			}
+		}
+	}
+}

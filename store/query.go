@@ -127,13 +127,15 @@ func (s *Store) Trace(id span.TraceID) (*Trace, bool) {
 
 // Search returns the traces q selects, newest first (by trace start; equal
 // starts by trace id), at most q.Limit of them. It reads the encoded spans
-// and decodes only the traces it returns.
+// and decodes only the traces it returns, a chunk at a time outside the
+// matching (see Each), so a large result does not hold up Export; a trace
+// evicted meanwhile is left out.
 func (s *Store) Search(q Query) []*Trace {
 	m := newMatcher(q)
 	var hits []hit
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	if q.Service != "" && s.services[q.Service] == nil {
+		s.mu.RUnlock()
 		return []*Trace{}
 	}
 	for _, ref := range s.order[s.head:] {
@@ -150,15 +152,14 @@ func (s *Store) Search(q Query) []*Trace {
 			hits = sortHits(hits, q.Limit) // keep the best so far
 		}
 	}
-	hits = sortHits(hits, q.Limit)
-	out := make([]*Trace, len(hits))
-	for i, h := range hits {
-		out[i] = s.decodeTrace(h.ref.slot)
-	}
+	s.mu.RUnlock()
+	out := make([]*Trace, 0, len(hits))
+	s.decodeHits(sortHits(hits, q.Limit), func(t *Trace) bool { out = append(out, t); return true })
 	return out
 }
 
-// eachChunk is how many traces Each decodes per hold of the store's lock.
+// eachChunk is how many traces Each and Search decode per hold of the
+// store's lock.
 const eachChunk = 256
 
 // Each calls fn with every trace held, newest first (by trace start), until
@@ -174,8 +175,13 @@ func (s *Store) Each(fn func(*Trace) bool) {
 		}
 	}
 	s.mu.RUnlock()
-	hits = sortHits(hits, 0)
-	chunk := make([]*Trace, 0, eachChunk)
+	s.decodeHits(sortHits(hits, 0), fn)
+}
+
+// decodeHits decodes the traces of hits still held, in order, a chunk per
+// hold of the read lock, and calls fn with each until it returns false.
+func (s *Store) decodeHits(hits []hit, fn func(*Trace) bool) {
+	chunk := make([]*Trace, 0, min(len(hits), eachChunk))
 	for len(hits) > 0 {
 		n := min(len(hits), eachChunk)
 		chunk = chunk[:0]

@@ -103,7 +103,7 @@ type serviceEntry struct {
 
 // Stats describes what the store holds and has done since New.
 type Stats struct {
-	Bytes  int64 `json:"bytes"`  // bytes charged for what is held now (see SpanCost)
+	Bytes  int64 `json:"bytes"`  // bytes charged for what is held now (see New)
 	Budget int64 `json:"budget"` // the budget given to New
 	Traces int   `json:"traces"` // traces held now
 	Spans  int64 `json:"spans"`  // spans held now
@@ -138,7 +138,9 @@ func New(budgetBytes int64) *Store {
 // the budget. A trace that alone costs more than the budget is evicted as
 // soon as it does, without evicting older ones for it. A span of a trace
 // already evicted starts a new entry for that trace. Nil spans are skipped.
-// Export never fails and keeps no reference to spans or their values.
+// Export never fails and keeps neither the slice nor the spans; it keeps
+// strings the spans hold (names, keys, functions, files) as given, and
+// their *span.Process.
 func (s *Store) Export(spans []*span.Span) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
