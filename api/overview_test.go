@@ -185,6 +185,7 @@ func TestRequestsEndpoint(t *testing.T) {
 		{"service=frontend&since=10m&error=true", 5},
 		{"service=frontend&since=10m&error=false", 35},
 		{"service=frontend&since=10m&min=20ms", 20},
+		{"service=frontend&since=10m&minDuration=20ms", 20}, // Jaeger's name for it
 		{"service=frontend&since=3m", 20},
 		{"service=frontend&since=10m&slowest=10%25", 20}, // ties at 53 ms are all kept
 		{"service=payments&operation=main.charge&since=10m", 40},
@@ -215,6 +216,8 @@ func TestUIEndpointsBadParameters(t *testing.T) {
 		{"/api/requests?since=-5m", "parameter since"},
 		{"/api/requests?since=soon", "parameter since"},
 		{"/api/requests?min=fast", "parameter min"},
+		{"/api/requests?minDuration=fast", "parameter minDuration"},
+		{"/api/requests?min=1ms&minDuration=2ms", "parameters min and minDuration"},
 		{"/api/requests?slowest=1%", "escape"},
 		{"/api/requests?slowest=200%25", "parameter slowest"},
 		{"/api/requests?min=1s&slowest=1%25", "parameters min and slowest"},

@@ -45,7 +45,7 @@ const (
 //	service, operation  the requests: topmost spans of this service and operation
 //	                    (neither: each trace's root)
 //	since               requests that started this long ago at most (default 15m)
-//	min                 requests at least this long (250ms)
+//	min (or minDuration) requests at least this long (250ms)
 //	slowest             the slowest share of each operation's requests: 1% or 0.01
 //	error               true: with an error span at or under the request; false: without
 //	limit               rows at most, 1 … 1000 (default 50)
@@ -62,7 +62,16 @@ func ParseRequests(v url.Values, now time.Time) (RequestsRequest, error) {
 		r.Since = d
 	}
 	r.Query.Start, r.Query.End = now.Add(-r.Since), now
-	if r.Query.MinDuration, err = durationParam(v, "min"); err != nil {
+	// min, as the URLs name it, or minDuration, as Jaeger's API
+	// and /api/flame do: a user typing either gets the filter.
+	minName := "min"
+	if v.Has("minDuration") {
+		if v.Has("min") {
+			return r, fmt.Errorf("parameters min and minDuration: the same filter twice; give one")
+		}
+		minName = "minDuration"
+	}
+	if r.Query.MinDuration, err = durationParam(v, minName); err != nil {
 		return r, err
 	}
 	if r.Query.Slowest, err = shareParam(v, "slowest"); err != nil {
