@@ -52,6 +52,10 @@ type Binary struct {
 	inlineOnce sync.Once
 	inline     inlineIndex
 
+	gofuncOnce sync.Once // go:func.*, for PCFrames' inline trees
+	gofuncAddr uint64
+	gofuncErr  error
+
 	structsOnce sync.Once
 	structs     map[string]*dwarf.StructType
 	structsErr  error

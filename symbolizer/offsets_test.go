@@ -9,9 +9,9 @@ import (
 )
 
 func TestOffsets(t *testing.T) {
-	known := map[string][2]uint64{ // release: goid, parentGoid (measured, design.md)
-		"go1.21": {152, 272}, "go1.22": {152, 272}, "go1.23": {160, 280}, "go1.24": {160, 280},
-		"go1.25": {152, 272}, "go1.26": {152, 280}, "go1.27": {152, 280},
+	known := map[string][3]uint64{ // release: goid, parentGoid (measured, design.md), m.curg
+		"go1.21": {152, 272, 192}, "go1.22": {152, 272, 192}, "go1.23": {160, 280, 192}, "go1.24": {160, 280, 192},
+		"go1.25": {152, 272, 184}, "go1.26": {152, 280, 184}, "go1.27": {152, 280, 184},
 	}
 	for _, tc := range fixture.Matrix() {
 		t.Run(tc, func(t *testing.T) {
@@ -30,8 +30,8 @@ func TestOffsets(t *testing.T) {
 				t.Errorf("DWARF %+v != table %+v", fromDWARF, fromTable)
 			}
 			k := known[strings.TrimPrefix(fromTable.Source, "table:")]
-			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 {
-				t.Errorf("%+v, want goid %d parentGoid %d stackHi 8", fromTable, k[0], k[1])
+			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 || fromTable.M != 48 || fromTable.CurG != k[2] {
+				t.Errorf("%+v, want goid %d parentGoid %d stackHi 8 m 48 curg %d", fromTable, k[0], k[1], k[2])
 			}
 		})
 	}

@@ -79,6 +79,7 @@ type funcRecord struct {
 	end       uint64 // next function's entry
 	nameOff   int32
 	pcfile    uint32
+	pcln      uint32
 	cuOffset  uint32
 	startLine int32
 	pcdata    []uint32
@@ -102,6 +103,7 @@ func (t *pclntab) record(i int) (funcRecord, error) {
 	}
 	r.nameOff = int32(le.Uint32(d[4:]))
 	r.pcfile = le.Uint32(d[20:])
+	r.pcln = le.Uint32(d[24:])
 	npcdata := uint64(le.Uint32(d[28:]))
 	r.cuOffset = le.Uint32(d[32:])
 	r.startLine = int32(le.Uint32(d[36:]))
