@@ -108,6 +108,9 @@ type TracerProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+	TlsOff        int64
+	GmOff         uint64
+	CurgOff       uint64
 }
 
 type TracerRecordType uint32

@@ -44,6 +44,9 @@ enum bpf_map_type {
 #define BPF_RB_FORCE_WAKEUP (1ULL << 1)
 #define BPF_RB_AVAIL_DATA 0
 
+/* bpf_get_stack flags */
+#define BPF_F_USER_STACK (1ULL << 8)
+
 #include <bpf/bpf_helpers.h>
 
 /* Socket program contexts (UAPI layouts; only the fields used). */

@@ -140,6 +140,15 @@ struct proc_config {
 	__u64 goid_off;        /* runtime.g.goid */
 	__u64 parent_goid_off; /* runtime.g.parentGoid (Go >= 1.21) */
 	__u64 stack_hi_off;    /* runtime.g.stack.hi */
+	/*
+	 * Where a thread that was not stopped at a probe (a CPU sample) finds
+	 * its goroutine: the g it runs is at FS base + tls_off (amd64; 0:
+	 * unknown), and when that is g0 or gsignal the user goroutine is
+	 * g.m.curg.
+	 */
+	__s64 tls_off;
+	__u64 gm_off;   /* runtime.g.m */
+	__u64 curg_off; /* runtime.m.curg */
 };
 
 struct frame {

@@ -116,6 +116,9 @@ type PropagationProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+	TlsOff        int64
+	GmOff         uint64
+	CurgOff       uint64
 }
 
 type PropagationRetKey struct {

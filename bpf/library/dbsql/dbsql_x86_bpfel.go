@@ -146,6 +146,9 @@ type DbsqlProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+	TlsOff        int64
+	GmOff         uint64
+	CurgOff       uint64
 }
 
 type DbsqlQuery struct {

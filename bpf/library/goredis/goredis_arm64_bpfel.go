@@ -117,6 +117,9 @@ type GoredisProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+	TlsOff        int64
+	GmOff         uint64
+	CurgOff       uint64
 }
 
 type GoredisResult struct {

@@ -160,6 +160,9 @@ type HertzProcConfig struct {
 	GoidOff       uint64
 	ParentGoidOff uint64
 	StackHiOff    uint64
+	TlsOff        int64
+	GmOff         uint64
+	CurgOff       uint64
 }
 
 type HertzRetKey struct {
