@@ -128,7 +128,7 @@ func TestSelfSplit(t *testing.T) {
 		}
 		d := seg.Duration()
 		// 60% on CPU, 30% GC assist; then a cause claiming too much.
-		return []Cause{{"[on cpu]", d * 6 / 10}, {"[gc assist]", d * 3 / 10}, {"[blocked: chan]", d}}
+		return []Cause{{Name: OnCPU, Duration: d * 6 / 10}, {Name: "[gc assist]", Duration: d * 3 / 10}, {Name: "[blocked: chan]", Duration: d}}
 	}
 	res, err := Build([][]*span.Span{demoTrace(1, 0, 10)}, Query{}, split)
 	if err != nil {
@@ -153,6 +153,71 @@ func TestSelfSplit(t *testing.T) {
 	}
 	if total(res.Profile, 0) != 26*ms {
 		t.Errorf("total %d, want %d", total(res.Profile, 0), 26*ms)
+	}
+}
+
+// Code stacks under a cause split its time; what they leave stays on the
+// cause, what they claim beyond it is cut, and the total stays exact.
+func TestSelfSplitCode(t *testing.T) {
+	ms := time.Millisecond
+	split := func(p *criticalpath.Path, seg criticalpath.Segment) []Cause {
+		if p.Nodes[seg.Node].Span.Name != "redis GET" {
+			return nil
+		}
+		// 10 ms segment: 8 ms on CPU, of which code for 3+2 ms, then a
+		// stack claiming more than is left.
+		return []Cause{{Name: OnCPU, Duration: 8 * ms, Stacks: []CodeStack{
+			{Frames: []string{"main.main", "main.a"}, Duration: 3 * ms},
+			{Frames: []string{"main.main", "main.b"}, Duration: 2 * ms},
+			{Frames: []string{"main.c"}, Duration: 9 * ms},
+		}}}
+	}
+	res, err := Build([][]*span.Span{demoTrace(1, 0, 10)}, Query{}, split)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := "gateway GET;gateway GET;catalog GET /product/{id};catalog demo.Pricing/GetPrice;pricing demo.Pricing/GetPrice;pricing redis GET"
+	got := stacks(res.Profile)
+	for _, want := range []string{
+		fmt.Sprintf("%s;[on cpu];main.main;main.a %d/0", leaf, 3*ms),
+		fmt.Sprintf("%s;[on cpu];main.main;main.b %d/0", leaf, 2*ms),
+		fmt.Sprintf("%s;[on cpu];main.c %d/0", leaf, 3*ms),
+		fmt.Sprintf("%s %d/0", leaf, 2*ms),
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	for _, s := range got {
+		if strings.HasPrefix(s, leaf+";[on cpu] ") {
+			t.Errorf("[on cpu] kept time its stacks covered: %s", s)
+		}
+	}
+	if total(res.Profile, 0) != int64(26*ms) {
+		t.Errorf("total %d, want %d", total(res.Profile, 0), 26*ms)
+	}
+}
+
+// Each selects what Build aggregates.
+func TestEach(t *testing.T) {
+	var traces [][]*span.Span
+	for i := range 10 {
+		traces = append(traces, demoTrace(i, float64(i)*100, float64(i+1)))
+	}
+	q := Query{Service: "pricing", Slowest: 0.2}
+	var got []string
+	th, err := Each(traces, q, func(tree *criticalpath.Tree, i int) {
+		got = append(got, fmt.Sprintf("%s %v", criticalpath.Frame(tree.Span(i)), tree.Span(i).Duration()))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pricing demo.Pricing/GetPrice 14ms", "pricing demo.Pricing/GetPrice 15ms"} // 6..15 ms
+	if !slices.Equal(got, want) || th["pricing demo.Pricing/GetPrice"] != 14*time.Millisecond {
+		t.Errorf("Each = %q (thresholds %v), want %q", got, th, want)
+	}
+	if _, err := Each(traces, Query{Slowest: 2}, func(*criticalpath.Tree, int) {}); err == nil {
+		t.Error("a bad query was not refused")
 	}
 }
 

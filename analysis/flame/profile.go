@@ -36,7 +36,22 @@ const (
 type Cause struct {
 	Name     string
 	Duration time.Duration
+	// Stacks split the cause's time by code: frames under the cause's,
+	// outermost first (function names, from CPU samples). What they leave
+	// of Duration stays on the cause's own frame; what they claim beyond
+	// it is cut, in order.
+	Stacks []CodeStack
 }
+
+// CodeStack is a code path and the part of a cause's time spent on it.
+type CodeStack struct {
+	Frames   []string // outermost first
+	Duration time.Duration
+}
+
+// OnCPU names the cause "running on a CPU": CPU samples put their code
+// frames under it.
+const OnCPU = "[on cpu]"
 
 // SelfSplit splits a segment's time (the span's own work on the path,
 // p.Nodes[seg.Node].Span) by cause. The causes' durations should sum to
@@ -113,12 +128,32 @@ func (b *Builder) Add(p *criticalpath.Path) {
 				if d <= 0 {
 					continue
 				}
-				b.value[b.node(node, b.frame(frameKey{name: c.Name, cause: true}))] += d
+				cn := b.node(node, b.frame(frameKey{name: c.Name, cause: true}))
+				b.value[cn] += d - b.addCode(cn, c.Stacks, d)
 				left -= d
 			}
 		}
 		b.value[node] += left
 	}
+}
+
+// addCode puts code stacks under node, claiming at most d in all, and
+// returns what they claimed.
+func (b *Builder) addCode(node int32, stacks []CodeStack, d int64) int64 {
+	claimed := int64(0)
+	for _, cs := range stacks {
+		v := min(int64(cs.Duration), d-claimed)
+		if v <= 0 {
+			continue
+		}
+		n := node
+		for _, f := range cs.Frames {
+			n = b.node(n, b.frame(frameKey{name: f, cause: true}))
+		}
+		b.value[n] += v
+		claimed += v
+	}
+	return claimed
 }
 
 func (b *Builder) frame(k frameKey) int32 {

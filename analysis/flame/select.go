@@ -72,28 +72,49 @@ func Build(traces [][]*span.Span, q Query, split SelfSplit, comments ...string) 
 		return nil, err
 	}
 	res := &Result{}
-	var tree criticalpath.Tree
-	if q.Slowest > 0 {
-		res.Thresholds = thresholds(traces, q, &tree)
-	}
 	b := NewBuilder(split)
 	var path criticalpath.Path
+	var err error
+	res.Thresholds, err = Each(traces, q, func(tree *criticalpath.Tree, i int) {
+		tree.PathInto(&path, i, q.Options)
+		b.Add(&path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Requests, res.Total = b.Requests(), b.Total()
+	res.Profile = b.Profile(q.Start, q.End, comments...)
+	return res, nil
+}
+
+// Each calls fn with every request of traces (each one trace's spans,
+// any order) that q keeps, Slowest included: the trace's tree and the
+// request span's index in it, valid only during the call. It returns the
+// thresholds Slowest computed, per operation (nil without Slowest).
+// Build aggregates what Each selects; other profiles of the same
+// requests (CPU profiles of spans) select them here.
+func Each(traces [][]*span.Span, q Query, fn func(tree *criticalpath.Tree, i int)) (map[string]time.Duration, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
+	var tree criticalpath.Tree
+	var th map[string]time.Duration
+	if q.Slowest > 0 {
+		th = thresholds(traces, q, &tree)
+	}
 	for _, spans := range traces {
 		if len(spans) == 0 {
 			continue
 		}
 		tree.Reset(spans)
 		for _, i := range Requests(&tree, q) {
-			if res.Thresholds != nil && duration(tree.Span(i)) < res.Thresholds[criticalpath.Frame(tree.Span(i))] {
+			if th != nil && duration(tree.Span(i)) < th[criticalpath.Frame(tree.Span(i))] {
 				continue
 			}
-			tree.PathInto(&path, i, q.Options)
-			b.Add(&path)
+			fn(&tree, i)
 		}
 	}
-	res.Requests, res.Total = b.Requests(), b.Total()
-	res.Profile = b.Profile(q.Start, q.End, comments...)
-	return res, nil
+	return th, nil
 }
 
 // thresholds returns, per operation, the duration of its ⌈n·q.Slowest⌉-th
