@@ -21,8 +21,10 @@ import (
 	"github.com/latscope/latscope/agent/config"
 	"github.com/latscope/latscope/agent/discovery"
 	"github.com/latscope/latscope/agent/pods"
+	"github.com/latscope/latscope/analysis/flame"
 	"github.com/latscope/latscope/api"
 	"github.com/latscope/latscope/bpf/calltracer"
+	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/exporter/otlp"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/sampling"
@@ -57,6 +59,9 @@ type Node struct {
 
 	bmu     sync.Mutex // guards builder: the ring reader adds, discovery adds and removes processes
 	builder *callchain.Builder
+	wall    int64 // added to kernel CLOCK_MONOTONIC times for Unix times: spans' and CPU samples'
+
+	samples *cpuprofile.Store // CPU samples by span; nil when sampling is off
 
 	store   *store.Store
 	red     *metrics.RED
@@ -106,7 +111,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	n = &Node{log: log, self: os.Getpid(), started: time.Now(), cfg: cfg, reload: make(chan *config.Config, 1)}
 	n.sel = discovery.Selectors{Include: cfg.Selectors, Exclude: cfg.Exclude}
 	n.procs.init()
-	setMemoryLimit(int64(cfg.Store.Size), log)
+	setMemoryLimit(int64(cfg.Store.Size)+profileBudget(cfg), log)
 	if n.selfExe, err = exeID(n.self); err != nil {
 		return nil, err
 	}
@@ -128,11 +133,13 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		MaxGoroutines: cfg.MaxGoroutines,
 		Inject:        cfg.Inject,
 		SettleReturns: cfg.SettleReturns,
+		ProfileHz:     cfg.Profile.CPUHz,
 		Logger:        log,
 	}); err != nil {
 		return nil, err
 	}
-	n.builder = callchain.New(n.emit, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
+	n.wall = callchain.MonoToWall()
+	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
 
 	n.store = store.New(int64(cfg.Store.Size))
 	n.reg = prometheus.NewRegistry()
@@ -142,6 +149,12 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	n.reg.MustRegister(metrics.NewAgentCollector(n.snapshot), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "latscope_agent"}))
 	n.history = metrics.NewHistory(metrics.HistoryOptions{})
 	n.sinks = []span.Exporter{n.store, n.red, n.history}
+	if p := n.tracer.SamplePeriod(); p > 0 {
+		// A sink too: it learns which spans arrived (samples whose span
+		// never does are counted).
+		n.samples = cpuprofile.New(int64(cfg.Profile.StoreSize), p)
+		n.sinks = append(n.sinks, n.samples)
+	}
 	if otlp.Enabled() {
 		policy := cfg.Keep
 		if n.otlp, err = otlp.New(context.Background(), otlp.Options{Log: log}); err != nil {
@@ -159,13 +172,17 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, err
 	}
 	status := func() any { return n.Status() }
-	pages, err := ui.New(ui.Options{Store: n.store, History: n.history, Status: status, JaegerQueryURL: cfg.Export.JaegerQueryURL, Log: log})
+	var split flame.SelfSplit // code under [on cpu], from CPU samples
+	if n.samples != nil {
+		split = n.samples.Split(nil)
+	}
+	pages, err := ui.New(ui.Options{Store: n.store, History: n.history, Status: status, Split: split, JaegerQueryURL: cfg.Export.JaegerQueryURL, Log: log})
 	if err != nil {
 		return nil, err
 	}
 	n.httpSrv = &http.Server{
 		Handler: api.New(api.Options{Store: n.store, History: n.history, Status: status, Metrics: metrics.Handler(n.reg), Ready: n.ready, Log: log,
-			UI: pages}),
+			Samples: n.samples, UI: pages}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {
@@ -203,6 +220,8 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stopRead()
 	readErr := make(chan error, 1)
 	go func() { readErr <- n.tracer.Run(readCtx, nodeSink{n}) }()
+	profErr := make(chan error, 1)
+	go func() { profErr <- n.tracer.RunProfile(readCtx, n.samples, n.wall) }()
 
 	err := n.discover(ctx, readErr)
 
@@ -211,6 +230,9 @@ func (n *Node) Run(ctx context.Context) error {
 	stopRead()
 	if rerr := <-readErr; rerr != nil && err == nil {
 		err = rerr
+	}
+	if perr := <-profErr; perr != nil && err == nil {
+		err = perr
 	}
 	n.bmu.Lock()
 	n.builder.Flush()

@@ -192,6 +192,7 @@ func (n *Node) snapshot() metrics.Snapshot {
 		)
 		s.Gauges = append(s.Gauges, metrics.Gauge{Name: "k8s_pods", Help: "pods of this node cached", Value: float64(ks.Pods)})
 	}
+	n.profileSnapshot(&s)
 	if n.otlp != nil {
 		exported, dropped, failed := n.otlp.Stats()
 		ss := n.sampler.Stats()

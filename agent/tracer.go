@@ -65,7 +65,11 @@ type Config struct {
 	// call site has shown up for this long. Default 10s; negative turns
 	// learning off (the RET probes stay).
 	SettleReturns time.Duration
-	Logger        *slog.Logger
+	// ProfileHz samples the on-CPU stacks of traced processes this many
+	// times a second on every CPU (1–1000; 0: off): see profiler.go and
+	// RunProfile.
+	ProfileHz int
+	Logger    *slog.Logger
 }
 
 // Tracer owns the loaded programs, their maps and the ring buffer reader.
@@ -80,6 +84,7 @@ type Tracer struct {
 	injectLinks []link.Link
 	reader      *ringbuf.Reader
 	waiter      *ringWaiter // nil: the reader blocks in epoll_wait itself
+	prof        *profiler   // CPU sampling; nil when off
 
 	// multi: probes are uprobe_multi links (one per program and
 	// executable), else perf-event uprobes (one per site).
@@ -160,6 +165,17 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	if t.waiter, err = newRingWaiter(t.objs.Events); err != nil {
 		cfg.Logger.Debug("the ring buffer is waited for in a blocking system call", "reason", err)
+	}
+	if cfg.ProfileHz > 0 {
+		if err := t.startProfiler(cfg.ProfileHz, opts); err != nil {
+			if t.waiter != nil {
+				t.waiter.Close()
+			}
+			t.reader.Close()
+			t.closeInjection()
+			t.closeObjects()
+			return nil, err
+		}
 	}
 	t.retSites.wake = make(chan struct{}, 1)
 	t.stopLearner, t.learnerDone = make(chan struct{}), make(chan struct{})
@@ -327,6 +343,13 @@ func (t *Tracer) Counters() ([]Counter, error) {
 	}
 	out = append(out, Counter{"lost_bad_records", t.short, true, "ring buffer records of unknown type or too short to decode"})
 	out = append(out, Counter{"calls_open_at_detach", t.openAtDetach, false, "calls still running when tracing of their process stopped (it exited or was detached mid-call): no span"})
+	if t.prof != nil {
+		cs, err := t.prof.counters()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
 	return out, nil
 }
 
@@ -361,6 +384,9 @@ func (t *Tracer) Close() error {
 	errs = append(errs, t.closeInjection(), t.reader.Close())
 	if t.waiter != nil {
 		errs = append(errs, t.waiter.Close())
+	}
+	if t.prof != nil {
+		errs = append(errs, t.prof.close())
 	}
 	t.binaries.closeAll()
 	t.closeObjects()

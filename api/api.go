@@ -20,6 +20,7 @@
 //	GET /api/requests?…                   the slowest requests of a query (Requests, see ParseRequests)
 //	GET /api/overview?…                   every operation's RED over a window and the one before (Overview, see ParseOverview)
 //	GET /api/timeline?…                   one operation's RED step by step (Timeline)
+//	GET /api/profile/cpu?…                CPU profile of the selected requests' spans, gzipped profile.proto (Options.Samples)
 //	GET /pprof/…?…                        pprof's web UI over the same profile (flamegraph, top, graph)
 //	anything else                         Options.UI, when set (the web UI's pages)
 //
@@ -37,6 +38,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/store"
 )
@@ -46,6 +48,10 @@ type Options struct {
 	// Store is the trace store the Jaeger API reads; without it the Jaeger
 	// routes are not served (404).
 	Store *store.Store
+	// Samples are the CPU samples of spans: they give flame graphs code
+	// frames under [on cpu] and serve /api/profile/cpu. Without them
+	// (CPU sampling off) that route answers 404 saying so.
+	Samples *cpuprofile.Store
 	// Status reports the agent's state; its result is JSON-marshalled at
 	// GET /api/status. Without it that route is 404.
 	Status func() any
@@ -101,12 +107,16 @@ func New(opts Options) http.Handler {
 		mux.HandleFunc("GET /api/operations", q.operations)
 		mux.HandleFunc("GET /api/traces", q.search)
 		mux.HandleFunc("GET /api/traces/{traceID}", q.trace)
-		f := &flameAPI{q: q}
+		f := &flameAPI{q: q, samples: opts.Samples}
+		if opts.Samples != nil {
+			f.split = opts.Samples.Split(nil)
+		}
 		mux.HandleFunc("GET /api/traces/{traceID}/critical-path", f.criticalPath)
 		mux.HandleFunc("GET /api/flame", f.profile)
 		mux.HandleFunc("GET /api/requests", q.requests)
+		mux.HandleFunc("GET /api/profile/cpu", f.cpuProfile)
 		ui := &pprofUI{now: q.now, log: log, build: func(req FlameRequest) (*profile.Profile, error) {
-			res, err := Flame(req, StoreSource(opts.Store))
+			res, err := Flame(req, StoreSource(opts.Store), f.split)
 			if err != nil {
 				return nil, err
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/latscope/latscope/analysis/criticalpath"
 	"github.com/latscope/latscope/analysis/flame"
+	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/store"
 )
@@ -33,14 +34,16 @@ type TraceSource func(q flame.Query) ([][]*span.Span, error)
 // Flame builds the profile req asks for from the traces src returns: the
 // window's, or with a baseline the diff pprof's -diff_base would show.
 // The agent serves it from its store; the CLI builds it from a Jaeger
-// query API (FetchTraces), so both read the same.
-func Flame(req FlameRequest, src TraceSource) (*FlameResult, error) {
+// query API (FetchTraces), so both read the same. split (nil: none)
+// splits segments by cause (flame.SelfSplit): the agent's CPU samples
+// give [on cpu] code frames.
+func Flame(req FlameRequest, src TraceSource, split flame.SelfSplit) (*FlameResult, error) {
 	build := func(q flame.Query, what string) (*flame.Result, error) {
 		traces, err := src(q)
 		if err != nil {
 			return nil, err
 		}
-		res, err := flame.Build(traces, q, nil, describe(q, what))
+		res, err := flame.Build(traces, q, split, describe(q, what))
 		if err != nil {
 			return nil, err
 		}
@@ -69,7 +72,12 @@ func Flame(req FlameRequest, src TraceSource) (*FlameResult, error) {
 
 // describe is the profile comment naming what it holds.
 func describe(q flame.Query, what string) string {
-	parts := []string{"latscope critical path, " + what}
+	return describeQuery("latscope critical path, "+what, q)
+}
+
+// describeQuery is a comment naming the profile (title) and its query.
+func describeQuery(title string, q flame.Query) string {
+	parts := []string{title}
 	add := func(k, v string) {
 		if v != "" {
 			parts = append(parts, k+"="+v)
@@ -110,8 +118,13 @@ func StoreSource(s *store.Store) TraceSource {
 	}
 }
 
-// flameAPI serves the flame profiles and critical paths from the store.
-type flameAPI struct{ q *query }
+// flameAPI serves the flame profiles, critical paths and CPU profiles
+// from the stores.
+type flameAPI struct {
+	q       *query
+	samples *cpuprofile.Store // nil: CPU sampling is off
+	split   flame.SelfSplit   // code frames from samples; nil without
+}
 
 // profile answers GET /api/flame: the gzipped profile.proto FlameRequest
 // asks for (see ParseFlame), application/octet-stream, or a 400 naming
@@ -127,7 +140,7 @@ func (f *flameAPI) profile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, f.q.log, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := Flame(req, StoreSource(f.q.store))
+	res, err := Flame(req, StoreSource(f.q.store), f.split)
 	if err != nil {
 		writeError(w, f.q.log, http.StatusBadRequest, err.Error())
 		return

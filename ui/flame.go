@@ -73,7 +73,7 @@ func (u *UI) flame(w http.ResponseWriter, r *http.Request) {
 		u.badRequest(w, r, err)
 		return
 	}
-	res, err := api.Flame(req, api.StoreSource(u.opts.Store))
+	res, err := api.Flame(req, api.StoreSource(u.opts.Store), u.opts.Split)
 	if err != nil {
 		u.badRequest(w, r, err)
 		return

@@ -34,6 +34,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/latscope/latscope/analysis/flame"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/store"
 )
@@ -54,6 +55,9 @@ type Options struct {
 	// read through its JSON form): the status page, and the empty states
 	// that say which processes are traced or why none is.
 	Status func() any
+	// Split splits flame graphs' segments by cause (flame.SelfSplit: the
+	// agent's CPU samples put code under [on cpu]); nil: none.
+	Split flame.SelfSplit
 	// JaegerQueryURL, when set, is the base URL of a Jaeger UI holding the
 	// exported traces: the trace page links to {JaegerQueryURL}/trace/{id}.
 	JaegerQueryURL string

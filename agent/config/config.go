@@ -67,6 +67,18 @@ type Config struct {
 	Export     Export     `yaml:"export"`
 	Metrics    Metrics    `yaml:"metrics"`
 	Kubernetes Kubernetes `yaml:"kubernetes"`
+	Profile    Profile    `yaml:"profile"`
+}
+
+// Profile configures CPU profiles of spans: on-CPU stacks of traced
+// processes sampled by perf events and kept by the span they ran in.
+type Profile struct {
+	// CPUHz is how many times a second every CPU is sampled (1–1000; 0
+	// turns sampling off). Each sample stands for 1/CPUHz s of CPU.
+	CPUHz int `yaml:"cpuHz"`
+	// StoreSize bounds the memory of the samples kept (>= 1MiB); the
+	// oldest spans' samples go first.
+	StoreSize ByteSize `yaml:"storeSize"`
 }
 
 // Kubernetes configures pod metadata: which pod and container each
@@ -161,7 +173,7 @@ type Export struct {
 // Default returns the default configuration: no selectors, HTTP on
 // 127.0.0.1:7070, a 128MiB store, keep all, inject on, an 8MiB ring,
 // 16384 goroutines, rescans every 10s, settle returns for 10s, log level
-// info, Kubernetes auto.
+// info, Kubernetes auto, CPU sampling at 99 Hz into 32MiB.
 func Default() *Config {
 	return &Config{
 		HTTP:           "127.0.0.1:7070",
@@ -174,6 +186,7 @@ func Default() *Config {
 		SettleReturns:  10 * time.Second,
 		LogLevel:       "info",
 		Kubernetes:     Kubernetes{Enabled: Auto},
+		Profile:        Profile{CPUHz: 99, StoreSize: 32 * MiB},
 	}
 }
 
@@ -260,6 +273,12 @@ func (c *Config) problems() []*FieldError {
 	}
 	if c.RescanInterval < time.Second {
 		bad("rescanInterval", "%v is shorter than the minimum of 1s", c.RescanInterval)
+	}
+	if c.Profile.CPUHz < 0 || c.Profile.CPUHz > 1000 {
+		bad("profile.cpuHz", "%d is not a sampling rate of 1 to 1000 Hz (99 is the usual; 0 turns CPU sampling off)", c.Profile.CPUHz)
+	}
+	if c.Profile.StoreSize < MiB {
+		bad("profile.storeSize", "%v is below the minimum of 1MiB", c.Profile.StoreSize)
 	}
 	if _, ok := logLevels[c.LogLevel]; !ok {
 		bad("logLevel", "%q is not a log level (debug, info, warn, error)", c.LogLevel)

@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		{"export.jaegerQueryURL", d.Export.JaegerQueryURL, ""},
 		{"kubernetes", d.Kubernetes, Kubernetes{Enabled: Auto}},
 		{"metrics.podLabel", d.Metrics.PodLabel, false},
+		{"profile", d.Profile, Profile{CPUHz: 99, StoreSize: 32 * MiB}},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("default %s = %v, want %v", tc.field, tc.got, tc.want)
@@ -57,7 +58,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q, want only the no-selectors warning", w)
 	}
 	// Every field of Config has a row above.
-	if n := reflect.TypeFor[Config]().NumField(); n != 16 {
+	if n := reflect.TypeFor[Config]().NumField(); n != 17 {
 		t.Errorf("Config has %d fields: add the new ones to this test", n)
 	}
 }
@@ -91,6 +92,9 @@ export:
 kubernetes:
   enabled: true
   nodeName: node-1.example
+profile:
+  cpuHz: 999
+  storeSize: 64MiB
 `
 
 var fullConfig = Config{
@@ -105,6 +109,7 @@ var fullConfig = Config{
 	RescanInterval: 30 * time.Second, SettleReturns: -time.Second, LogLevel: "debug",
 	Export:     Export{JaegerQueryURL: "https://jaeger.example:16686/"},
 	Kubernetes: Kubernetes{Enabled: On, NodeName: "node-1.example"},
+	Profile:    Profile{CPUHz: 999, StoreSize: 64 * MiB},
 }
 
 func TestLoadFullRoundTrip(t *testing.T) {
@@ -175,6 +180,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad keep", "keep: errors,fast\n", []string{`agent.yaml:1: keep: keep policy "errors,fast": term "fast": unknown rule`, "syntax:"}},
 		{"bad http", "http: localhost\n", []string{`agent.yaml:1: http: "localhost" is not host:port`}},
 		{"bad http port", "http: localhost:http\n", []string{`agent.yaml:1: http: "localhost:http": port "http" is not a TCP port`}},
+		{"profile rate", "profile:\n  cpuHz: 5000\n", []string{"agent.yaml:2: profile.cpuHz: 5000 is not a sampling rate of 1 to 1000 Hz"}},
+		{"small profile store", "profile:\n  storeSize: 10KiB\n", []string{"agent.yaml:2: profile.storeSize: 10KiB is below the minimum of 1MiB"}},
 		{"bad log level", "logLevel: loud\n", []string{`agent.yaml:1: logLevel: "loud" is not a log level (debug, info, warn, error)`}},
 		{"bad jaeger url", "export:\n  jaegerQueryURL: jaeger:16686\n", []string{`agent.yaml:2: export.jaegerQueryURL: "jaeger:16686" is not an absolute http(s) URL`}},
 		{"relative jaeger url", "export:\n  jaegerQueryURL: /jaeger\n", []string{"export.jaegerQueryURL"}},

@@ -44,6 +44,8 @@ var flagPaths = map[string]string{
 	"kubernetes":        "kubernetes.enabled",
 	"node-name":         "kubernetes.nodeName",
 	"kubeconfig":        "kubernetes.kubeconfig",
+	"profile-hz":        "profile.cpuHz",
+	"profile-size":      "profile.storeSize",
 }
 
 // pathFlags is flagPaths inverted.
@@ -85,6 +87,8 @@ func Bind(fs *flag.FlagSet) *Flags {
 	fs.String("kubernetes", string(d.Kubernetes.Enabled), "pod metadata on spans and pod selectors: `MODE` is auto (on in a pod, or with --kubeconfig), true or false")
 	fs.String("node-name", "", "this node's `name` in the cluster (default $NODE_NAME)")
 	fs.String("kubeconfig", "", "kubeconfig `file` to reach the API server from outside the cluster (default: the pod's service account)")
+	fs.String("profile-hz", strconv.Itoa(d.Profile.CPUHz), "sample the on-CPU stacks of traced processes `N` times a second per CPU, for CPU profiles of spans (1-1000; 0: off)")
+	fs.String("profile-size", d.Profile.StoreSize.String(), "memory bound of the CPU samples kept by span (`SIZE`, e.g. 64MiB)")
 	return f
 }
 
@@ -188,6 +192,13 @@ func (f *Flags) apply(c *Config, name, value string) error {
 		c.Kubernetes.NodeName = value
 	case "kubeconfig":
 		c.Kubernetes.Kubeconfig = value
+	case "profile-hz":
+		c.Profile.CPUHz, err = strconv.Atoi(value)
+		if err != nil {
+			err = fmt.Errorf("%q is not an integer", value)
+		}
+	case "profile-size":
+		c.Profile.StoreSize, err = ParseByteSize(value)
 	}
 	return err
 }

@@ -36,7 +36,7 @@ func TestFlagsDefaults(t *testing.T) {
 	// The defaults shown in -help are the real ones.
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	Bind(fs)
-	for name, want := range map[string]string{"kubernetes": "auto", "node-name": "", "kubeconfig": "", "http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "8MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s"} {
+	for name, want := range map[string]string{"kubernetes": "auto", "node-name": "", "kubeconfig": "", "http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "8MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s", "profile-hz": "99", "profile-size": "32MiB"} {
 		if got := fs.Lookup(name).DefValue; got != want {
 			t.Errorf("--%s default %q, want %q", name, got, want)
 		}
@@ -50,7 +50,7 @@ func TestFlagsEveryOption(t *testing.T) {
 		"--no-inject", "--min-duration", "50us", "--ring-size", "32MiB", "--max-goroutines", "100",
 		"--rescan", "1m", "--settle-returns", "-1s", "--log-level", "warn",
 		"--namespace", "shop", "--pod-selector", "app=catalog,tier!=cache", "--container", "app", "--exclude-namespace", "kube-*",
-		"--kubernetes", "false", "--node-name", "node-1")
+		"--kubernetes", "false", "--node-name", "node-1", "--profile-hz", "0", "--profile-size", "1MiB")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +63,7 @@ func TestFlagsEveryOption(t *testing.T) {
 		Inject: false, MinDuration: 50 * time.Microsecond, RingSize: 32 * MiB, MaxGoroutines: 100,
 		RescanInterval: time.Minute, SettleReturns: -time.Second, LogLevel: "warn",
 		Kubernetes: Kubernetes{Enabled: Off, NodeName: "node-1"},
+		Profile:    Profile{CPUHz: 0, StoreSize: MiB},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", *c, *want)
@@ -115,6 +116,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--max-goroutines", "-1"}, "--max-goroutines: -1 is not a positive"},
 		{[]string{"--http", "7070"}, `--http: "7070" is not host:port`},
 		{[]string{"--log-level", "trace"}, `--log-level: "trace" is not a log level`},
+		{[]string{"--profile-hz", "-1"}, "--profile-hz: -1 is not a sampling rate of 1 to 1000 Hz"},
+		{[]string{"--profile-hz", "often"}, `--profile-hz: "often" is not an integer`},
+		{[]string{"--profile-size", "1KiB"}, "--profile-size: 1KiB is below the minimum of 1MiB"},
 		{[]string{"--funcs", "main.a b"}, `--funcs: "main.a b" is not a Go symbol glob`},
 		{[]string{"--exe", "["}, `--exe: bad glob "["`},
 		{[]string{"--exe", ""}, "--exe: empty exe glob"},

@@ -81,7 +81,7 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 	var window, base *profile.Profile
 	var requests, baseRequests int64
 	if *jaegerURL != "" {
-		res, err := api.Flame(req, api.JaegerSource(context.Background(), c, *jaegerURL, *limit))
+		res, err := api.Flame(req, api.JaegerSource(context.Background(), c, *jaegerURL, *limit), nil)
 		if err != nil {
 			return fmt.Errorf("flame: %w", err)
 		}
@@ -186,14 +186,14 @@ func writeProfile(file string, p *profile.Profile) error {
 	}
 	f, err := os.Create(file)
 	if err != nil {
-		return fmt.Errorf("flame: %w", err)
+		return err
 	}
 	if err := p.Write(f); err != nil {
 		f.Close()
-		return fmt.Errorf("flame: write %s: %w", file, err)
+		return fmt.Errorf("write %s: %w", file, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("flame: write %s: %w", file, err)
+		return fmt.Errorf("write %s: %w", file, err)
 	}
 	return nil
 }

@@ -21,6 +21,8 @@ Usage:
   latscope explain TRACE_ID [--agent URL | --jaeger URL]    where one trace's latency went (its critical path)
   latscope flame [--agent URL | --jaeger URL] [--service S] [--since 5m] [--slowest 1%] -o FILE
                                                           slow requests' critical paths as a pprof profile
+  latscope profile [--agent URL] [--service S] [--operation O] [--since 5m] [--slowest 1%] -o FILE
+                                                          the CPU profile of those requests' spans (pprof)
   latscope ps [--exe GLOB]...                             the host's Go processes: selected? traceable?
   latscope trace (--pid PID[,PID...] | -- CMD ARGS...) [--funcs PATTERNS] [flags]
   latscope symbols (BINARY | --pid PID) [--match REGEX]
@@ -56,6 +58,8 @@ func main() {
 		err = runExplain(args)
 	case "flame":
 		err = runFlame(args)
+	case "profile":
+		err = runProfile(args)
 	case "version":
 		fmt.Println("latscope", span.Scope.Version)
 	case "-h", "-help", "--help", "help":
