@@ -156,7 +156,7 @@ func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *p
 	if err != nil {
 		return nil, nil, err
 	}
-	im.cfg = calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, GmOff: offs.M, CurgOff: offs.CurG, TlsOff: t.tlsOffset(bin)}
+	im.cfg = calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, GmOff: offs.M, CurgOff: offs.MCurG, TlsOff: t.tlsOffset(bin)}
 	if im.file, err = os.Open(fmt.Sprintf("/proc/%d/exe", pid)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, fmt.Errorf("pid %d exited before its probes were attached: %w", pid, symbolizer.ErrProcessGone)

@@ -18,10 +18,10 @@ type Offsets struct {
 	GoID       uint64 // runtime.g.goid
 	ParentGoID uint64 // runtime.g.parentGoid (Go 1.21+)
 	StackHi    uint64 // runtime.g.stack.hi
-	// M and CurG lead from the g a thread runs (g0 on the system stack)
+	// M and MCurG lead from the g a thread runs (g0 on the system stack)
 	// to the user goroutine it runs for: g.m.curg (CPU samples).
 	M      uint64 // runtime.g.m
-	CurG   uint64 // runtime.m.curg
+	MCurG  uint64 // runtime.m.curg
 	Source string // "dwarf" or "table:go1.NN"
 }
 
@@ -37,7 +37,7 @@ type TableEntry struct {
 	ParentGoID uint64 `json:"parentGoid"`
 	StackHi    uint64 `json:"stackHi"`
 	M          uint64 `json:"m"`
-	CurG       uint64 `json:"curg"`
+	MCurG      uint64 `json:"mCurg"`
 }
 
 var (
@@ -94,7 +94,7 @@ func TableOffsets(goVersion string) (Offsets, error) {
 		return Offsets{}, newError("offsets table", ErrUnsupportedGoVersion,
 			"no runtime.g offsets for %s: rebuild the table with `go run ./scripts/genoffsets` including that toolchain, or build the program with DWARF (without -ldflags=-w)", goVersion)
 	}
-	return Offsets{GoID: e.GoID, ParentGoID: e.ParentGoID, StackHi: e.StackHi, M: e.M, CurG: e.CurG, Source: "table:" + key}, nil
+	return Offsets{GoID: e.GoID, ParentGoID: e.ParentGoID, StackHi: e.StackHi, M: e.M, MCurG: e.MCurG, Source: "table:" + key}, nil
 }
 
 // DWARFOffsets reads the offsets from the binary's DWARF types of
@@ -131,7 +131,7 @@ func (b *Binary) DWARFOffsets() (Offsets, error) {
 	if m, err := findStruct(d, "runtime.m"); err != nil {
 		missing = append(missing, "runtime.m")
 	} else if f, ok := field(m, "curg"); ok {
-		o.CurG = uint64(f.ByteOffset)
+		o.MCurG = uint64(f.ByteOffset)
 	}
 	if f, ok := field(g, "stack"); ok {
 		t := f.Type
@@ -206,7 +206,7 @@ func FormatTable(t map[string]TableEntry) []byte {
 	buf.WriteString("{\n")
 	for i, k := range keys {
 		e := t[k]
-		fmt.Fprintf(&buf, "  %q: {\"goid\": %d, \"parentGoid\": %d, \"stackHi\": %d, \"m\": %d, \"curg\": %d}", k, e.GoID, e.ParentGoID, e.StackHi, e.M, e.CurG)
+		fmt.Fprintf(&buf, "  %q: {\"goid\": %d, \"parentGoid\": %d, \"stackHi\": %d, \"m\": %d, \"mCurg\": %d}", k, e.GoID, e.ParentGoID, e.StackHi, e.M, e.MCurG)
 		if i < len(keys)-1 {
 			buf.WriteString(",")
 		}

@@ -30,7 +30,7 @@ func TestOffsets(t *testing.T) {
 				t.Errorf("DWARF %+v != table %+v", fromDWARF, fromTable)
 			}
 			k := known[strings.TrimPrefix(fromTable.Source, "table:")]
-			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 || fromTable.M != 48 || fromTable.CurG != k[2] {
+			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 || fromTable.M != 48 || fromTable.MCurG != k[2] {
 				t.Errorf("%+v, want goid %d parentGoid %d stackHi 8 m 48 curg %d", fromTable, k[0], k[1], k[2])
 			}
 		})

@@ -96,7 +96,7 @@ func TestSampleOwnProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := uint32(os.Getpid())
-	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, TlsOff: tls, GmOff: offs.M, CurgOff: offs.CurG}
+	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, TlsOff: tls, GmOff: offs.M, CurgOff: offs.MCurG}
 	if err := tracer.Procs.Put(pid, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func run(out string, list []string) error {
 			return fmt.Errorf("%s: offsets %+v differ from another %s toolchain's %+v", tc, e, key, prev)
 		}
 		table[key] = e
-		slog.Info("measured", "toolchain", tc, "release", key, "goid", e.GoID, "parentGoid", e.ParentGoID, "stackHi", e.StackHi, "m", e.M, "curg", e.CurG)
+		slog.Info("measured", "toolchain", tc, "release", key, "goid", e.GoID, "parentGoid", e.ParentGoID, "stackHi", e.StackHi, "m", e.M, "mCurg", e.MCurG)
 	}
 	if err := os.WriteFile(out, symbolizer.FormatTable(table), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
@@ -98,5 +98,5 @@ func measure(dir, tc string) (string, symbolizer.TableEntry, error) {
 			v = v[:i+1+j]
 		}
 	}
-	return v, symbolizer.TableEntry{GoID: o.GoID, ParentGoID: o.ParentGoID, StackHi: o.StackHi, M: o.M, CurG: o.CurG}, nil
+	return v, symbolizer.TableEntry{GoID: o.GoID, ParentGoID: o.ParentGoID, StackHi: o.StackHi, M: o.M, MCurG: o.MCurG}, nil
 }
