@@ -238,6 +238,11 @@ func (p *profiler) counters() ([]Counter, error) {
 		st := profile.Stats[i]
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
 	}
+	// The kernel runs one BPF program at a time per CPU: a tick that
+	// lands while a probe's program runs is skipped, and counted there.
+	if st, err := p.objs.SampleCpu.Stats(); err == nil {
+		out = append(out, Counter{"cpu_samples_missed_in_bpf", st.RecursionMisses, true, "CPU samples the kernel skipped: the tick came while another BPF program (a probe) ran on that CPU"})
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append(out,
