@@ -202,15 +202,15 @@ type Stat struct {
 
 // Stats describes every counter, indexed by ProfileProfileStat.
 var Stats = [ProfileProfileStatPROFILE_MAX]Stat{
-	ProfileProfileStatPROFILE_SENT:           {"cpu_samples_sent", false, "CPU samples of traced processes sent to user space, each naming its span"},
-	ProfileProfileStatPROFILE_SPAWNED:        {"cpu_samples_spawned", false, "of them, samples of goroutines with no traced call of their own, given to the traced call that started them"},
-	ProfileProfileStatPROFILE_NOT_IN_SPAN:    {"cpu_samples_not_in_span", false, "CPU samples of traced processes taken outside every traced call (background goroutines, idle connections): no span to give them to"},
-	ProfileProfileStatPROFILE_TOO_YOUNG:      {"cpu_samples_below_min_duration", false, "CPU samples taken only inside calls younger than --min-duration (their span may never be sent): not attributed"},
-	ProfileProfileStatPROFILE_NO_GOROUTINE:   {"cpu_samples_no_goroutine", false, "CPU samples of traced processes' threads running no goroutine (the scheduler, GC workers, idle threads)"},
-	ProfileProfileStatPROFILE_NO_TLS:         {"cpu_samples_no_tls", true, "CPU samples of processes whose goroutine cannot be read from thread-local storage (see the log: an unsupported architecture or linking)"},
-	ProfileProfileStatPROFILE_READ_G_FAILED:  {"cpu_samples_read_g_failed", true, "CPU samples whose goroutine could not be read (please report, with the Go version)"},
-	ProfileProfileStatPROFILE_RINGBUF_FULL:   {"cpu_samples_lost_ringbuf_full", true, "CPU samples lost: the samples ring buffer was full"},
-	ProfileProfileStatPROFILE_STACK_FAILED:   {"cpu_samples_without_stack", true, "CPU samples sent without a stack: the kernel could not unwind it"},
+	ProfileProfileStatPROFILE_SENT:          {"cpu_samples_sent", false, "CPU samples of traced processes sent to user space, each naming its span"},
+	ProfileProfileStatPROFILE_SPAWNED:       {"cpu_samples_spawned", false, "of them, samples of goroutines with no traced call of their own, given to the traced call that started them"},
+	ProfileProfileStatPROFILE_NOT_IN_SPAN:   {"cpu_samples_not_in_span", false, "CPU samples of traced processes taken outside every traced call (background goroutines, idle connections): no span to give them to"},
+	ProfileProfileStatPROFILE_TOO_YOUNG:     {"cpu_samples_below_min_duration", false, "CPU samples taken only inside calls younger than --min-duration (their span may never be sent): not attributed"},
+	ProfileProfileStatPROFILE_NO_GOROUTINE:  {"cpu_samples_no_goroutine", false, "CPU samples of traced processes' threads running no goroutine (the scheduler, GC workers, idle threads)"},
+	ProfileProfileStatPROFILE_NO_TLS:        {"cpu_samples_no_tls", true, "CPU samples of processes whose goroutine cannot be read from thread-local storage (see the log: an unsupported architecture or linking)"},
+	ProfileProfileStatPROFILE_READ_G_FAILED: {"cpu_samples_read_g_failed", true, "CPU samples whose goroutine could not be read (please report, with the Go version)"},
+	ProfileProfileStatPROFILE_RINGBUF_FULL:  {"cpu_samples_lost_ringbuf_full", true, "CPU samples lost: the samples ring buffer was full"},
+	ProfileProfileStatPROFILE_STACK_FAILED:  {"cpu_samples_without_stack", true, "CPU samples sent without a stack: the kernel could not unwind it"},
 }
 
 // ReadStats sums the per-CPU counters.
