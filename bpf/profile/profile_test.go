@@ -91,12 +91,12 @@ func TestSampleOwnProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tls, err := bin.TLSGOffset()
+	tls, err := bin.GTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := uint32(os.Getpid())
-	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, TlsOff: tls, GmOff: offs.M, CurgOff: offs.MCurG}
+	cfg := calltracer.TracerProcConfig{GoidOff: offs.GoID, ParentGoidOff: offs.ParentGoID, StackHiOff: offs.StackHi, TlsOff: tls.Offset, GmOff: offs.M, CurgOff: offs.MCurG}
 	if err := tracer.Procs.Put(pid, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,9 @@ func variant(hz int) string {
 // measure starts an agent tracing catalog with sampling at hz, warms up,
 // and measures one load.
 func measure(dir string, catalog *exec.Cmd, addr, path string, hz int, warm time.Duration, seconds, conc int) run {
-	step := func(what string) { fmt.Fprintf(os.Stderr, "%s %s %s: %s\n", time.Now().Format("15:04:05"), path, variant(hz), what) }
+	step := func(what string) {
+		fmt.Fprintf(os.Stderr, "%s %s %s: %s\n", time.Now().Format("15:04:05"), path, variant(hz), what)
+	}
 	step("starting the agent")
 	before := programIDs()
 	agent, url := startAgent(dir, "--exe", catalog.Path, "--settle-returns", "2s", "--profile-hz", strconv.Itoa(hz))
