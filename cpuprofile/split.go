@@ -38,15 +38,27 @@ func (s *Store) Split(next flame.SelfSplit) flame.SelfSplit {
 		}
 		for i, c := range causes {
 			if c.Name == flame.OnCPU {
-				for j := range stacks {
-					stacks[j].Duration = time.Duration(int64(c.Duration) * int64(stacks[j].Duration/s.period) / total)
-				}
-				causes[i].Stacks = stacks
+				causes[i].Stacks = s.share(stacks, total, c.Duration)
 				return causes
 			}
 		}
-		return append(causes, flame.Cause{Name: flame.OnCPU, Duration: time.Duration(total) * s.period, Stacks: stacks})
+		// A segment's samples may stand for a little more than the
+		// segment (a sample taken just inside it stands for a whole
+		// period): the stacks then share the segment in proportion, not
+		// first come first served, which would always cut the rarest.
+		d := min(time.Duration(total)*s.period, seg.Duration())
+		return append(causes, flame.Cause{Name: flame.OnCPU, Duration: d, Stacks: s.share(stacks, total, d)})
 	}
+}
+
+// share gives each stack its part of d in proportion to its samples
+// (each stack's Duration is its samples × the period; total samples in
+// all).
+func (s *Store) share(stacks []flame.CodeStack, total int64, d time.Duration) []flame.CodeStack {
+	for j := range stacks {
+		stacks[j].Duration = time.Duration(float64(d) * float64(stacks[j].Duration/s.period) / float64(total))
+	}
+	return stacks
 }
 
 // segmentStacks groups the own-goroutine samples of span id taken in

@@ -276,6 +276,41 @@ func TestSplit(t *testing.T) {
 	}
 }
 
+// Samples standing for more than their segment share it in proportion:
+// capping them in order would always cut the rarest stack.
+func TestSplitCapped(t *testing.T) {
+	const period = 10 * time.Millisecond
+	s := New(1<<20, period)
+	tr := request(1, 0, "GET /product/{id}")
+	root := tr[0]
+	// [0, 10 ms): 3 samples of A, 1 of B: 40 ms of samples in 10 ms.
+	for _, at_ := range []float64{1, 3, 5} {
+		s.Add(root.TraceID, root.SpanID, at(at_), 0, code(s, "main.spinA"))
+	}
+	s.Add(root.TraceID, root.SpanID, at(7), 0, code(s, "main.spinB"))
+	res, err := flame.Build([][]*span.Span{tr}, flame.Query{}, s.Split(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := flameStacks(res.Profile)
+	ms := time.Millisecond
+	for _, want := range []string{
+		fmt.Sprintf("catalog GET /product/{id};[on cpu];main.spinA %d", 7500*time.Microsecond),
+		fmt.Sprintf("catalog GET /product/{id};[on cpu];main.spinB %d", 2500*time.Microsecond),
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	var sum int64
+	for _, smp := range res.Profile.Sample {
+		sum += smp.Value[0]
+	}
+	if sum != int64(100*ms) {
+		t.Errorf("total %d, want the request's 100 ms", sum)
+	}
+}
+
 func flameStacks(p *profile.Profile) []string {
 	var out []string
 	for _, s := range p.Sample {
