@@ -192,6 +192,7 @@ func TestCPUProfileOfSpans(t *testing.T) {
 				}
 			}
 			fr := float64(onCPU["main.spinA"]) / float64(onCPU["main.spinB"])
+			t.Logf("flame graph [on cpu]: spinA %v, spinB %v (ratio %.2f)", time.Duration(onCPU["main.spinA"]), time.Duration(onCPU["main.spinB"]), fr)
 			if onCPU["main.spinC"] != 0 || fr < 3*0.8 || fr > 3*1.2 {
 				t.Errorf("flame graph [on cpu] code: %v (spinA:spinB %.2f)", onCPU, fr)
 			}
