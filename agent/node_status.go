@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -146,7 +147,7 @@ func (n *Node) snapshot() metrics.Snapshot {
 	)
 	hs := n.history.Stats()
 	s.Counters = append(s.Counters,
-		metrics.Counter{Name: "history_operations_overflow", Help: "spans of operations beyond the UI history's 500, counted in their service's _other operation", Value: hs.Overflow},
+		metrics.Counter{Name: "history_operations_overflow", Help: fmt.Sprintf("spans of operations beyond the UI history's %d, counted in their service's _other operation", metrics.DefaultMaxOperations), Value: hs.Overflow},
 		metrics.Counter{Name: "history_spans_late", Help: "spans that ended more than 2h ago when they arrived: not in the UI's rates and percentiles", Value: hs.Late, Loss: true},
 	)
 	n.mu.Lock()
