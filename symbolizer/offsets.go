@@ -150,6 +150,16 @@ func (b *Binary) DWARFOffsets() (Offsets, error) {
 			missing = append(missing, fmt.Sprintf("runtime.stack (stack is %T)", t))
 		}
 	}
+	if f, ok := field(g, "m"); ok {
+		o.M = uint64(f.ByteOffset)
+	}
+	m, err := findStruct(d, "runtime.m")
+	if err != nil {
+		return Offsets{}, fmt.Errorf("%s: %w", b.Path, err)
+	}
+	if f, ok := field(m, "curg"); ok {
+		o.MCurG = uint64(f.ByteOffset)
+	}
 	if len(missing) > 0 {
 		return Offsets{}, fmt.Errorf("%s: DWARF lacks %v", b.Path, missing)
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"github.com/latscope/latscope/internal/fixture"
 )
 
@@ -32,6 +34,12 @@ func TestOffsets(t *testing.T) {
 			k := known[strings.TrimPrefix(fromTable.Source, "table:")]
 			if fromTable.GoID != k[0] || fromTable.ParentGoID != k[1] || fromTable.StackHi != 8 || fromTable.M != 48 || fromTable.MCurG != k[2] {
 				t.Errorf("%+v, want goid %d parentGoid %d stackHi 8 m 48 curg %d", fromTable, k[0], k[1], k[2])
+			}
+			// runtime.systemstack compares g with m.curg: its code must
+			// use the same offsets (a check the table cannot make).
+			gm, curg := systemstackOffsets(t, str)
+			if fromTable.M != gm || fromTable.MCurG != curg {
+				t.Errorf("table g.m %d m.curg %d; runtime.systemstack's code uses %d and %d", fromTable.M, fromTable.MCurG, gm, curg)
 			}
 		})
 	}
@@ -68,4 +76,40 @@ func TestFormatTableRoundTrip(t *testing.T) {
 	if got := string(FormatTable(tab)); got != string(offsetsJSON) {
 		t.Errorf("offsets.json is not in canonical form; regenerate with go run ./scripts/genoffsets:\n%s", got)
 	}
+}
+
+// systemstackOffsets reads g.m and m.curg from runtime.systemstack's
+// `MOVQ g_m(AX), BX` … `CMPQ AX, m_curg(BX)`: the last memory operand
+// compared with the g register before the first call.
+func systemstackOffsets(t *testing.T, b *Binary) (gm, curg uint64) {
+	t.Helper()
+	f, err := b.Lookup("runtime.systemstack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := b.code(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g x86asm.Reg
+	for _, in := range decode(f.Entry, code) {
+		if in.inst.Op == x86asm.CALL {
+			break
+		}
+		m, ok := in.inst.Args[1].(x86asm.Mem)
+		switch {
+		case in.inst.Op == x86asm.MOV && ok && m.Segment == x86asm.FS:
+			g = in.inst.Args[0].(x86asm.Reg)
+		case in.inst.Op == x86asm.MOV && ok && g != 0 && m.Base == g && gm == 0:
+			gm = uint64(m.Disp)
+		case in.inst.Op == x86asm.CMP && in.inst.Args[0] == g:
+			if m, ok := in.inst.Args[1].(x86asm.Mem); ok {
+				curg = uint64(m.Disp)
+			}
+		}
+	}
+	if gm == 0 || curg == 0 {
+		t.Fatalf("runtime.systemstack: g.m or m.curg not found in its code")
+	}
+	return gm, curg
 }

@@ -221,7 +221,9 @@ func (b *Binary) isMorestack(addr uint64) bool {
 		return false
 	}
 	switch f.Name {
-	case "runtime.morestack", "runtime.morestack_noctxt":
+	// morestackc is where a //go:systemstack function's check against
+	// g.stackguard1 branches on a user stack: it throws, never re-enters.
+	case "runtime.morestack", "runtime.morestack_noctxt", "runtime.morestackc":
 		return true
 	}
 	return false
