@@ -171,6 +171,7 @@ func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *p
 	if err := t.attachRuntime(im, batch); err != nil {
 		return nil, nil, err
 	}
+	t.planAttribution(im, batch, offs)
 	probed := make(map[string]bool)
 	for id, lib := range Libraries {
 		if err := t.attachLibrary(im, batch, id, lib, probed); err != nil {
@@ -228,6 +229,9 @@ func (t *Tracer) register(p *Process) error {
 		if err := t.objs.LibOffsets.Put(calltracer.LibKey{Pid: uint32(p.PID), Lib: uint32(id)}, fields); err != nil {
 			return fmt.Errorf("configure %s for pid %d: %w", Libraries[id].Name, p.PID, err)
 		}
+	}
+	if err := t.registerAttribution(p); err != nil {
+		return err
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -704,7 +708,7 @@ func (t *Tracer) unregister(p *Process) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(append(errs, t.forgetGoroutines(uint32(p.PID)), t.forgetRetSites(uint32(p.PID)))...)
+	return errors.Join(append(errs, t.forgetGoroutines(uint32(p.PID)), t.forgetRetSites(uint32(p.PID)), t.unregisterAttribution(p))...)
 }
 
 // Probes is the number of probe sites attached in p's executable, which

@@ -71,6 +71,8 @@ type image struct {
 	traced map[string]bool  // functions traced, by name
 	libs   map[int]libSlots // libraries used, by id: their lib_offsets slots
 
+	attr *imageAttribution // latency attribution's sites and facts; nil without it
+
 	mu     sync.Mutex // guards what changes after attach:
 	links  []link.Link
 	sites  int // probe sites the links hold

@@ -138,7 +138,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	n.wall = callchain.MonoToWall()
+	n.wall = n.tracer.MonoToWall() // the tracer's: records of every kind line up with spans
 	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
 
 	n.store = store.New(int64(cfg.Store.Size))
@@ -271,6 +271,7 @@ func (n *Node) closeAll() error {
 // emit hands the builder's spans to every sink; it runs with bmu held.
 func (n *Node) emit(spans []*span.Span) {
 	n.spans.Add(uint64(len(spans)))
+	n.tracer.Attribute(spans)
 	for _, s := range n.sinks {
 		if err := s.Export(spans); err != nil {
 			n.log.Error("export spans", "err", err)

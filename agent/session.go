@@ -89,6 +89,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 
 	var exportMu sync.Mutex
 	out := func(spans []*span.Span) {
+		tr.Attribute(spans)
 		exportMu.Lock()
 		defer exportMu.Unlock()
 		res.Exported += uint64(len(spans))
@@ -99,7 +100,7 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	b := callchain.New(out, callchain.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: tr.IDSalt()})
+	b := callchain.New(out, tr.MonoToWall(), callchain.Options{Libraries: libraryDecoders(), Salt: tr.IDSalt()})
 	var procs []*Process
 	images := map[*image]bool{}
 	for _, pid := range pids {

@@ -19,8 +19,10 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/latscope/latscope/agent/callchain"
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/bpf/propagation"
+	"github.com/latscope/latscope/bpf/sched"
 )
 
 // Config tunes a Tracer.
@@ -69,7 +71,10 @@ type Config struct {
 	// times a second on every CPU (1–1000; 0: off): see profiler.go and
 	// RunProfile.
 	ProfileHz int
-	Logger    *slog.Logger
+	// NoAttribution loads no latency-attribution programs (spans get no
+	// time split): only to measure what attribution costs.
+	NoAttribution bool
+	Logger        *slog.Logger
 }
 
 // Tracer owns the loaded programs, their maps and the ring buffer reader.
@@ -101,6 +106,13 @@ type Tracer struct {
 	learnerDone chan struct{}
 
 	openAtDetach uint64 // calls still running when their process was detached
+
+	// Latency attribution (attribution.go): its programs (nil when they
+	// did not load), the collector of their records, the clock offset
+	// spans are built with.
+	sched *sched.Objects
+	attr  *attribution.Collector
+	wall  int64
 
 	short  uint64    // records too short to be an event (never expected)
 	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
@@ -194,7 +206,7 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 		}
 		return nil, err
 	}
-	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, multi: opts.UprobeMulti, procs: make(map[int]*Process), images: make(map[fileID]*image)}
+	t := &Tracer{cfg: cfg, log: cfg.Logger, objs: objs, multi: opts.UprobeMulti, procs: make(map[int]*Process), images: make(map[fileID]*image), wall: callchain.MonoToWall()}
 	// Without injection only the map libraries leave contexts in is
 	// needed: the socket programs need CAP_NET_ADMIN to load.
 	loadProp := propagation.Load
@@ -209,6 +221,7 @@ func load(cfg Config, opts calltracer.Options) (*Tracer, error) {
 		t.closeObjects()
 		return nil, err
 	}
+	t.loadAttribution(opts)
 	return t, nil
 }
 
@@ -241,6 +254,9 @@ func (t *Tracer) loadLibraries(opts calltracer.Options) error {
 }
 
 func (t *Tracer) closeObjects() {
+	if t.sched != nil {
+		t.sched.Close()
+	}
 	for _, c := range t.libs {
 		c.Close()
 	}
@@ -297,6 +313,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 				sink.Lib(rec.RawSample)
 			} else if e, ok := calltracer.DecodeRetSite(rec.RawSample); ok {
 				t.retSites.push(*e)
+			} else if e, ok := sched.Decode(rec.RawSample); ok {
+				t.attr.Add(e)
 			} else {
 				t.short++
 			}
@@ -309,6 +327,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			t.unsent += n
 			t.swept = time.Now()
+			t.attr.Expire(callchain.MonoNow())
 		}
 		if done {
 			return nil
@@ -341,6 +360,11 @@ func (t *Tracer) Counters() ([]Counter, error) {
 		st := calltracer.Stats[i]
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
 	}
+	attr, err := t.attributionCounters()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, attr...)
 	out = append(out, Counter{"lost_bad_records", t.short, true, "ring buffer records of unknown type or too short to decode"})
 	out = append(out, Counter{"calls_open_at_detach", t.openAtDetach, false, "calls still running when tracing of their process stopped (it exited or was detached mid-call): no span"})
 	if t.prof != nil {

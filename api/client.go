@@ -110,6 +110,9 @@ func decodeSpan(js jaegerSpan, p *span.Process) (*span.Span, error) {
 		case string(semconv.CodeLineNumberKey):
 			s.Line = int(asInt(kv.Value))
 		default:
+			if strings.HasPrefix(kv.Key, span.TimeKeyPrefix) && s.SetTimeAttr(kv.Key, asInt(kv.Value)) {
+				continue
+			}
 			s.Attrs = append(s.Attrs, span.Attr{Key: kv.Key, Value: tagValue(kv)})
 		}
 	}

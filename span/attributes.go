@@ -56,6 +56,9 @@ func (s *Span) Attributes() []Attr {
 	if s.Orphan {
 		a = append(a, Attr{KeyParentMissing, true})
 	}
+	if s.Time != nil {
+		a = append(a, s.Time.attributes()...)
+	}
 	return append(a, s.Attrs...)
 }
 

@@ -102,6 +102,10 @@ type Span struct {
 	File string
 	Line int
 
+	// Time says where the span's goroutine spent its wall time (latency
+	// attribution); nil when nothing was attributed.
+	Time *TimeSplit
+
 	Attrs []Attr
 }
 

@@ -28,13 +28,15 @@ import (
 //	20   4    operation (Store.ops: service, name, kind)
 //	24   4    process (Store.procs)
 //	28   1    status
-//	29   1    flags (flagRemoteParent, flagUnwound, flagOrphan)
+//	29   1    flags (flagRemoteParent, flagUnwound, flagOrphan, flagTime)
 //	30   8    span id
 //	38   8    parent span id
 //	46   …    uvarints GoID, ParentGoID, StartTID, EndTID, CPU, Depth, Line;
 //	          Function and File as string refs; StatusMessage as a string;
 //	          uvarint attribute count, then per attribute a key ref, a type
-//	          byte and the value.
+//	          byte and the value; with flagTime, the time split: a byte
+//	          (1: full), a uvarint mask of the categories not zero, and
+//	          their nanoseconds as uvarints.
 //
 // A string ref is a uint16 index into Store.strs, or refInline followed by
 // the string (uvarint length, bytes) once the table is full. A value is a
@@ -55,6 +57,7 @@ const (
 	flagRemoteParent = 1 << 0
 	flagUnwound      = 1 << 1
 	flagOrphan       = 1 << 2
+	flagTime         = 1 << 3 // a span.TimeSplit follows the attributes
 
 	refInline = math.MaxUint16
 
@@ -84,7 +87,26 @@ func SpanCost(s *span.Span) int64 {
 	for _, a := range s.Attrs {
 		n += 2 + valueLen(a.Value)
 	}
+	if s.Time != nil {
+		mask, vals := timeFields(s.Time)
+		n += 1 + uvarintLen(mask)
+		for _, v := range vals {
+			n += uvarintLen(v)
+		}
+	}
 	return int64(n)
+}
+
+// timeFields returns the mask of a split's categories that are not zero
+// and their values, in category order.
+func timeFields(t *span.TimeSplit) (mask uint64, vals []uint64) {
+	for c, v := range t.NS {
+		if v > 0 {
+			mask |= 1 << c
+			vals = append(vals, uint64(v))
+		}
+	}
+	return mask, vals
 }
 
 func uvarintLen(x uint64) int {
@@ -140,6 +162,9 @@ func (s *Store) encode(b []byte, sp *span.Span, op, proc uint32) []byte {
 	if sp.Orphan {
 		flags |= flagOrphan
 	}
+	if sp.Time != nil {
+		flags |= flagTime
+	}
 	hdr[offFlags] = flags
 	copy(hdr[offSpanID:], sp.SpanID[:])
 	copy(hdr[offParent:], sp.ParentID[:])
@@ -158,6 +183,20 @@ func (s *Store) encode(b []byte, sp *span.Span, op, proc uint32) []byte {
 	for _, a := range sp.Attrs {
 		b = s.appendRef(b, a.Key)
 		b = appendValue(b, a.Value)
+	}
+	if t := sp.Time; t != nil {
+		full := byte(0)
+		if t.Full {
+			full = 1
+		}
+		b = append(b, full)
+		mask, _ := timeFields(t)
+		b = binary.AppendUvarint(b, mask)
+		for _, v := range t.NS {
+			if v > 0 {
+				b = binary.AppendUvarint(b, uint64(v))
+			}
+		}
 	}
 	binary.LittleEndian.PutUint32(b[start+offSize:], uint32(len(b)-start))
 	return b
@@ -364,6 +403,17 @@ func (s *Store) decode(r record, id span.TraceID) *span.Span {
 			sp.Attrs[i].Key = rd.ref()
 			sp.Attrs[i].Value = boxed(rd.value())
 		}
+	}
+	if r.flags()&flagTime != 0 {
+		t := &span.TimeSplit{Full: rd.b[rd.off] == 1}
+		rd.off++
+		mask := rd.uvarint()
+		for c := range t.NS {
+			if mask&(1<<c) != 0 {
+				t.NS[c] = int64(rd.uvarint())
+			}
+		}
+		sp.Time = t
 	}
 	return sp
 }

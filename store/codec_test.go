@@ -24,6 +24,7 @@ func TestRoundTrip(t *testing.T) {
 			{Key: "big", Value: int64(1) << 62}, {Key: "f", Value: 2.5}, {Key: "t", Value: true},
 			{Key: "no", Value: false}, {Key: "int", Value: 42},
 		},
+		Time: &span.TimeSplit{Full: true, NS: [span.NumTimeCategories]int64{span.TimeOnCPU: 300_000, span.TimeGCSTW: 1 << 40, span.TimeOther: 1}},
 	}
 	bare := &span.Span{TraceID: traceID(7), SpanID: spanID(7, 3), Name: "GET", Kind: span.KindClient, Start: t0, End: t0, Process: payments}
 	for _, tableFull := range []bool{false, true} {
@@ -56,7 +57,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Errorf("charged %d bytes, less than SpanCost says (%d)", s.Stats().Bytes, want)
 		}
 		// Attributes match encoded, and inline, as decoded.
-		for _, tag := range []map[string]string{{"s": "x"}, {"neg": "-5"}, {"f": "2.5"}, {"t": "true"}, {"no": "false"}, {"int": "42"}, {"code.function.name": "main.work"}} {
+		for _, tag := range []map[string]string{{"s": "x"}, {"neg": "-5"}, {"f": "2.5"}, {"t": "true"}, {"no": "false"}, {"int": "42"}, {"code.function.name": "main.work"}, {"latscope.time.gc_stw": "1099511627776"}} {
 			if got := s.Search(Query{Tags: tag}); len(got) != 1 {
 				t.Errorf("table full %v: Search(%v) found %d traces, want 1", tableFull, tag, len(got))
 			}

@@ -28,6 +28,7 @@ var derivedKeys = func() map[string]bool {
 	full := &span.Span{
 		Function: "f", File: "f.go", Line: 1, Kind: span.KindInternal,
 		GoID: 1, ParentGoID: 2, StartTID: 1, EndTID: 2, Unwound: true, Orphan: true,
+		Time: &span.TimeSplit{Full: true}, // latscope.time.*: decoded when searched
 	}
 	keys := make(map[string]bool)
 	for _, a := range full.Attributes() {

@@ -119,6 +119,7 @@ const (
 	TracerRecordTypeRECORD_CALL     TracerRecordType = 1
 	TracerRecordTypeRECORD_LIB      TracerRecordType = 2
 	TracerRecordTypeRECORD_RET_SITE TracerRecordType = 3
+	TracerRecordTypeRECORD_SCHED    TracerRecordType = 4
 )
 
 type TracerRetKey struct {

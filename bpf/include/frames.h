@@ -46,6 +46,7 @@ enum record_type {
 	RECORD_CALL = 1, /* struct call_event */
 	RECORD_LIB = 2,  /* struct lib_header + a library's payload */
 	RECORD_RET_SITE = 3, /* struct ret_site_event */
+	RECORD_SCHED = 4, /* struct sched_event (bpf/sched: latency attribution) */
 };
 
 enum call_flags {

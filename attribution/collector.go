@@ -1,0 +1,180 @@
+// Package attribution says where the time of each span went
+// (docs/attribution.md). It turns the records of bpf/sched —
+// stop-the-world windows, GC assists — into the span.TimeSplit of each
+// span the call-chain builder emits. Pure Go over recorded events: it
+// needs no BPF to test.
+package attribution
+
+import (
+	"sync"
+	"time"
+
+	"github.com/latscope/latscope/bpf/sched"
+	"github.com/latscope/latscope/span"
+)
+
+// Bounds of what a Collector keeps.
+const (
+	// Retain is how long records are kept for spans still to come: a
+	// span arrives when it ends (the builder waits for parents at most
+	// 30 s), so a record older than this cannot belong to one.
+	Retain = 2 * time.Minute
+	// maxIntervals bounds one goroutine's timeline; past it the oldest
+	// half goes.
+	maxIntervals = 1 << 14
+	// maxSTW bounds each process's stop-the-world windows.
+	maxSTW = 4096
+)
+
+// Collector gathers the records of traced processes and applies them to
+// their spans. It is safe for concurrent use: the ring reader adds
+// records while the builder's output is applied.
+type Collector struct {
+	mu    sync.Mutex
+	wall  int64 // add to a CLOCK_MONOTONIC time to get Unix ns: the builder's
+	procs map[uint32]*proc
+	stats Stats
+}
+
+// Stats counts what a Collector did.
+type Stats struct {
+	Records        uint64 // records added
+	UnknownProcess uint64 // records of a process never added (dropped)
+	STW            uint64 // stop-the-world windows
+	Assists        uint64 // GC assists
+	SpansGC        uint64 // spans given their stop-the-world or assist time
+	Dropped        uint64 // records dropped at the bounds
+}
+
+type window struct{ start, end uint64 }
+
+type proc struct {
+	stw []window // recent stop-the-world windows, by end
+	gs  map[uint64]*timeline
+}
+
+// interval is part of a goroutine's time in a category: a GC assist.
+type interval struct {
+	start, end uint64
+	cat        span.TimeCategory
+}
+
+type timeline struct {
+	ivs    []interval // by arrival (close to end order)
+	pruned uint64     // intervals ending at or before it were dropped
+	last   uint64     // the latest end added
+}
+
+// New returns a Collector for spans whose times are CLOCK_MONOTONIC
+// plus monoToWall (callchain.MonoToWall, the builder's own offset).
+func New(monoToWall int64) *Collector {
+	return &Collector{wall: monoToWall, procs: make(map[uint32]*proc)}
+}
+
+// AddProcess registers a traced process.
+func (c *Collector) AddProcess(pid uint32) {
+	c.mu.Lock()
+	c.procs[pid] = &proc{gs: make(map[uint64]*timeline)}
+	c.mu.Unlock()
+}
+
+// RemoveProcess forgets a process.
+func (c *Collector) RemoveProcess(pid uint32) {
+	c.mu.Lock()
+	delete(c.procs, pid)
+	c.mu.Unlock()
+}
+
+// Add takes one record. The kernel sends a goroutine's records before
+// the calls that end after them, in one ring, so they are here before
+// their spans.
+func (c *Collector) Add(ev *sched.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stats.Records++
+	p := c.procs[ev.Pid]
+	if p == nil {
+		c.stats.UnknownProcess++
+		return
+	}
+	switch ev.Kind {
+	case sched.KindSTW:
+		c.stats.STW++
+		if len(p.stw) == maxSTW {
+			p.stw = append(p.stw[:0], p.stw[maxSTW/2:]...)
+			c.stats.Dropped += maxSTW / 2
+		}
+		p.stw = append(p.stw, window{ev.Start, ev.End})
+	case sched.KindAssist:
+		c.stats.Assists++
+		c.add(p, ev.Goid, interval{ev.Start, ev.End, span.TimeGCAssist})
+	}
+}
+
+func (c *Collector) add(p *proc, goid uint64, ivs ...interval) {
+	tl := p.gs[goid]
+	if tl == nil {
+		tl = &timeline{}
+		p.gs[goid] = tl
+	}
+	for _, iv := range ivs {
+		if iv.end <= iv.start {
+			continue
+		}
+		if len(tl.ivs) == maxIntervals {
+			half := tl.ivs[:maxIntervals/2]
+			for _, d := range half {
+				tl.pruned = max(tl.pruned, d.end)
+			}
+			tl.ivs = append(tl.ivs[:0], tl.ivs[maxIntervals/2:]...)
+			c.stats.Dropped += maxIntervals / 2
+		}
+		tl.ivs = append(tl.ivs, iv)
+		tl.last = max(tl.last, iv.end)
+	}
+}
+
+// Expire drops what no span still to come can need: records older than
+// Retain before now (CLOCK_MONOTONIC ns).
+func (c *Collector) Expire(now uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now < uint64(Retain) {
+		return
+	}
+	before := now - uint64(Retain)
+	for _, p := range c.procs {
+		for goid, tl := range p.gs {
+			if tl.last <= before {
+				delete(p.gs, goid)
+				continue
+			}
+			tl.prune(before)
+		}
+		i := 0
+		for i < len(p.stw) && p.stw[i].end <= before && len(p.stw)-i > 1 {
+			i++
+		}
+		p.stw = p.stw[i:]
+	}
+}
+
+// prune drops the intervals that end at or before t.
+func (tl *timeline) prune(t uint64) {
+	kept := tl.ivs[:0]
+	for _, iv := range tl.ivs {
+		if iv.end > t {
+			kept = append(kept, iv)
+		}
+	}
+	clear(tl.ivs[len(kept):])
+	tl.ivs = kept
+	tl.pruned = max(tl.pruned, t)
+}
+
+// Stats returns the counters so far.
+func (c *Collector) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
