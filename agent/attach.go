@@ -110,6 +110,13 @@ func (t *Tracer) Attach(pid int, patterns []string) (*Process, error) {
 		if err := t.attachImage(im, batch); err != nil {
 			return nil, fmt.Errorf("pid %d (%s): %w", pid, im.bin.Path, err)
 		}
+		if t.deepOn() {
+			if err := t.attachDeep(im); err != nil {
+				t.log.Warn("deep attribution off in this executable", "pid", pid, "err", err)
+			} else if err := t.registerAttribution(p); err != nil { // its spans are covered from now
+				return nil, err
+			}
+		}
 		t.mu.Lock()
 		t.images[id] = im
 		t.mu.Unlock()

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/latscope/latscope/agent/callchain"
 	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/bpf/sched"
@@ -17,17 +19,28 @@ import (
 // Latency attribution (docs/attribution.md): the probe sites of
 // bpf/sched in each image, the facts its programs need per process, and
 // the collector that turns their records into each span's time split.
+// Deep mode, which attaches the costly hooks for a bounded time, is in
+// deep.go.
 
 // Runtime functions latency attribution hooks.
 const (
 	fnStopTheWorld  = "runtime.stopTheWorldWithSema"
 	fnStartTheWorld = "runtime.startTheWorldWithSema"
 	fnGCAssistAlloc = "runtime.gcAssistAlloc"
+	fnGopark        = "runtime.gopark"
+	fnCasgstatus    = "runtime.casgstatus"
 )
 
 // imageAttribution is what an image holds for latency attribution.
 type imageAttribution struct {
-	proc sched.Proc // what the programs need per process (the same for every process of the image)
+	proc    sched.Proc       // what the programs need per process (the same for every process of the image)
+	reasons map[string]uint8 // runtime.traceBlockReason values of its Go release
+	// deepSites are deep mode's probe sites; nil when deep mode cannot
+	// run in this image, deepOff saying why.
+	deepSites *probeSites
+	deepOff   string
+	deep      probeLinks // attached while deep mode is on (guarded by the image's mu)
+	detached  *atomic.Uint64
 }
 
 // loadAttribution loads bpf/sched with the call tracer's maps. Without
@@ -50,14 +63,15 @@ func (t *Tracer) loadAttribution(opts calltracer.Options) {
 func (t *Tracer) MonoToWall() int64 { return t.wall }
 
 // Attribute sets the time split of spans the builder made from this
-// tracer's calls (span.Span.Time): their stop-the-world and GC assist
-// time.
+// tracer's calls (span.Span.Time): the full split where deep mode
+// covered them, else their stop-the-world and GC assist time.
 func (t *Tracer) Attribute(spans []*span.Span) { t.attr.Apply(spans) }
 
 // AttributionStats returns what the collector counted.
 func (t *Tracer) AttributionStats() attribution.Stats { return t.attr.Stats() }
 
-// planAttribution adds the hooks of im to b. A hook it cannot place (a function inlined or missing in this
+// planAttribution adds the always-on hooks of im to b and prepares deep
+// mode's. A hook it cannot place (a function inlined or missing in this
 // Go release) is said once and left out: attribution is then partial
 // for this executable, tracing is not affected.
 func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offsets) {
@@ -65,7 +79,16 @@ func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offse
 		return
 	}
 	bin := im.bin
-	a := &imageAttribution{proc: sched.Proc{GoidOff: offs.GoID}}
+	a := &imageAttribution{proc: sched.Proc{GoidOff: offs.GoID, GmOff: offs.M, CurgOff: offs.MCurG}, detached: &t.deepDetached}
+	if tls, err := bin.GTLS(); err != nil {
+		t.log.Warn("latency attribution: threads' goroutines unreadable, the kernel's scheduling is not attributed (time preempted or asleep in the kernel counts as on CPU)", "exe", bin.Path, "err", err)
+	} else {
+		a.proc.TlsOff = tls.Offset
+	}
+	var err error
+	if a.reasons, err = bin.BlockReasons(); err != nil {
+		t.log.Warn("latency attribution: park reasons unknown for this Go release, blocked time counts as other", "exe", bin.Path, "err", err)
+	}
 	im.attr = a
 	site := func(name string) (*symbolizer.Func, *symbolizer.Sites, error) {
 		f, err := bin.Lookup(name)
@@ -123,6 +146,16 @@ func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offse
 			b.add(t.sched.AssistEnd, s, 0, fnGCAssistAlloc)
 		}
 	}
+	// Deep mode: every park and every status change.
+	_, park, err1 := site(fnGopark)
+	_, status, err2 := site(fnCasgstatus)
+	if err := firstErr(err1, err2); err != nil {
+		a.deepOff = err.Error()
+		return
+	}
+	a.deepSites = &probeSites{}
+	a.deepSites.add(t.sched.GoPark, park.Entry, 0, fnGopark)
+	a.deepSites.add(t.sched.GoStatus, status.Entry, 0, fnCasgstatus)
 }
 
 func firstErr(errs ...error) error {
@@ -143,7 +176,7 @@ func (t *Tracer) registerAttribution(p *Process) error {
 	if err := t.sched.Procs.Put(uint32(p.PID), a.proc); err != nil {
 		return fmt.Errorf("configure latency attribution for pid %d: %w", p.PID, err)
 	}
-	t.attr.AddProcess(uint32(p.PID))
+	t.attr.AddProcess(uint32(p.PID), a.reasons, callchain.MonoNow())
 	return nil
 }
 
@@ -157,6 +190,19 @@ func (t *Tracer) unregisterAttribution(p *Process) error {
 		return err
 	}
 	return nil
+}
+
+// closeDeep detaches the image's deep-mode probes, if attached (the
+// period ends, or the image closes during one); the image's mu is held.
+func (a *imageAttribution) closeDeep() error {
+	if a == nil || a.deep == nil {
+		return nil
+	}
+	n := len(a.deep)
+	err := a.deep.Close()
+	a.deep = nil
+	a.detached.Add(uint64(n))
+	return err
 }
 
 // attributionCounters are the programs' counters and the collector's.
@@ -174,8 +220,15 @@ func (t *Tracer) attributionCounters() ([]Counter, error) {
 		out = append(out, Counter{st.Name, v, st.Loss, st.Help})
 	}
 	cs := t.attr.Stats()
+	d := t.DeepState()
 	return append(out,
-		Counter{"attribution_spans_gc", cs.SpansGC, false, "spans given their stop-the-world and GC assist time"},
+		Counter{"attribution_spans_full", cs.SpansFull, false, "spans given the full time split (deep mode covered them)"},
+		Counter{"attribution_spans_gc", cs.SpansGC, false, "spans given their stop-the-world and GC assist time (always on)"},
+		Counter{"attribution_spans_incomplete", cs.SpansIncomplete, true, "spans deep mode covered whose goroutine's records were dropped before they arrived: GC time only"},
 		Counter{"attribution_records_unknown_process", cs.UnknownProcess, false, "attribution records of processes no longer traced"},
+		Counter{"attribution_deep_periods", d.Periods, false, "deep attribution periods started"},
+		Counter{"attribution_deep_periods_ended", d.Ended, false, "deep attribution periods ended (time box over, or stopped)"},
+		Counter{"attribution_deep_links_attached", d.LinksAttached, false, "deep-mode probe links attached"},
+		Counter{"attribution_deep_links_detached", d.LinksDetached, false, "deep-mode probe links detached"},
 	), nil
 }

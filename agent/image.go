@@ -102,7 +102,7 @@ func (im *image) close(keep *binaryCache) error {
 		all = append(all, l.rets...)
 		l.rets = nil
 	}
-	errs := []error{all.Close()}
+	errs := []error{all.Close(), im.attr.closeDeep()}
 	im.links, im.sites = nil, 0
 	im.learn = nil
 	im.closed = true

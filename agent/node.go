@@ -23,6 +23,7 @@ import (
 	"github.com/latscope/latscope/agent/pods"
 	"github.com/latscope/latscope/analysis/flame"
 	"github.com/latscope/latscope/api"
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/bpf/calltracer"
 	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/exporter/otlp"
@@ -71,6 +72,9 @@ type Node struct {
 	sampler *sampling.Waiting // in front of otlp
 	sinks   []span.Exporter
 	spans   atomic.Uint64 // spans the builder emitted
+	// trigger switches deep attribution on when a p99 crosses
+	// attribution.auto.p99Above; nil when off.
+	trigger *attribution.Trigger
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -140,6 +144,11 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	}
 	n.wall = n.tracer.MonoToWall() // the tracer's: records of every kind line up with spans
 	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
+	n.trigger = attribution.NewTrigger(cfg.Attribution.Auto, func(d time.Duration, reason string) {
+		if _, err := n.tracer.StartDeep(d, reason); err != nil {
+			log.Warn("deep attribution not started", "reason", reason, "err", err)
+		}
+	})
 
 	n.store = store.New(int64(cfg.Store.Size))
 	n.reg = prometheus.NewRegistry()
@@ -181,7 +190,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, err
 	}
 	n.httpSrv = &http.Server{
-		Handler: api.New(api.Options{Store: n.store, History: n.history, Status: status, Metrics: metrics.Handler(n.reg), Ready: n.ready, Log: log,
+		Handler: api.New(api.Options{Store: n.store, History: n.history, Status: status, Metrics: metrics.Handler(n.reg), Ready: n.ready, Attribution: n.tracer, Log: log,
 			Samples: n.samples, UI: pages}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -272,6 +281,7 @@ func (n *Node) closeAll() error {
 func (n *Node) emit(spans []*span.Span) {
 	n.spans.Add(uint64(len(spans)))
 	n.tracer.Attribute(spans)
+	n.trigger.Observe(spans)
 	for _, s := range n.sinks {
 		if err := s.Export(spans); err != nil {
 			n.log.Error("export spans", "err", err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/latscope/latscope/agent/discovery"
 	"github.com/latscope/latscope/agent/pods"
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/sampling"
 	"github.com/latscope/latscope/span"
@@ -34,6 +35,8 @@ type Status struct {
 	Export     *ExportStatus     `json:"export,omitempty"`
 	// Kubernetes is the pod resolver's state; absent without Kubernetes.
 	Kubernetes *pods.Stats `json:"kubernetes,omitempty"`
+	// Deep is deep latency attribution's state.
+	Deep attribution.Deep `json:"deep"`
 }
 
 // ProcessStatus is one traced process.
@@ -80,6 +83,7 @@ func (n *Node) Status() Status {
 		Store:      n.store.Stats(),
 		Processes:  []ProcessStatus{},
 		Skipped:    []SkippedProcess{},
+		Deep:       n.tracer.DeepState(),
 	}
 	if n.tracer.multi {
 		st.ProbeLinks = "uprobe_multi"

@@ -35,6 +35,9 @@ type Session struct {
 	// Hits, if set, receives the probe hits per cookie before detaching
 	// (needs Tracer.CountHits).
 	Hits func(map[uint64]uint64)
+	// Deep turns deep attribution on for this long once the probes are
+	// attached (docs/attribution.md); 0: always-on attribution only.
+	Deep time.Duration
 }
 
 // Result says how a session ended and what it counted.
@@ -120,6 +123,12 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 		}
 	}
 
+	if s.Deep > 0 {
+		if _, err := tr.StartDeep(s.Deep, "latscope trace --deep"); err != nil {
+			return nil, err
+		}
+	}
+
 	// Watch for the end of the process.
 	exited := make(chan struct{})
 	if launched != nil {
@@ -184,6 +193,10 @@ func (s *Session) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		s.Hits(h)
+	}
+	// Deep attribution ends before its processes go (its links counted).
+	if _, err := tr.StopDeep(); err != nil {
+		log.Warn("stop deep attribution", "err", err)
 	}
 	// Detach first so nothing new arrives, then drain the ring buffer.
 	for _, proc := range procs {

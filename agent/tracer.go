@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -72,7 +73,8 @@ type Config struct {
 	// RunProfile.
 	ProfileHz int
 	// NoAttribution loads no latency-attribution programs (spans get no
-	// time split): only to measure what attribution costs.
+	// time split, deep mode is unavailable): only to measure what
+	// attribution costs (scripts/benchattr).
 	NoAttribution bool
 	Logger        *slog.Logger
 }
@@ -107,12 +109,14 @@ type Tracer struct {
 
 	openAtDetach uint64 // calls still running when their process was detached
 
-	// Latency attribution (attribution.go): its programs (nil when they
-	// did not load), the collector of their records, the clock offset
-	// spans are built with.
-	sched *sched.Objects
-	attr  *attribution.Collector
-	wall  int64
+	// Latency attribution (attribution.go, deep.go): its programs (nil
+	// when they did not load), the collector of their records, the
+	// clock offset spans are built with, deep mode.
+	sched        *sched.Objects
+	attr         *attribution.Collector
+	wall         int64
+	deep         deepMode
+	deepDetached atomic.Uint64
 
 	short  uint64    // records too short to be an event (never expected)
 	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
@@ -395,6 +399,7 @@ func (t *Tracer) Hits() (map[uint64]uint64, error) {
 func (t *Tracer) Close() error {
 	close(t.stopLearner)
 	<-t.learnerDone
+	t.StopDeep()
 	t.mu.Lock()
 	procs := make([]*Process, 0, len(t.procs))
 	for _, p := range t.procs {

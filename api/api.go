@@ -22,6 +22,9 @@
 //	GET /api/timeline?…                   one operation's RED step by step (Timeline)
 //	GET /api/profile/cpu?…                CPU profile of the selected requests' spans, gzipped profile.proto (Options.Samples)
 //	GET /pprof/…?…                        pprof's web UI over the same profile (flamegraph, top, graph)
+//	GET /api/attribution                  deep latency attribution's state (AttributionState, JSON)
+//	POST /api/attribution/deep?for=60s    deep attribution on for that long (1s–1h), or extended
+//	DELETE /api/attribution/deep          deep attribution off now
 //	anything else                         Options.UI, when set (the web UI's pages)
 //
 // Jaeger answers use Jaeger's envelope, {"data", "total", "limit",
@@ -38,6 +41,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/store"
@@ -61,6 +65,9 @@ type Options struct {
 	// Ready reports whether the agent is ready: nil for 200 "ok", an error
 	// for 503 with its message. Without it /readyz is always 200.
 	Ready func() error
+	// Attribution switches deep latency attribution on and off; without
+	// it the /api/attribution routes are 404.
+	Attribution attribution.Switch
 	// Log receives what the handler cannot tell the client (a response it
 	// failed to encode). Nil discards.
 	Log *slog.Logger
@@ -132,6 +139,12 @@ func New(opts Options) http.Handler {
 	}
 	if opts.UI != nil {
 		mux.Handle("/", opts.UI)
+	}
+	if opts.Attribution != nil {
+		a := &attributionAPI{sw: opts.Attribution, log: log}
+		mux.HandleFunc("GET /api/attribution", a.state)
+		mux.HandleFunc("POST /api/attribution/deep", a.start)
+		mux.HandleFunc("DELETE /api/attribution/deep", a.stop)
 	}
 	// Unknown API paths answer in Jaeger's envelope, so a client reading
 	// it sees why.

@@ -1,11 +1,15 @@
-// Package attribution says where the time of each span went
-// (docs/attribution.md). It turns the records of bpf/sched —
-// stop-the-world windows, GC assists — into the span.TimeSplit of each
-// span the call-chain builder emits. Pure Go over recorded events: it
-// needs no BPF to test.
+// Package attribution says where the time of each span went: on CPU,
+// runnable, stopped by the GC, assisting it, blocked (network, sync,
+// channels, sleep), in the kernel, waiting on downstream calls
+// (docs/attribution.md). It turns the records of bpf/sched — off-CPU
+// episodes of goroutines inside traced calls, stop-the-world windows, GC
+// assists — into the span.TimeSplit of each span the call-chain builder
+// emits, and keeps the deep-mode periods during which the full split is
+// measured. Pure Go over recorded events: it needs no BPF to test.
 package attribution
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -20,10 +24,13 @@ const (
 	// 30 s), so a record older than this cannot belong to one.
 	Retain = 2 * time.Minute
 	// maxIntervals bounds one goroutine's timeline; past it the oldest
-	// half goes.
+	// half goes, and spans that started before lose their full split
+	// (counted as Stats.SpansIncomplete).
 	maxIntervals = 1 << 14
 	// maxSTW bounds each process's stop-the-world windows.
 	maxSTW = 4096
+	// maxDeep bounds the deep periods remembered.
+	maxDeep = 64
 )
 
 // Collector gathers the records of traced processes and applies them to
@@ -33,6 +40,7 @@ type Collector struct {
 	mu    sync.Mutex
 	wall  int64 // add to a CLOCK_MONOTONIC time to get Unix ns: the builder's
 	procs map[uint32]*proc
+	deep  []window // deep periods, oldest first; the last is open (end = MaxUint64) while on
 	stats Stats
 }
 
@@ -40,20 +48,32 @@ type Collector struct {
 type Stats struct {
 	Records        uint64 // records added
 	UnknownProcess uint64 // records of a process never added (dropped)
+	Off            uint64 // Go off-CPU episodes (deep mode)
+	OSRunnable     uint64 // threads preempted by the kernel (deep mode)
+	OSBlocked      uint64 // threads asleep in the kernel (deep mode)
 	STW            uint64 // stop-the-world windows
 	Assists        uint64 // GC assists
-	SpansGC        uint64 // spans given their stop-the-world or assist time
-	Dropped        uint64 // records dropped at the bounds
+	// SpansFull and SpansGC count spans given a full split (deep mode
+	// covered them) and a GC-only one (stop-the-world or assist time).
+	SpansFull, SpansGC uint64
+	// SpansIncomplete counts spans deep mode covered that only got a
+	// GC-only split: their goroutine's records were dropped at the
+	// bounds (Retain, the per-goroutine limit) before the span arrived.
+	SpansIncomplete uint64
+	Dropped         uint64 // records dropped at the bounds
 }
 
 type window struct{ start, end uint64 }
 
 type proc struct {
-	stw []window // recent stop-the-world windows, by end
-	gs  map[uint64]*timeline
+	cats  [256]span.TimeCategory // a park's reason byte → category
+	since uint64                 // registered: deep splits only for spans after
+	stw   []window               // recent stop-the-world windows, by end
+	gs    map[uint64]*timeline
 }
 
-// interval is part of a goroutine's time in a category: a GC assist.
+// interval is part of a goroutine's time: off CPU in a category, or a
+// GC assist.
 type interval struct {
 	start, end uint64
 	cat        span.TimeCategory
@@ -71,10 +91,21 @@ func New(monoToWall int64) *Collector {
 	return &Collector{wall: monoToWall, procs: make(map[uint32]*proc)}
 }
 
-// AddProcess registers a traced process.
-func (c *Collector) AddProcess(pid uint32) {
+// AddProcess registers a traced process: reasons are its Go release's
+// runtime.traceBlockReason values by name (symbolizer.BlockReasons), and
+// now (CLOCK_MONOTONIC ns) when its probes went in.
+func (c *Collector) AddProcess(pid uint32, reasons map[string]uint8, now uint64) {
+	p := &proc{since: now, gs: make(map[uint64]*timeline)}
+	for i := range p.cats {
+		p.cats[i] = span.TimeOther
+	}
+	for name, v := range reasons {
+		if cat := categoryOf(name); cat != span.TimeOther {
+			p.cats[v] = cat
+		}
+	}
 	c.mu.Lock()
-	c.procs[pid] = &proc{gs: make(map[uint64]*timeline)}
+	c.procs[pid] = p
 	c.mu.Unlock()
 }
 
@@ -83,6 +114,29 @@ func (c *Collector) RemoveProcess(pid uint32) {
 	c.mu.Lock()
 	delete(c.procs, pid)
 	c.mu.Unlock()
+}
+
+// DeepStart says deep mode is on from now (CLOCK_MONOTONIC ns): every
+// probe it needs is in.
+func (c *Collector) DeepStart(now uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.deep); n > 0 && c.deep[n-1].end == math.MaxUint64 {
+		return
+	}
+	c.deep = append(c.deep, window{now, math.MaxUint64})
+	if len(c.deep) > maxDeep {
+		c.deep = c.deep[1:]
+	}
+}
+
+// DeepStop says deep mode ends now, before its probes go.
+func (c *Collector) DeepStop(now uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.deep); n > 0 && c.deep[n-1].end == math.MaxUint64 {
+		c.deep[n-1].end = now
+	}
 }
 
 // Add takes one record. The kernel sends a goroutine's records before
@@ -105,6 +159,19 @@ func (c *Collector) Add(ev *sched.Event) {
 			c.stats.Dropped += maxSTW / 2
 		}
 		p.stw = append(p.stw, window{ev.Start, ev.End})
+	case sched.KindOff:
+		c.stats.Off++
+		cat := span.TimeOther
+		if ev.Reason != sched.ReasonUnknown {
+			cat = p.cats[ev.Reason]
+		}
+		c.add(p, ev.Goid, interval{ev.Start, ev.Mid, cat}, interval{ev.Mid, ev.End, span.TimeRunnable})
+	case sched.KindOSRunnable:
+		c.stats.OSRunnable++
+		c.add(p, ev.Goid, interval{ev.Start, ev.End, span.TimeRunnable})
+	case sched.KindOSBlocked:
+		c.stats.OSBlocked++
+		c.add(p, ev.Goid, interval{ev.Start, ev.End, span.TimeSyscall})
 	case sched.KindAssist:
 		c.stats.Assists++
 		c.add(p, ev.Goid, interval{ev.Start, ev.End, span.TimeGCAssist})
@@ -177,4 +244,16 @@ func (c *Collector) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.stats
+}
+
+// deepCovers reports whether deep mode was on in p from before a to
+// after b.
+func (c *Collector) deepCovers(p *proc, a, b uint64) bool {
+	for i := len(c.deep) - 1; i >= 0; i-- {
+		w := c.deep[i]
+		if a >= max(w.start, p.since) && b <= w.end {
+			return true
+		}
+	}
+	return false
 }

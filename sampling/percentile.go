@@ -192,3 +192,24 @@ func (o *operations) reclaim(now int64) {
 		}
 	}
 }
+
+// Percentiles are rolling percentiles of durations per operation (a
+// service and a span name) over the last 4–5 minutes, within 5 %: the
+// keep policy's windows, for other rules on latency (latency attribution
+// switches its deep mode on when a p99 crosses a threshold). Not safe
+// for concurrent use.
+type Percentiles struct{ ops operations }
+
+// Observe records that an operation's span ended at end and took d; it
+// reports the operation's q-th percentile (0 < q < 100) with it, and
+// whether the window holds MinSamples spans (ok false: too few to say,
+// or the table of operations is full).
+func (p *Percentiles) Observe(service, name string, q float64, end time.Time, d time.Duration) (pq time.Duration, ok bool) {
+	op := operation{service, name}
+	p.ops.observe(op, q, end, d)
+	w := p.ops.byOp[op]
+	if w == nil {
+		return 0, false
+	}
+	return w.quantile(q)
+}

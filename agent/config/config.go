@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/sampling"
 )
 
@@ -63,11 +64,21 @@ type Config struct {
 	// watched before they are considered settled; negative = off.
 	SettleReturns time.Duration `yaml:"settleReturns"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel   string     `yaml:"logLevel"`
-	Export     Export     `yaml:"export"`
-	Metrics    Metrics    `yaml:"metrics"`
-	Kubernetes Kubernetes `yaml:"kubernetes"`
-	Profile    Profile    `yaml:"profile"`
+	LogLevel    string      `yaml:"logLevel"`
+	Export      Export      `yaml:"export"`
+	Metrics     Metrics     `yaml:"metrics"`
+	Kubernetes  Kubernetes  `yaml:"kubernetes"`
+	Profile     Profile     `yaml:"profile"`
+	Attribution Attribution `yaml:"attribution"`
+}
+
+// Attribution configures latency attribution (docs/attribution.md): the
+// always-on part needs no setting; deep mode is switched on through the
+// API (`latscope attribute`) or by Auto.
+type Attribution struct {
+	// Auto switches deep mode on by itself when a server operation's
+	// p99 latency crosses a threshold (off while P99Above is 0).
+	Auto attribution.TriggerConfig `yaml:"auto"`
 }
 
 // Profile configures CPU profiles of spans: on-CPU stacks of traced
@@ -287,6 +298,16 @@ func (c *Config) problems() []*FieldError {
 		p, err := url.Parse(u)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			bad("export.jaegerQueryURL", "%q is not an absolute http(s) URL (e.g. http://jaeger:16686)", u)
+		}
+	}
+	if a := c.Attribution.Auto; a.P99Above < 0 || a.For < 0 || a.For > attribution.MaxDeep || a.Cooldown < 0 {
+		switch {
+		case a.P99Above < 0:
+			bad("attribution.auto.p99Above", "%v is negative; use 0 to turn the trigger off", a.P99Above)
+		case a.Cooldown < 0:
+			bad("attribution.auto.cooldown", "%v is negative", a.Cooldown)
+		default:
+			bad("attribution.auto.for", "%v is not between 0 (the default, %v) and %v", a.For, attribution.DefaultTriggerFor, attribution.MaxDeep)
 		}
 	}
 	k := c.Kubernetes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/latscope/latscope/agent/discovery"
+	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/sampling"
 )
 
@@ -46,6 +47,7 @@ func TestDefault(t *testing.T) {
 		{"kubernetes", d.Kubernetes, Kubernetes{Enabled: Auto}},
 		{"metrics.podLabel", d.Metrics.PodLabel, false},
 		{"profile", d.Profile, Profile{CPUHz: 99, StoreSize: 32 * MiB}},
+		{"attribution", d.Attribution, Attribution{}},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("default %s = %v, want %v", tc.field, tc.got, tc.want)
@@ -58,7 +60,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q, want only the no-selectors warning", w)
 	}
 	// Every field of Config has a row above.
-	if n := reflect.TypeFor[Config]().NumField(); n != 17 {
+	if n := reflect.TypeFor[Config]().NumField(); n != 18 {
 		t.Errorf("Config has %d fields: add the new ones to this test", n)
 	}
 }
@@ -95,6 +97,11 @@ kubernetes:
 profile:
   cpuHz: 999
   storeSize: 64MiB
+attribution:
+  auto:
+    p99Above: 250ms
+    for: 30s
+    cooldown: 5m
 `
 
 var fullConfig = Config{
@@ -107,9 +114,10 @@ var fullConfig = Config{
 	Keep:    sampling.Policy{Errors: true, MinDuration: 500 * time.Millisecond, Percentile: 99, Ratio: 0.05},
 	Inject:  false, MinDuration: 100 * time.Microsecond, RingSize: 16 * MiB, MaxGoroutines: 4096,
 	RescanInterval: 30 * time.Second, SettleReturns: -time.Second, LogLevel: "debug",
-	Export:     Export{JaegerQueryURL: "https://jaeger.example:16686/"},
-	Kubernetes: Kubernetes{Enabled: On, NodeName: "node-1.example"},
-	Profile:    Profile{CPUHz: 999, StoreSize: 64 * MiB},
+	Export:      Export{JaegerQueryURL: "https://jaeger.example:16686/"},
+	Kubernetes:  Kubernetes{Enabled: On, NodeName: "node-1.example"},
+	Profile:     Profile{CPUHz: 999, StoreSize: 64 * MiB},
+	Attribution: Attribution{Auto: attribution.TriggerConfig{P99Above: 250 * time.Millisecond, For: 30 * time.Second, Cooldown: 5 * time.Minute}},
 }
 
 func TestLoadFullRoundTrip(t *testing.T) {
@@ -171,6 +179,7 @@ func TestLoadErrors(t *testing.T) {
 		{"zero without unit", "settleReturns: 0\n", []string{"settleReturns: 0 has no unit"}},
 		{"bad duration", "rescanInterval: soon\n", []string{`agent.yaml:1: rescanInterval: "soon" is not a duration`}},
 		{"short rescan", "rescanInterval: 500ms\n", []string{"agent.yaml:1: rescanInterval: 500ms is shorter than the minimum of 1s"}},
+		{"long deep period", "attribution:\n  auto:\n    p99Above: 1s\n    for: 2h\n", []string{"agent.yaml:4: attribution.auto.for: 2h0m0s is not between 0 (the default, 1m0s) and 1h0m0s"}},
 		{"negative min duration", "minDuration: -1ms\n", []string{"agent.yaml:1: minDuration: -1ms is negative"}},
 		{"bad bool", "inject: maybe\n", []string{`agent.yaml:1: inject: "maybe" is not a boolean`}},
 		{"bad int", "maxGoroutines: lots\n", []string{`agent.yaml:1: maxGoroutines: "lots" is not an integer`}},

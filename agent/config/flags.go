@@ -46,6 +46,7 @@ var flagPaths = map[string]string{
 	"kubeconfig":        "kubernetes.kubeconfig",
 	"profile-hz":        "profile.cpuHz",
 	"profile-size":      "profile.storeSize",
+	"deep-p99-above":    "attribution.auto.p99Above",
 }
 
 // pathFlags is flagPaths inverted.
@@ -89,6 +90,7 @@ func Bind(fs *flag.FlagSet) *Flags {
 	fs.String("kubeconfig", "", "kubeconfig `file` to reach the API server from outside the cluster (default: the pod's service account)")
 	fs.String("profile-hz", strconv.Itoa(d.Profile.CPUHz), "sample the on-CPU stacks of traced processes `N` times a second per CPU, for CPU profiles of spans (1-1000; 0: off)")
 	fs.String("profile-size", d.Profile.StoreSize.String(), "memory bound of the CPU samples kept by span (`SIZE`, e.g. 64MiB)")
+	fs.String("deep-p99-above", "0s", "switch deep latency attribution on for a minute when a server operation's p99 exceeds `D` (0: never by itself)")
 	return f
 }
 
@@ -199,6 +201,8 @@ func (f *Flags) apply(c *Config, name, value string) error {
 		}
 	case "profile-size":
 		c.Profile.StoreSize, err = ParseByteSize(value)
+	case "deep-p99-above":
+		c.Attribution.Auto.P99Above, err = duration(value)
 	}
 	return err
 }

@@ -1,9 +1,10 @@
 // Package sched holds latscope's latency-attribution BPF programs
 // (sched.c) and their generated Go bindings: the Go runtime's
-// stop-the-world and GC-assist hooks, which send the pauses of traced
-// processes and the assists of goroutines inside traced calls as
-// RECORD_SCHED records on the call tracer's ring. The attribution
-// package turns them into each span's time split.
+// stop-the-world and GC-assist hooks (always on), its park and status
+// hooks and the kernel's sched_switch tracepoint (deep mode), which send
+// where the time of goroutines inside traced calls went as RECORD_SCHED
+// records on the call tracer's ring. The attribution package turns them
+// into each span's time split.
 package sched
 
 //go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type sched_event -type sched_kind -type sched_stat -type sched_proc Sched sched.c -- -I../include
@@ -25,8 +26,17 @@ const EventSize = int(unsafe.Sizeof(Event{}))
 
 // Kinds of Event.
 const (
-	KindSTW    = uint8(SchedSchedKindSCHED_STW)
-	KindAssist = uint8(SchedSchedKindSCHED_ASSIST)
+	KindOff        = uint8(SchedSchedKindSCHED_OFF)
+	KindOSRunnable = uint8(SchedSchedKindSCHED_OS_RUNNABLE)
+	KindOSBlocked  = uint8(SchedSchedKindSCHED_OS_BLOCKED)
+	KindSTW        = uint8(SchedSchedKindSCHED_STW)
+	KindAssist     = uint8(SchedSchedKindSCHED_ASSIST)
+)
+
+// Reasons of a KindOff event that are not the park's traceBlockReason.
+const (
+	ReasonNone    = 0xff // not parked: preempted, yielded, out of a syscall without a P
+	ReasonUnknown = 0xfe // parked without runtime.gopark (the runtime's casGToWaiting)
 )
 
 // Proc is what the programs need per process (the sched_procs map).
@@ -47,14 +57,21 @@ func Encode(ev *Event) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(ev)), EventSize)
 }
 
-// Objects are the loaded programs and maps.
+// Objects are the loaded programs and maps. SchedSwitch is nil where the
+// object has none (arm64: only amd64 threads' g is read from TLS).
 type Objects struct {
 	coll *ebpf.Collection
 
+	// Always on.
 	STWStart, STWEnd, AssistStart, AssistEnd *ebpf.Program
+	// Deep mode.
+	GoPark, GoStatus, SchedSwitch *ebpf.Program
 
 	Procs *ebpf.Map // sched_procs: pid → Proc
-	Stats *ebpf.Map
+	// Deep mode's state, cleared when it starts: goroutines and threads
+	// off CPU.
+	Goff, Toff *ebpf.Map
+	Stats      *ebpf.Map
 }
 
 // Load loads the programs with opts applied, sharing the call tracer's
@@ -75,10 +92,13 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*Objects, error
 		coll:     coll,
 		STWStart: coll.Programs["stw_start"], STWEnd: coll.Programs["stw_end"],
 		AssistStart: coll.Programs["assist_start"], AssistEnd: coll.Programs["assist_end"],
-		Procs: coll.Maps["sched_procs"], Stats: coll.Maps["sched_stats"],
+		GoPark: coll.Programs["go_park"], GoStatus: coll.Programs["go_status"],
+		SchedSwitch: coll.Programs["sched_switch"],
+		Procs:       coll.Maps["sched_procs"], Goff: coll.Maps["goff"], Toff: coll.Maps["toff"],
+		Stats: coll.Maps["sched_stats"],
 	}
 	for name, p := range map[string]*ebpf.Program{"stw_start": o.STWStart, "stw_end": o.STWEnd, "assist_start": o.AssistStart,
-		"assist_end": o.AssistEnd} {
+		"assist_end": o.AssistEnd, "go_park": o.GoPark, "go_status": o.GoStatus} {
 		if p == nil {
 			coll.Close()
 			return nil, fmt.Errorf("sched BPF object has no program %s", name)
@@ -90,6 +110,28 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*Objects, error
 // Close unloads the programs and maps.
 func (o *Objects) Close() { o.coll.Close() }
 
+// ClearDeep empties deep mode's state (goroutines and threads off CPU)
+// left from an earlier deep period, so the next one starts clean.
+func (o *Objects) ClearDeep() error {
+	for _, m := range []*ebpf.Map{o.Goff, o.Toff} {
+		var keys [][]byte
+		var k, v []byte
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil {
+				return fmt.Errorf("clear %s: %w", m, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Stat describes one of the programs' counters.
 type Stat struct {
 	Name string
@@ -99,11 +141,12 @@ type Stat struct {
 
 // Stats describes every counter, indexed by SchedSchedStat.
 var Stats = [SchedSchedStatSSTAT_MAX]Stat{
-	SchedSchedStatSSTAT_SENT:           {"attribution_records_sent", false, "runtime and scheduler records sent for latency attribution"},
-	SchedSchedStatSSTAT_RINGBUF_FULL:   {"attribution_lost_ringbuf_full", true, "attribution records lost: the ring buffer was full (raise --ring-size)"},
-	SchedSchedStatSSTAT_READ_G_FAILED:  {"attribution_lost_read_g_failed", true, "runtime hook hits whose goroutine could not be read"},
-	SchedSchedStatSSTAT_TABLE_FULL:     {"attribution_lost_table_full", true, "assists not followed: too many goroutines inside spans assisting at once"},
-	SchedSchedStatSSTAT_STW_NOT_PAIRED: {"attribution_stw_not_paired", false, "starts of the world without their stop (attached during a pause)"},
+	SchedSchedStatSSTAT_SENT:            {"attribution_records_sent", false, "runtime and scheduler records sent for latency attribution"},
+	SchedSchedStatSSTAT_RINGBUF_FULL:    {"attribution_lost_ringbuf_full", true, "attribution records lost: the ring buffer was full (raise --ring-size)"},
+	SchedSchedStatSSTAT_READ_G_FAILED:   {"attribution_lost_read_g_failed", true, "runtime hook hits whose goroutine could not be read"},
+	SchedSchedStatSSTAT_TABLE_FULL:      {"attribution_lost_table_full", true, "off-CPU episodes or assists not followed: too many goroutines inside spans off CPU at once"},
+	SchedSchedStatSSTAT_STW_NOT_PAIRED:  {"attribution_stw_not_paired", false, "starts of the world without their stop (attached during a pause)"},
+	SchedSchedStatSSTAT_TLS_READ_FAILED: {"attribution_lost_tls_read_failed", true, "context switches of traced threads whose goroutine could not be read from TLS"},
 }
 
 // ReadStats sums the per-CPU counters.

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/latscope/latscope/bpf/calltracer"
@@ -23,6 +24,9 @@ func TestLoad(t *testing.T) {
 			tr.Close()
 			t.Fatalf("load (uprobe_multi %v): %v", multi, err)
 		}
+		if runtime.GOARCH == "amd64" && o.SchedSwitch == nil {
+			t.Error("sched_switch not loaded on amd64")
+		}
 		stats, err := ReadStats(o.Stats)
 		if err != nil {
 			t.Fatal(err)
@@ -32,13 +36,16 @@ func TestLoad(t *testing.T) {
 				t.Errorf("fresh counter %s = %d", Stats[i].Name, v)
 			}
 		}
+		if err := o.ClearDeep(); err != nil {
+			t.Error(err)
+		}
 		o.Close()
 		tr.Close()
 	}
 }
 
 func TestDecodeRoundTrip(t *testing.T) {
-	ev := Event{Kind: KindAssist, Pid: 5, Goid: 3, Start: 10, Mid: 10, End: 30}
+	ev := Event{Kind: KindOff, Reason: 7, Pid: 5, Goid: 3, Start: 10, Mid: 20, End: 30}
 	raw := Encode(&ev)
 	if len(raw) != EventSize || EventSize != 40 {
 		t.Fatalf("event size %d, C struct is 40 bytes", EventSize)

@@ -29,6 +29,15 @@ type SchedGlink struct {
 	TraceLo      uint64
 }
 
+type SchedGoff struct {
+	_      structs.HostLayout
+	Since  uint64
+	Wake   uint64
+	Reason uint8
+	Parked uint8
+	Pad    [6]uint8
+}
+
 type SchedGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
@@ -102,24 +111,31 @@ type SchedSchedEvent struct {
 type SchedSchedKind uint32
 
 const (
-	SchedSchedKindSCHED_STW    SchedSchedKind = 4
-	SchedSchedKindSCHED_ASSIST SchedSchedKind = 5
+	SchedSchedKindSCHED_OFF         SchedSchedKind = 1
+	SchedSchedKindSCHED_OS_RUNNABLE SchedSchedKind = 2
+	SchedSchedKindSCHED_OS_BLOCKED  SchedSchedKind = 3
+	SchedSchedKindSCHED_STW         SchedSchedKind = 4
+	SchedSchedKindSCHED_ASSIST      SchedSchedKind = 5
 )
 
 type SchedSchedProc struct {
 	_       structs.HostLayout
 	GoidOff uint64
+	GmOff   uint64
+	CurgOff uint64
+	TlsOff  int64
 }
 
 type SchedSchedStat uint32
 
 const (
-	SchedSchedStatSSTAT_SENT           SchedSchedStat = 0
-	SchedSchedStatSSTAT_RINGBUF_FULL   SchedSchedStat = 1
-	SchedSchedStatSSTAT_READ_G_FAILED  SchedSchedStat = 2
-	SchedSchedStatSSTAT_TABLE_FULL     SchedSchedStat = 3
-	SchedSchedStatSSTAT_STW_NOT_PAIRED SchedSchedStat = 4
-	SchedSchedStatSSTAT_MAX            SchedSchedStat = 5
+	SchedSchedStatSSTAT_SENT            SchedSchedStat = 0
+	SchedSchedStatSSTAT_RINGBUF_FULL    SchedSchedStat = 1
+	SchedSchedStatSSTAT_READ_G_FAILED   SchedSchedStat = 2
+	SchedSchedStatSSTAT_TABLE_FULL      SchedSchedStat = 3
+	SchedSchedStatSSTAT_STW_NOT_PAIRED  SchedSchedStat = 4
+	SchedSchedStatSSTAT_TLS_READ_FAILED SchedSchedStat = 5
+	SchedSchedStatSSTAT_MAX             SchedSchedStat = 6
 )
 
 type SchedStwOpen struct {
@@ -127,6 +143,15 @@ type SchedStwOpen struct {
 	Start  uint64
 	Reason uint8
 	Pad    [7]uint8
+}
+
+type SchedToff struct {
+	_       structs.HostLayout
+	Goid    uint64
+	Since   uint64
+	Pid     uint32
+	Blocked uint8
+	Pad     [3]uint8
 }
 
 // LoadSched returns the embedded CollectionSpec for Sched.
@@ -173,6 +198,9 @@ type SchedSpecs struct {
 type SchedProgramSpecs struct {
 	AssistEnd   *ebpf.ProgramSpec `ebpf:"assist_end"`
 	AssistStart *ebpf.ProgramSpec `ebpf:"assist_start"`
+	GoPark      *ebpf.ProgramSpec `ebpf:"go_park"`
+	GoStatus    *ebpf.ProgramSpec `ebpf:"go_status"`
+	SchedSwitch *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	StwEnd      *ebpf.ProgramSpec `ebpf:"stw_end"`
 	StwStart    *ebpf.ProgramSpec `ebpf:"stw_start"`
 }
@@ -184,6 +212,7 @@ type SchedMapSpecs struct {
 	AssistOpen    *ebpf.MapSpec `ebpf:"assist_open"`
 	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	Goff          *ebpf.MapSpec `ebpf:"goff"`
 	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
 	Hits          *ebpf.MapSpec `ebpf:"hits"`
@@ -196,6 +225,7 @@ type SchedMapSpecs struct {
 	SchedStats    *ebpf.MapSpec `ebpf:"sched_stats"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	StwOpen       *ebpf.MapSpec `ebpf:"stw_open"`
+	Toff          *ebpf.MapSpec `ebpf:"toff"`
 }
 
 // SchedVariableSpecs contains global variables before they are loaded into the kernel.
@@ -244,6 +274,7 @@ type SchedMaps struct {
 	AssistOpen    *ebpf.Map `ebpf:"assist_open"`
 	CallSeq       *ebpf.Map `ebpf:"call_seq"`
 	Events        *ebpf.Map `ebpf:"events"`
+	Goff          *ebpf.Map `ebpf:"goff"`
 	Goroutines    *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
 	Hits          *ebpf.Map `ebpf:"hits"`
@@ -256,6 +287,7 @@ type SchedMaps struct {
 	SchedStats    *ebpf.Map `ebpf:"sched_stats"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	StwOpen       *ebpf.Map `ebpf:"stw_open"`
+	Toff          *ebpf.Map `ebpf:"toff"`
 }
 
 func (m *SchedMaps) Close() error {
@@ -263,6 +295,7 @@ func (m *SchedMaps) Close() error {
 		m.AssistOpen,
 		m.CallSeq,
 		m.Events,
+		m.Goff,
 		m.Goroutines,
 		m.GstateScratch,
 		m.Hits,
@@ -275,6 +308,7 @@ func (m *SchedMaps) Close() error {
 		m.SchedStats,
 		m.Stats,
 		m.StwOpen,
+		m.Toff,
 	)
 }
 
@@ -307,6 +341,9 @@ type SchedVariables struct {
 type SchedPrograms struct {
 	AssistEnd   *ebpf.Program `ebpf:"assist_end"`
 	AssistStart *ebpf.Program `ebpf:"assist_start"`
+	GoPark      *ebpf.Program `ebpf:"go_park"`
+	GoStatus    *ebpf.Program `ebpf:"go_status"`
+	SchedSwitch *ebpf.Program `ebpf:"sched_switch"`
 	StwEnd      *ebpf.Program `ebpf:"stw_end"`
 	StwStart    *ebpf.Program `ebpf:"stw_start"`
 }
@@ -315,6 +352,9 @@ func (p *SchedPrograms) Close() error {
 	return _SchedClose(
 		p.AssistEnd,
 		p.AssistStart,
+		p.GoPark,
+		p.GoStatus,
+		p.SchedSwitch,
 		p.StwEnd,
 		p.StwStart,
 	)

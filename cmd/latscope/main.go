@@ -18,7 +18,9 @@ Usage:
   latscope agent [--config FILE] [--exe GLOB]... [flags]   trace the node's selected Go services
   latscope status [--agent URL]                           what a running agent traces and counts
   latscope traces [--agent URL] [--service S] [--since 5m]  the slowest recent traces, as call trees
-  latscope explain TRACE_ID [--agent URL | --jaeger URL]    where one trace's latency went (its critical path)
+  latscope explain TRACE_ID [--agent URL | --jaeger URL]    where one trace's latency went (its critical path, and why)
+  latscope attribute [--agent URL] [--for 60s | --off | --status]
+                                                          deep latency attribution for a while (full time splits)
   latscope flame [--agent URL | --jaeger URL] [--service S] [--since 5m] [--slowest 1%] -o FILE
                                                           slow requests' critical paths as a pprof profile
   latscope profile [--agent URL] [--service S] [--operation O] [--since 5m] [--slowest 1%] -o FILE
@@ -56,6 +58,8 @@ func main() {
 		err = runTraces(args)
 	case "explain":
 		err = runExplain(args)
+	case "attribute":
+		err = runAttribute(args)
 	case "flame":
 		err = runFlame(args)
 	case "profile":

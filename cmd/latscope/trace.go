@@ -40,6 +40,7 @@ func runTrace(args []string) (int, error) {
 	maxG := fs.Int("max-goroutines", 16384, "goroutines with traced state at once")
 	noInject := fs.Bool("no-inject", false, "do not put a traceparent on outgoing requests (the next service then starts its own trace)")
 	settle := fs.Duration("settle-returns", 10*time.Second, "functions reached through interfaces or tail calls keep their RET probes (single-stepped, slow) until no new call site has shown up for this long; negative: keep them")
+	deep := fs.Duration("deep", 0, "deep latency attribution (every span's full time split: on CPU, runnable, GC, blocked by reason…) for this long from the start; costly, see docs/attribution.md (default: GC stop-the-world and assists only)")
 	verbose := fs.Bool("v", false, "log debug details")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
@@ -110,6 +111,7 @@ func runTrace(args []string) (int, error) {
 		Command:   command,
 		Patterns:  patterns(*funcs),
 		Duration:  *dur,
+		Deep:      *deep,
 		Exporters: exporters,
 		Log:       log,
 		Tracer:    agent.Config{MinDuration: *minDur, RingBytes: *ring, MaxGoroutines: *maxG, Record: recordW, Inject: !*noInject, SettleReturns: *settle},
