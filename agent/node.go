@@ -181,9 +181,11 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, err
 	}
 	status := func() any { return n.Status() }
-	var split flame.SelfSplit // code under [on cpu], from CPU samples
+	// Segments split by their spans' time splits (latency attribution),
+	// code under [on cpu] from CPU samples.
+	split := flame.SelfSplit(flame.TimeCauses)
 	if n.samples != nil {
-		split = n.samples.Split(nil)
+		split = n.samples.Split(flame.TimeCauses)
 	}
 	pages, err := ui.New(ui.Options{Store: n.store, History: n.history, Status: status, Split: split, JaegerQueryURL: cfg.Export.JaegerQueryURL, Log: log})
 	if err != nil {

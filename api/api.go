@@ -41,6 +41,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/latscope/latscope/analysis/flame"
 	"github.com/latscope/latscope/attribution"
 	"github.com/latscope/latscope/cpuprofile"
 	"github.com/latscope/latscope/metrics"
@@ -114,9 +115,11 @@ func New(opts Options) http.Handler {
 		mux.HandleFunc("GET /api/operations", q.operations)
 		mux.HandleFunc("GET /api/traces", q.search)
 		mux.HandleFunc("GET /api/traces/{traceID}", q.trace)
-		f := &flameAPI{q: q, samples: opts.Samples}
+		// Segments split by their spans' time splits (latency
+		// attribution), code under [on cpu] from CPU samples.
+		f := &flameAPI{q: q, samples: opts.Samples, split: flame.TimeCauses}
 		if opts.Samples != nil {
-			f.split = opts.Samples.Split(nil)
+			f.split = opts.Samples.Split(flame.TimeCauses)
 		}
 		mux.HandleFunc("GET /api/traces/{traceID}/critical-path", f.criticalPath)
 		mux.HandleFunc("GET /api/flame", f.profile)

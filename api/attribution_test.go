@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -86,7 +87,8 @@ func TestAttributionRoutes(t *testing.T) {
 }
 
 // A span's time split goes out as latscope.time.* tags and comes back
-// the same (full, or GC-only with only its measured categories).
+// the same (full, or GC-only with only its measured categories); the
+// critical path's explanation names the causes.
 func TestTimeSplitRoundTrip(t *testing.T) {
 	start := time.Now().Truncate(time.Millisecond)
 	svc := &span.Process{PID: 3, ServiceName: "catalog"}
@@ -119,5 +121,20 @@ func TestTimeSplitRoundTrip(t *testing.T) {
 				t.Errorf("%s: %s left in the attributes", s.Name, a.Key)
 			}
 		}
+	}
+	resp, err := http.Get(srv.URL + "/api/traces/" + root.TraceID.String() + "/critical-path")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var cp api.CriticalPath
+	if err := json.NewDecoder(resp.Body).Decode(&cp); err != nil {
+		t.Fatal(err)
+	}
+	if len(cp.Explanation.Causes) == 0 || cp.Explanation.Causes[0].String() != "catalog: 72% blocked on mutex or other sync in GET /cart" {
+		t.Errorf("causes %+v", cp.Explanation.Causes)
+	}
+	if !strings.Contains(cp.Summary, "why (runtime attribution):") {
+		t.Errorf("summary:\n%s", cp.Summary)
 	}
 }

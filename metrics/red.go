@@ -90,8 +90,9 @@ type Options struct {
 // see Options.ExemplarInterval.
 type RED struct {
 	httpServer, httpClient, rpcServer, rpcClient, db *histogram
-	exemplarEvery                                    int64 // ns; <= 0: every span
-	podLabel                                         bool  // Options.PodLabel
+	time                                             *spanTime // server spans' time by category
+	exemplarEvery                                    int64     // ns; <= 0: every span
+	podLabel                                         bool      // Options.PodLabel
 }
 
 // NewRED registers the RED histograms and the overflow counter on reg. It
@@ -170,6 +171,9 @@ func NewRED(reg prometheus.Registerer, opts Options) (*RED, error) {
 		dbValues); err != nil {
 		return nil, err
 	}
+	if r.time, err = newSpanTime(register, overflow, opts.MaxSeries); err != nil {
+		return nil, err
+	}
 	if err := register(overflow, "latscope_metrics_series_overflow_total"); err != nil {
 		return nil, err
 	}
@@ -196,7 +200,7 @@ func (r *RED) Expire(idle time.Duration) int {
 	for _, h := range []*histogram{r.httpServer, r.httpClient, r.rpcServer, r.rpcClient, r.db} {
 		n += h.expire(before)
 	}
-	return n
+	return n + r.time.expire(before)
 }
 
 // Close does nothing: the histograms stay registered and keep their
@@ -208,11 +212,16 @@ func (r *RED) observe(s *span.Span) {
 		return
 	}
 	h, k := r.classify(s)
+	if s.Process != nil && len(s.Process.Resource) > 0 {
+		k.k8s = k8sValues(s.Process.Resource)
+	}
+	if s.Time != nil && s.Kind == span.KindServer {
+		r.time.observe(s, k.k8s)
+	}
 	if h == nil {
 		return
 	}
 	if s.Process != nil && len(s.Process.Resource) > 0 {
-		k.k8s = k8sValues(s.Process.Resource)
 		if r.podLabel {
 			if v, ok := s.Process.Lookup(string(semconv.K8SPodNameKey)); ok {
 				k.pod = str(v)

@@ -295,6 +295,7 @@ func TestREDCardinalityLimit(t *testing.T) {
 latscope_metrics_series_overflow_total{metric="db_client_operation_duration_seconds"} 0
 latscope_metrics_series_overflow_total{metric="http_client_request_duration_seconds"} 0
 latscope_metrics_series_overflow_total{metric="http_server_request_duration_seconds"} 4
+latscope_metrics_series_overflow_total{metric="latscope_server_span_time_seconds_total"} 0
 latscope_metrics_series_overflow_total{metric="rpc_client_duration_seconds"} 0
 latscope_metrics_series_overflow_total{metric="rpc_server_duration_seconds"} 0
 `

@@ -40,6 +40,10 @@ type Explanation struct {
 	// Contributors are the spans on the path by exclusive time, largest
 	// first (spans with none left out).
 	Contributors []Contributor `json:"contributors"`
+	// Causes say why, where the spans carry a time split (latency
+	// attribution): the dominant cause of each one's exclusive time,
+	// largest first.
+	Causes []Cause `json:"causes,omitempty"`
 }
 
 // Explain describes p by service: the root's service's own work and each
@@ -72,6 +76,7 @@ func Explain(p *Path) Explanation {
 		e.Contributors = append(e.Contributors, Contributor{Node: i, Frame: Frame(n.Span), Stack: stack, Self: n.Self, Inclusive: x.incl[i], Share: x.share(n.Self)})
 	}
 	slices.SortStableFunc(e.Contributors, func(a, b Contributor) int { return cmp.Compare(b.Self, a.Self) })
+	e.Causes = causes(p)
 	return e
 }
 
@@ -178,6 +183,12 @@ func (e Explanation) String() string {
 	fmt.Fprintf(&b, "%s critical path of %s\n", round(e.Total), e.Root)
 	for _, l := range e.Lines {
 		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	if len(e.Causes) > 0 {
+		b.WriteString("why (runtime attribution):\n")
+		for _, c := range e.Causes {
+			fmt.Fprintf(&b, "  %s\n", c)
+		}
 	}
 	return b.String()
 }

@@ -81,7 +81,7 @@ windows are written beside it as FILE.spike.pb.gz and FILE.base.pb.gz for
 	var window, base *profile.Profile
 	var requests, baseRequests int64
 	if *jaegerURL != "" {
-		res, err := api.Flame(req, api.JaegerSource(context.Background(), c, *jaegerURL, *limit), nil)
+		res, err := api.Flame(req, api.JaegerSource(context.Background(), c, *jaegerURL, *limit), flame.TimeCauses)
 		if err != nil {
 			return fmt.Errorf("flame: %w", err)
 		}
