@@ -122,18 +122,20 @@ func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offse
 		}
 		return out
 	}
-	// Stop-the-world windows, from the stop request to the world running
-	// again (startTheWorldWithSema has woken the Ps when it returns), as
-	// the runtime's own pause accounting: twice per GC cycle.
+	// Stop-the-world windows, from the stop request to the start of the
+	// world: twice per GC cycle. startTheWorldWithSema's entry, not its
+	// returns: it wakes the Ms of the Ps it hands out, and on a busy
+	// machine the kernel may run a woken thread first, so its return can
+	// come milliseconds after the world runs again (measured here: 1.5-5
+	// ms late under load, against the runtime's own pause accounting,
+	// which the entry matches within microseconds).
 	_, stop, err1 := site(fnStopTheWorld)
-	startF, start, err2 := site(fnStartTheWorld)
+	_, start, err2 := site(fnStartTheWorld)
 	if err1 != nil || err2 != nil {
 		t.log.Warn("latency attribution: stop-the-world pauses not seen", "exe", bin.Path, "err", firstErr(err1, err2))
 	} else {
 		b.add(t.sched.STWStart, stop.Entry, 0, fnStopTheWorld)
-		for _, s := range exits(startF, start) {
-			b.add(t.sched.STWEnd, s, 0, fnStartTheWorld)
-		}
+		b.add(t.sched.STWEnd, start.Entry, 0, fnStartTheWorld)
 	}
 	// GC assists: the entry and the returns (in mallocgc, Go 1.21–1.23;
 	// its RETs from 1.24, where deductAssistCredit tail-calls it: once

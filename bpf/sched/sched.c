@@ -221,10 +221,9 @@ int stw_start(struct pt_regs *ctx)
 }
 
 /*
- * Where runtime.startTheWorldWithSema(now int64, w worldStop) int64 has
- * returned (its RETs, single-stepped: twice per GC cycle): the world runs
- * again. Sent for every traced process, in or out of a span: a pause
- * overlaps whatever ran then.
+ * runtime.startTheWorldWithSema(now int64, w worldStop) int64, after its
+ * stack check: the world starts again. Sent for every traced process, in
+ * or out of a span: a pause overlaps whatever ran then.
  */
 SEC("uprobe")
 int stw_end(struct pt_regs *ctx)
