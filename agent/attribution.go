@@ -27,7 +27,6 @@ const (
 	fnStopTheWorld  = "runtime.stopTheWorldWithSema"
 	fnStartTheWorld = "runtime.startTheWorldWithSema"
 	fnGCAssistAlloc = "runtime.gcAssistAlloc"
-	fnGopark        = "runtime.gopark"
 	fnCasgstatus    = "runtime.casgstatus"
 )
 
@@ -79,7 +78,7 @@ func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offse
 		return
 	}
 	bin := im.bin
-	a := &imageAttribution{proc: sched.Proc{GoidOff: offs.GoID, GmOff: offs.M, CurgOff: offs.MCurG}, detached: &t.deepDetached}
+	a := &imageAttribution{proc: sched.Proc{GoidOff: offs.GoID, GmOff: offs.M, CurgOff: offs.MCurG, ReasonOff: offs.MWaitReason}, detached: &t.deepDetached}
 	if tls, err := bin.GTLS(); err != nil {
 		t.log.Warn("latency attribution: threads' goroutines unreadable, the kernel's scheduling is not attributed (time preempted or asleep in the kernel counts as on CPU)", "exe", bin.Path, "err", err)
 	} else {
@@ -148,15 +147,14 @@ func (t *Tracer) planAttribution(im *image, b *probeSites, offs symbolizer.Offse
 			b.add(t.sched.AssistEnd, s, 0, fnGCAssistAlloc)
 		}
 	}
-	// Deep mode: every park and every status change.
-	_, park, err1 := site(fnGopark)
-	_, status, err2 := site(fnCasgstatus)
-	if err := firstErr(err1, err2); err != nil {
+	// Deep mode: every goroutine status change (parks, with gopark's
+	// reason read from the M).
+	_, status, err := site(fnCasgstatus)
+	if err != nil {
 		a.deepOff = err.Error()
 		return
 	}
 	a.deepSites = &probeSites{}
-	a.deepSites.add(t.sched.GoPark, park.Entry, 0, fnGopark)
 	a.deepSites.add(t.sched.GoStatus, status.Entry, 0, fnCasgstatus)
 }
 

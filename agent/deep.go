@@ -13,9 +13,8 @@ import (
 )
 
 // Deep mode attaches the hooks that give the full time split — every
-// park (runtime.gopark), every goroutine status change
-// (runtime.casgstatus) in each traced executable, and the kernel's
-// sched_switch — for a bounded time, then detaches them by itself
+// goroutine status change (runtime.casgstatus) in each traced
+// executable, and the kernel's sched_switch — for a bounded time, then detaches them by itself
 // (docs/attribution.md has what it costs). Tracer implements
 // attribution.Switch.
 

@@ -12,11 +12,12 @@
  *     goroutine inside a traced call (SCHED_ASSIST).
  *
  * Deep mode (attached for a bounded time; many hits per request):
- *   - runtime.gopark: a goroutine blocks, and why (its traceBlockReason);
- *   - runtime.casgstatus: every goroutine status change, so wake-ups
- *     (netpoll's too, which never pass runtime.ready) and preemptions are
- *     seen; a goroutine back in _Grunning sends its off-CPU episode
- *     (SCHED_OFF: blocked since, runnable since, running again);
+ *   - runtime.casgstatus: every goroutine status change: parks (and why:
+ *     the traceBlockReason gopark left in the M), wake-ups (netpoll's
+ *     too, which never pass runtime.ready), preemptions; a goroutine back
+ *     in _Grunning sends its off-CPU episode (SCHED_OFF: blocked since,
+ *     runnable since, running again). One hook for all: a gopark hook
+ *     for the reason cost ~8 more uprobe hits per request;
  *   - tp_btf sched_switch: the thread running such a goroutine leaves the
  *     CPU and comes back: preempted by the kernel (OS run queue,
  *     SCHED_OS_RUNNABLE) or sleeping in the kernel while the goroutine is
@@ -44,7 +45,7 @@ enum sched_kind {
 
 /* reason of a SCHED_OFF that was not a park (preempted, yielded). */
 #define REASON_NONE 0xff
-/* reason of a park gopark did not announce (the runtime's casGToWaiting). */
+/* reason of a park whose M could not be read. */
 #define REASON_UNKNOWN 0xfe
 
 struct sched_event {
@@ -80,9 +81,10 @@ enum sched_stat {
 /* Per-process facts, written by the agent at attach. */
 struct sched_proc {
 	__u64 goid_off;   /* runtime.g.goid */
-	__u64 gm_off;    /* runtime.g.m */
-	__u64 curg_off; /* runtime.m.curg */
-	__s64 tls_off;  /* where g sits relative to the thread pointer (fs_base); 0: unknown */
+	__u64 gm_off;     /* runtime.g.m */
+	__u64 curg_off;   /* runtime.m.curg */
+	__u64 reason_off; /* runtime.m.waitTraceBlockReason */
+	__s64 tls_off;    /* where g sits relative to the thread pointer (fs_base); 0: unknown */
 };
 
 struct {
@@ -116,10 +118,20 @@ struct {
 
 /*
  * A goroutine inside a traced call that is off CPU as far as Go knows:
- * parked (gopark) or made runnable without running. Deleted when it runs
- * again, so the map holds only goroutines off CPU right now.
+ * parked or made runnable without running. Keyed by its g's address, so
+ * the status changes that end an episode (most of the hits) need no read
+ * of the goroutine; deleted when it runs again, so the map holds only
+ * goroutines off CPU right now (a g is reused only after it ran to its
+ * end).
  */
+struct gref {
+	__u32 pid;
+	__u32 _pad;
+	__u64 g;
+};
+
 struct goff {
+	__u64 goid;
 	__u64 since;  /* left the CPU */
 	__u64 wake;   /* made runnable after its park; 0: not yet */
 	__u8 reason;  /* the park's reason, REASON_NONE if not parked */
@@ -130,7 +142,7 @@ struct goff {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, struct gkey);
+	__type(key, struct gref);
 	__type(value, struct goff);
 } goff SEC(".maps");
 
@@ -286,31 +298,28 @@ int assist_end(struct pt_regs *ctx)
 }
 
 /*
- * runtime.gopark(unlockf, lock, reason waitReason, traceReason
- * traceBlockReason, traceskip int), after its stack check, on the parking
- * goroutine: DIL is traceReason (1.22..1.27: stable numbers 0..16; 1.21:
- * the tracer's event byte). The status change that follows in park_m
- * finds the entry and keeps it.
+ * Starts an off-CPU episode of g (a goroutine of the process sp
+ * describes) if it is inside a traced call; why it parked is read from
+ * its M when parked is set: gopark stores its traceReason in
+ * m.waitTraceBlockReason before park_m, on that M, changes the status.
+ * (The runtime's own parks that skip gopark leave an older reason there;
+ * they are stop-the-world and GC waits, which gc_stw covers.)
  */
-SEC("uprobe")
-int go_park(struct pt_regs *ctx)
+static __always_inline void go_off(struct gref *ref, void *g, struct sched_proc *sp, __u8 parked)
 {
-	struct gkey key;
-	if (user_gkey(ctx, &key) || !in_span(&key))
-		return 0;
-	struct goff o = {.since = bpf_ktime_get_ns(), .reason = (__u8)GO_PARAM4(ctx), .parked = 1};
-	if (bpf_map_update_elem(&goff, &key, &o, BPF_ANY))
-		sstat_inc(SSTAT_TABLE_FULL);
-	return 0;
-}
-
-/* Starts an off-CPU episode the runtime began without gopark. */
-static __always_inline void go_off(struct gkey *key, __u8 parked, __u8 reason)
-{
-	if (bpf_map_lookup_elem(&goff, key) || !in_span(key))
+	if (bpf_map_lookup_elem(&goff, ref))
 		return;
-	struct goff o = {.since = bpf_ktime_get_ns(), .reason = reason, .parked = parked};
-	if (bpf_map_update_elem(&goff, key, &o, BPF_NOEXIST))
+	struct gkey key = {.pid = ref->pid};
+	if (read_goid(g, sp, &key) || !in_span(&key))
+		return;
+	struct goff o = {.goid = key.goid, .since = bpf_ktime_get_ns(), .reason = REASON_NONE, .parked = parked};
+	if (parked) {
+		void *m = 0;
+		o.reason = REASON_UNKNOWN;
+		if (bpf_probe_read_user(&m, sizeof(m), g + sp->gm_off) == 0 && m)
+			bpf_probe_read_user(&o.reason, sizeof(o.reason), m + sp->reason_off);
+	}
+	if (bpf_map_update_elem(&goff, ref, &o, BPF_NOEXIST))
 		sstat_inc(SSTAT_TABLE_FULL);
 }
 
@@ -346,32 +355,31 @@ int go_status(struct pt_regs *ctx)
 	__u32 from = (__u32)GO_PARAM2(ctx), to = (__u32)GO_PARAM3(ctx);
 	if (!starts_or_ends_off(from, to))
 		return 0; /* most hits: returns before any map or memory access */
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32};
-	struct sched_proc *sp = bpf_map_lookup_elem(&sched_procs, &key.pid);
-	if (!sp || read_goid((void *)GO_PARAM1(ctx), sp, &key))
-		return 0;
+	void *g = (void *)GO_PARAM1(ctx);
+	struct gref ref = {.pid = bpf_get_current_pid_tgid() >> 32, .g = (__u64)g};
 	if (to == G_RUNNING) {
-		struct goff *o = bpf_map_lookup_elem(&goff, &key);
+		struct goff *o = bpf_map_lookup_elem(&goff, &ref);
 		if (!o)
 			return 0;
 		__u64 now = bpf_ktime_get_ns();
 		__u64 mid = o->since; /* not parked: runnable throughout */
 		if (o->parked)
 			mid = o->wake ? o->wake : now;
-		send(SCHED_OFF, o->parked ? o->reason : REASON_NONE, key.pid, key.goid, o->since, mid, now);
-		bpf_map_delete_elem(&goff, &key);
+		send(SCHED_OFF, o->parked ? o->reason : REASON_NONE, ref.pid, o->goid, o->since, mid, now);
+		bpf_map_delete_elem(&goff, &ref);
 		return 0;
 	}
 	if (from == G_WAITING) { /* woken: to _Grunnable */
-		struct goff *o = bpf_map_lookup_elem(&goff, &key);
+		struct goff *o = bpf_map_lookup_elem(&goff, &ref);
 		if (o && o->parked && !o->wake)
 			o->wake = bpf_ktime_get_ns();
 		return 0;
 	}
-	if (to == G_WAITING)
-		go_off(&key, 1, REASON_UNKNOWN); /* parked without gopark (casGToWaiting); gopark's entry is kept */
-	else
-		go_off(&key, 0, REASON_NONE); /* runnable, or preempted for a stack scan (resumed through ready) */
+	struct sched_proc *sp = bpf_map_lookup_elem(&sched_procs, &ref.pid);
+	if (sp)
+		/* parked, or runnable (preempted, yielded, out of a syscall without
+		 * a P), or preempted for a stack scan (resumed through ready) */
+		go_off(&ref, g, sp, to == G_WAITING);
 	return 0;
 }
 
@@ -394,7 +402,8 @@ struct task_struct {
  * the scheduler) the goroutine is m.curg, nil in the scheduler. prev is
  * the current task here, so its memory is the current mm.
  */
-static __always_inline int thread_gkey(struct task_struct *prev, struct sched_proc *sp, struct gkey *key)
+static __always_inline int thread_gkey(struct task_struct *prev, struct sched_proc *sp, struct gkey *key,
+					void **gp)
 {
 	unsigned long fsbase = 0;
 	void *g = 0;
@@ -407,6 +416,7 @@ static __always_inline int thread_gkey(struct task_struct *prev, struct sched_pr
 	}
 	if (read_goid(g, sp, key))
 		return -1;
+	*gp = g;
 	if (key->goid != 0)
 		return 0;
 	void *m = 0, *curg = 0;
@@ -417,6 +427,7 @@ static __always_inline int thread_gkey(struct task_struct *prev, struct sched_pr
 	}
 	if (!curg)
 		return -1; /* the scheduler: no goroutine */
+	*gp = curg;
 	return read_goid(curg, sp, key);
 }
 
@@ -445,10 +456,12 @@ int sched_switch(__u64 *ctx)
 	if (bpf_core_read(&key.pid, sizeof(key.pid), &prev->tgid))
 		return 0;
 	struct sched_proc *sp = bpf_map_lookup_elem(&sched_procs, &key.pid);
-	if (!sp || thread_gkey(prev, sp, &key) || !in_span(&key))
+	void *g = 0;
+	if (!sp || thread_gkey(prev, sp, &key, &g) || !in_span(&key))
 		return 0;
-	if (bpf_map_lookup_elem(&goff, &key))
-		return 0; /* off CPU for Go already (between gopark and the switch to g0) */
+	struct gref ref = {.pid = key.pid, .g = (__u64)g};
+	if (bpf_map_lookup_elem(&goff, &ref))
+		return 0; /* off CPU for Go already (its status changed, the switch to g0 not yet done) */
 	if (bpf_core_read(&tid, sizeof(tid), &prev->pid))
 		return 0;
 	/* Runnable: preempted, or switched out before it could sleep. */

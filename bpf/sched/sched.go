@@ -1,7 +1,7 @@
 // Package sched holds latscope's latency-attribution BPF programs
 // (sched.c) and their generated Go bindings: the Go runtime's
-// stop-the-world and GC-assist hooks (always on), its park and status
-// hooks and the kernel's sched_switch tracepoint (deep mode), which send
+// stop-the-world and GC-assist hooks (always on), its status hook and
+// the kernel's sched_switch tracepoint (deep mode), which send
 // where the time of goroutines inside traced calls went as RECORD_SCHED
 // records on the call tracer's ring. The attribution package turns them
 // into each span's time split.
@@ -36,7 +36,7 @@ const (
 // Reasons of a KindOff event that are not the park's traceBlockReason.
 const (
 	ReasonNone    = 0xff // not parked: preempted, yielded, out of a syscall without a P
-	ReasonUnknown = 0xfe // parked without runtime.gopark (the runtime's casGToWaiting)
+	ReasonUnknown = 0xfe // parked, its M unreadable
 )
 
 // Proc is what the programs need per process (the sched_procs map).
@@ -65,7 +65,7 @@ type Objects struct {
 	// Always on.
 	STWStart, STWEnd, AssistStart, AssistEnd *ebpf.Program
 	// Deep mode.
-	GoPark, GoStatus, SchedSwitch *ebpf.Program
+	GoStatus, SchedSwitch *ebpf.Program
 
 	Procs *ebpf.Map // sched_procs: pid → Proc
 	// Deep mode's state, cleared when it starts: goroutines and threads
@@ -92,13 +92,13 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*Objects, error
 		coll:     coll,
 		STWStart: coll.Programs["stw_start"], STWEnd: coll.Programs["stw_end"],
 		AssistStart: coll.Programs["assist_start"], AssistEnd: coll.Programs["assist_end"],
-		GoPark: coll.Programs["go_park"], GoStatus: coll.Programs["go_status"],
+		GoStatus:    coll.Programs["go_status"],
 		SchedSwitch: coll.Programs["sched_switch"],
 		Procs:       coll.Maps["sched_procs"], Goff: coll.Maps["goff"], Toff: coll.Maps["toff"],
 		Stats: coll.Maps["sched_stats"],
 	}
 	for name, p := range map[string]*ebpf.Program{"stw_start": o.STWStart, "stw_end": o.STWEnd, "assist_start": o.AssistStart,
-		"assist_end": o.AssistEnd, "go_park": o.GoPark, "go_status": o.GoStatus} {
+		"assist_end": o.AssistEnd, "go_status": o.GoStatus} {
 		if p == nil {
 			coll.Close()
 			return nil, fmt.Errorf("sched BPF object has no program %s", name)

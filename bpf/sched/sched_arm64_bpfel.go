@@ -31,11 +31,19 @@ type SchedGlink struct {
 
 type SchedGoff struct {
 	_      structs.HostLayout
+	Goid   uint64
 	Since  uint64
 	Wake   uint64
 	Reason uint8
 	Parked uint8
 	Pad    [6]uint8
+}
+
+type SchedGref struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	G   uint64
 }
 
 type SchedGstate struct {
@@ -119,11 +127,12 @@ const (
 )
 
 type SchedSchedProc struct {
-	_       structs.HostLayout
-	GoidOff uint64
-	GmOff   uint64
-	CurgOff uint64
-	TlsOff  int64
+	_         structs.HostLayout
+	GoidOff   uint64
+	GmOff     uint64
+	CurgOff   uint64
+	ReasonOff uint64
+	TlsOff    int64
 }
 
 type SchedSchedStat uint32
@@ -198,7 +207,6 @@ type SchedSpecs struct {
 type SchedProgramSpecs struct {
 	AssistEnd   *ebpf.ProgramSpec `ebpf:"assist_end"`
 	AssistStart *ebpf.ProgramSpec `ebpf:"assist_start"`
-	GoPark      *ebpf.ProgramSpec `ebpf:"go_park"`
 	GoStatus    *ebpf.ProgramSpec `ebpf:"go_status"`
 	StwEnd      *ebpf.ProgramSpec `ebpf:"stw_end"`
 	StwStart    *ebpf.ProgramSpec `ebpf:"stw_start"`
@@ -340,7 +348,6 @@ type SchedVariables struct {
 type SchedPrograms struct {
 	AssistEnd   *ebpf.Program `ebpf:"assist_end"`
 	AssistStart *ebpf.Program `ebpf:"assist_start"`
-	GoPark      *ebpf.Program `ebpf:"go_park"`
 	GoStatus    *ebpf.Program `ebpf:"go_status"`
 	StwEnd      *ebpf.Program `ebpf:"stw_end"`
 	StwStart    *ebpf.Program `ebpf:"stw_start"`
@@ -350,7 +357,6 @@ func (p *SchedPrograms) Close() error {
 	return _SchedClose(
 		p.AssistEnd,
 		p.AssistStart,
-		p.GoPark,
 		p.GoStatus,
 		p.StwEnd,
 		p.StwStart,

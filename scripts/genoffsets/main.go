@@ -72,7 +72,7 @@ func run(out, reasonsOut string, list []string) error {
 			return fmt.Errorf("%s: block reasons %v differ from another %s toolchain's %v", tc, r, key, prev)
 		}
 		table[key], reasons[key] = e, r
-		slog.Info("measured", "toolchain", tc, "release", key, "goid", e.GoID, "parentGoid", e.ParentGoID, "stackHi", e.StackHi, "m", e.M, "mCurg", e.MCurG, "blockReasons", len(r))
+		slog.Info("measured", "toolchain", tc, "release", key, "goid", e.GoID, "parentGoid", e.ParentGoID, "stackHi", e.StackHi, "m", e.M, "mCurg", e.MCurG, "mWaitReason", e.MWaitReason, "blockReasons", len(r))
 	}
 	if err := os.WriteFile(out, symbolizer.FormatTable(table), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
@@ -112,5 +112,5 @@ func measure(dir, tc string) (string, symbolizer.TableEntry, map[string]uint8, e
 			v = v[:i+1+j]
 		}
 	}
-	return v, symbolizer.TableEntry{GoID: o.GoID, ParentGoID: o.ParentGoID, StackHi: o.StackHi, M: o.M, MCurG: o.MCurG}, r, nil
+	return v, symbolizer.TableEntry{GoID: o.GoID, ParentGoID: o.ParentGoID, StackHi: o.StackHi, M: o.M, MCurG: o.MCurG, MWaitReason: o.MWaitReason}, r, nil
 }
