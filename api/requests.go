@@ -8,12 +8,10 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/latscope/latscope/analysis/criticalpath"
 	"github.com/latscope/latscope/analysis/flame"
-	"github.com/latscope/latscope/metrics"
 	"github.com/latscope/latscope/span"
 	"github.com/latscope/latscope/store"
 )
@@ -243,20 +241,16 @@ type CauseTime struct {
 	Ns   int64  `json:"ns"`
 }
 
-// Attribution returns s's runtime-attribution split (its
-// latscope.time.* attributes), largest first; nil when s has none.
+// Attribution returns s's full runtime-attribution split (span.Time,
+// written as latscope.time.* attributes), largest first; nil when s has
+// none, or only the always-on GC time (which says nothing of the rest).
 func Attribution(s *span.Span) []CauseTime {
+	if s.Time == nil || !s.Time.Full {
+		return nil
+	}
 	var out []CauseTime
-	for _, a := range s.Attrs {
-		if !strings.HasPrefix(a.Key, "latscope.time.") {
-			continue
-		}
-		for i, k := range metrics.CauseKeys {
-			if a.Key == k {
-				v, _ := a.Value.(int64)
-				out = append(out, CauseTime{Name: metrics.CauseName(i), Ns: v})
-			}
-		}
+	for i, v := range s.Time.NS {
+		out = append(out, CauseTime{Name: span.TimeCategory(i).Name(), Ns: v})
 	}
 	slices.SortStableFunc(out, func(a, b CauseTime) int { return cmp.Compare(b.Ns, a.Ns) })
 	return out

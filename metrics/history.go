@@ -70,27 +70,23 @@ type HistoryOptions struct {
 const DefaultMaxOperations = 500
 
 // CauseKeys are the span attributes of runtime attribution (int64
-// nanoseconds each: where a span's time went), in the order History's
-// Stats.Causes holds their sums. Spans without them are counted in
-// Stats.Count but not in Stats.Attributed.
-var CauseKeys = [NumCauses]string{
-	"latscope.time.on_cpu",
-	"latscope.time.runnable",
-	"latscope.time.gc_stw",
-	"latscope.time.gc_assist",
-	"latscope.time.blocked_net",
-	"latscope.time.blocked_sync",
-	"latscope.time.blocked_chan",
-	"latscope.time.blocked_sleep",
-	"latscope.time.syscall",
-	"latscope.time.downstream",
-	"latscope.time.other",
-}
+// nanoseconds each: where a span's time went; span.TimeSplit,
+// docs/attribution.md), in the order History's Stats.Causes holds their
+// sums: span.TimeCategory's. History sums the spans' full splits (deep
+// attribution); spans without one (none, or the always-on GC time alone,
+// which says nothing of the rest) are counted in Stats.Count but not in
+// Stats.Attributed.
+var CauseKeys = func() (k [NumCauses]string) {
+	for i := range k {
+		k[i] = span.TimeCategory(i).Key()
+	}
+	return k
+}()
 
 // NumCauses is len(CauseKeys).
-const NumCauses = 11
+const NumCauses = int(span.NumTimeCategories)
 
-const causePrefix = "latscope.time."
+const causePrefix = span.TimeKeyPrefix
 
 // CauseName is a cause key without its prefix: "on_cpu".
 func CauseName(i int) string { return strings.TrimPrefix(CauseKeys[i], causePrefix) }
@@ -189,18 +185,10 @@ func (h *History) observe(s *span.Span, now int64) {
 	d := max(s.Duration(), 0)
 	var causes [NumCauses]time.Duration
 	attributed := false
-	for _, a := range s.Attrs {
-		if !strings.HasPrefix(a.Key, causePrefix) {
-			continue
-		}
-		for i, key := range CauseKeys {
-			if a.Key == key {
-				if v, ok := a.Value.(int64); ok && v > 0 {
-					causes[i] += time.Duration(v)
-				}
-				attributed = true
-				break
-			}
+	if t := s.Time; t != nil && t.Full {
+		attributed = true
+		for i, v := range t.NS {
+			causes[i] = time.Duration(max(v, 0))
 		}
 	}
 	op.last = max(op.last, end)

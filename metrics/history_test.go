@@ -19,9 +19,17 @@ func (c *clock) now() time.Time { return c.t }
 
 var hist0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
+// histSpan makes a span; latscope.time.* attributes among attrs become
+// its time split, as the Jaeger client reads them back.
 func histSpan(service, name string, kind span.Kind, end time.Time, d time.Duration, status span.StatusCode, attrs ...span.Attr) *span.Span {
-	return &span.Span{Name: name, Kind: kind, Start: end.Add(-d), End: end, Status: status,
-		Process: &span.Process{ServiceName: service}, Attrs: attrs}
+	s := &span.Span{Name: name, Kind: kind, Start: end.Add(-d), End: end, Status: status,
+		Process: &span.Process{ServiceName: service}}
+	for _, a := range attrs {
+		if v, ok := a.Value.(int64); !ok || !s.SetTimeAttr(a.Key, v) {
+			s.Attrs = append(s.Attrs, a)
+		}
+	}
+	return s
 }
 
 func TestHistoryQuantiles(t *testing.T) {

@@ -55,7 +55,12 @@ func product(n uint64, start time.Time, price time.Duration, failed bool, attrs 
 		return s
 	}
 	server := mk(1, 0, "GET /product/{id}", span.KindServer, catalog, 0, 4*ms+price, 10, 0)
-	server.Attrs = append([]span.Attr{{Key: "http.request.method", Value: "GET"}, {Key: "http.route", Value: "/product/{id}"}}, attrs...)
+	server.Attrs = []span.Attr{{Key: "http.request.method", Value: "GET"}, {Key: "http.route", Value: "/product/{id}"}}
+	for _, a := range attrs { // latscope.time.* are its time split, as the Jaeger client reads them back
+		if v, ok := a.Value.(int64); !ok || !server.SetTimeAttr(a.Key, v) {
+			server.Attrs = append(server.Attrs, a)
+		}
+	}
 	handler := mk(2, 1, "main.(*handler).product", span.KindInternal, catalog, ms/10, 4*ms+price-ms/10, 10, 10)
 	handler.File, handler.Line = "/src/catalog/handler.go", 42
 	sel := mk(3, 2, "SELECT", span.KindClient, catalog, ms/5, ms, 10, 10)

@@ -161,7 +161,8 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 // attributionMissing is said wherever a view would show runtime
 // attribution and the spans carry none.
 const attributionMissing = "Where time goes (on CPU, runnable, GC, blocked on network, locks, channels, sleep, syscalls, downstream) is not recorded: " +
-	"no span here carries runtime-attribution attributes (latscope.time.*). They appear when the agent records runtime attribution; " +
+	"no span here carries a full runtime-attribution split (latscope.time.*). Spans get one while deep attribution runs " +
+	"(latscope attribute --for 60s, or attribution.auto in the agent's configuration: docs/attribution.md); " +
 	"until then the dominant cause shown is the critical path's largest part. See docs/ui.md."
 
 // causeShares turns a window's cause sums into bar segments, largest
