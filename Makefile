@@ -50,6 +50,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
 	$(GO) run ./scripts/benchagent
+	$(GO) run ./scripts/benchattr -rounds 3 -seconds 6 -c 8 -bpfstats
 
 # The web UI's chart library, vendored as built files (ui/static/vendor):
 # go build needs no Node; this refreshes them from the npm registry.
