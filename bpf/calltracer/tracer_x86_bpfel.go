@@ -85,7 +85,7 @@ type TracerGstate struct {
 
 type TracerLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type TracerLibHeader struct {
@@ -185,7 +185,11 @@ const (
 	TracerTracerStatSTAT_RET_SITE_LATE        TracerTracerStat = 23
 	TracerTracerStatSTAT_STREAM_START_UNSEEN  TracerTracerStat = 24
 	TracerTracerStatSTAT_DB_SERVER_UNKNOWN    TracerTracerStat = 25
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 26
+	TracerTracerStatSTAT_INJECT_REPLACED      TracerTracerStat = 26
+	TracerTracerStatSTAT_INJECT_TLS           TracerTracerStat = 27
+	TracerTracerStatSTAT_INJECT_NO_CONN       TracerTracerStat = 28
+	TracerTracerStatSTAT_INJECT_CONN_UNKNOWN  TracerTracerStat = 29
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 30
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

@@ -84,6 +84,10 @@ enum tracer_stat {
 	STAT_RET_SITE_LATE,          /* calls from a call site not probed yet, the function's own exits gone */
 	STAT_STREAM_START_UNSEEN,    /* streams that ended whose start was not seen: no span */
 	STAT_DB_SERVER_UNKNOWN,      /* database calls on a connection whose driver latscope cannot read */
+	STAT_INJECT_REPLACED,        /* outgoing requests whose forwarded copy of the received traceparent was replaced */
+	STAT_INJECT_TLS,             /* outgoing requests over TLS: encrypted at the socket, no traceparent */
+	STAT_INJECT_NO_CONN,         /* client calls that ended before their request reached a connection */
+	STAT_INJECT_CONN_UNKNOWN,    /* outgoing requests whose socket could not be found */
 	STAT_MAX,
 };
 
@@ -297,7 +301,7 @@ struct {
  * differ by Go and library version), in the order of the library's field
  * enum. Written by the agent, read by library.h's FIELD().
  */
-#define LIB_MAX_FIELDS 32 /* power of two: indexes are masked */
+#define LIB_MAX_FIELDS 64 /* power of two: indexes are masked */
 
 struct lib_key {
 	__u32 pid;
@@ -310,6 +314,7 @@ struct lib_fields {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* written at attach only: allocate per process */
 	__uint(max_entries, 4096);
 	__type(key, struct lib_key);
 	__type(value, struct lib_fields);

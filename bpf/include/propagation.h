@@ -8,11 +8,38 @@
 #pragma once
 
 #include "library.h"
+#include <bpf/bpf_core_read.h>
+
+/* The ids of a traceparent value, to compare values by. */
+struct tp_ids {
+	__u64 trace_hi;
+	__u64 trace_lo;
+	__u64 span_id;
+};
+
+#define RECV_MAX 4 /* valid traceparent values kept per received request */
+
+/*
+ * The traceparent header values a server request received. W3C allows
+ * one: a request with two or more has no valid context (the W3C test
+ * suite's test_traceparent_duplicated: the server starts a new trace),
+ * but a proxy that forwards its headers sends them all on, so all are
+ * kept to recognize the copies.
+ */
+struct received {
+	struct tp_ids v[RECV_MAX]; /* the valid values, in header order */
+	__u8 n;                    /* valid values in v */
+	__u8 lines;                /* traceparent header lines, valid or not (up to 255) */
+	__u8 _pad[6];
+};
 
 /* A client call's context, from when its request is ready to be sent. */
 struct pending_ctx {
 	struct trace_ctx tc;
 	__u64 at_ns;
+	__u32 stream_id; /* entries keyed by goroutine: the HTTP/2 stream (0: HTTP/1) */
+	__u32 _pad;
+	struct received in; /* what the request chain the call belongs to received */
 };
 
 /*
@@ -84,6 +111,120 @@ static __always_inline int tcp_conn_ports(__u64 conn, struct tcp_offsets *o, str
 }
 
 /*
+ * What a request chain received, by its root (the server request): kept
+ * from the server request's start to its end when it carried any
+ * traceparent, so its client calls can tell a forwarded copy (a proxy
+ * copying request headers) from a value the application set itself.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct rootkey);
+	__type(value, struct received);
+} received_by_root SEC(".maps");
+
+/* Fills *in with what the request chain rooted at root received, if anything. */
+static __always_inline void chain_received(__u32 pid, __u64 root, struct received *in)
+{
+	if (!root)
+		return;
+	struct rootkey rk = {.pid = pid, .call_id = root};
+	struct received *r = bpf_map_lookup_elem(&received_by_root, &rk);
+	if (r)
+		*in = *r;
+}
+
+/*
+ * A request whose socket is not known yet, handed on by what will lead to
+ * it: the goroutine that writes it next (the socket program, running in
+ * the writing thread, reads which goroutine that thread runs), or a
+ * library object that goroutine will take (e.g. net/http's *Request, from
+ * the caller's goroutine to the connection's writer goroutine). The
+ * socket program moves a goroutine's entry into conn_pending, by the
+ * ports of the socket it writes on: nothing here depends on the type of
+ * the connection the library holds (a wrapper, a pool's conn), only on
+ * the socket underneath.
+ */
+enum hand_kind {
+	HAND_GOROUTINE = 1, /* id: goid */
+	HAND_OBJECT = 2,    /* id: the object's address */
+};
+
+struct handkey {
+	__u32 pid;
+	__u32 kind; /* enum hand_kind */
+	__u64 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct handkey);
+	__type(value, struct pending_ctx);
+} handoffs SEC(".maps");
+
+/*
+ * Leaves p under k. An entry already there was never seen leaving (its
+ * writer moved on without writing it, or wrote it where the socket
+ * programs do not look): counted, replaced.
+ */
+static __always_inline void hand_on(struct handkey *k, struct pending_ctx *p)
+{
+	if (bpf_map_update_elem(&handoffs, k, p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT);
+		bpf_map_update_elem(&handoffs, k, p, BPF_ANY);
+	}
+}
+
+#if defined(__TARGET_ARCH_x86)
+/* The kernel's thread state, for CO-RE (only the field read). */
+struct thread_struct___prop {
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
+struct task_struct___prop {
+	struct thread_struct___prop thread;
+} __attribute__((preserve_access_index));
+
+/*
+ * The g the current thread runs, from its thread-local storage: Go keeps
+ * it at fs_base - 8 on amd64 (internal linking; external linking too
+ * unless C __thread variables come first, then elsewhere: tls_g_ok tells
+ * which per call). Go sets fs_base with arch_prctl, which keeps the
+ * kernel's copy current, so it is right even for the running task. 0 if
+ * unreadable. Readable from socket programs too: they run in the
+ * sending thread.
+ */
+static __always_inline __u64 tls_g(void)
+{
+	struct task_struct___prop *t = (void *)bpf_get_current_task();
+	__u64 fs = 0, g = 0;
+	if (bpf_core_read(&fs, sizeof(fs), &t->thread.fsbase) || fs < 8 ||
+	    bpf_probe_read_user(&g, sizeof(g), (void *)(fs - 8)))
+		return 0;
+	return g;
+}
+#else
+/* arm64 keeps g in R28 and in TLS only with cgo: not read here. */
+static __always_inline __u64 tls_g(void)
+{
+	return 0;
+}
+#endif
+
+/*
+ * Whether the socket programs will see which goroutine writes: the g in
+ * this thread's TLS is the probe's goroutine. When it is not (a binary
+ * with C thread-local variables before Go's, arm64), libraries fall back
+ * to the connection's ports.
+ */
+static __always_inline int tls_g_ok(struct pt_regs *ctx)
+{
+	__u64 g = tls_g();
+	return g && g == (__u64)GO_G(ctx);
+}
+
+/*
  * An HTTP/1 client call's request is about to go out on the connection
  * keyed by k (tcp: its ports could be read; a TLS or unknown connection
  * cannot be followed): hand the call's trace context, kept by goroutine g
@@ -106,6 +247,9 @@ static __always_inline void hand_over_ctx(void *ctx_map, struct gkey *g, struct 
 		return;
 	}
 	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, g);
+	if (gs)
+		chain_received(g->pid, gs->root_call_id, &p.in);
 	if (bpf_map_update_elem(&conn_pending, k, &p, BPF_NOEXIST)) {
 		stat_inc(STAT_INJECT_UNSENT);
 		bpf_map_update_elem(&conn_pending, k, &p, BPF_ANY);

@@ -67,7 +67,7 @@ type ProfileGstate struct {
 
 type ProfileLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type ProfileLibKey struct {

@@ -129,11 +129,16 @@ static __always_inline void put_traceparent(__u8 *out, struct trace_ctx *tc)
 
 /* ---- HTTP/1 ---- */
 
-/* Room to look at a request's head and to build the header line. */
-#define HEAD_MAX 512
+/*
+ * Room to look at a request's head (net/http's default write buffer: a
+ * head that fits is in the first message whole) and to build the line.
+ */
+#define HEAD_MAX 4096
+#define TP_MAX 4 /* traceparent lines of one head looked at */
 struct scratch {
 	__u8 head[HEAD_MAX];
 	__u8 line[80];
+	struct pending_ctx p; /* the request's, off the stack */
 };
 
 struct {
@@ -146,44 +151,143 @@ struct {
 struct scan_ctx {
 	struct scratch *sc;
 	__u32 n;
-	__u32 line_end; /* offset after the request line's CRLF, 0 if not found */
-	__u8 present;   /* a traceparent header is there already */
+	__u32 line_end; /* offset after the request line's LF, 0 if not found */
+	__u32 head_end; /* offset after the blank line ending the head, 0 if not in [0, n) */
+	__u32 ntp;      /* traceparent lines (the first TP_MAX kept) */
+	__u32 tp_at[TP_MAX];  /* where each starts */
+	__u32 tp_end[TP_MAX]; /* after its LF */
+	__u8 open;      /* the last kept traceparent line's LF is still to come */
+	__u8 copies;    /* kept lines that are copies of a received value */
 };
 
-/* One byte of the head: find the request line's end and any traceparent line. */
+/* One byte of the head: find the request line's end, the head's end and every traceparent line. */
 static long scan_byte(__u64 i, void *arg)
 {
 	struct scan_ctx *c = arg;
-	if (i + 1 >= c->n)
+	if (i >= c->n)
 		return 1;
 	__u8 *h = c->sc->head;
 	if (h[i & (HEAD_MAX - 1)] != '\n')
 		return 0;
+	if (c->open) {
+		c->tp_end[(c->ntp - 1) & (TP_MAX - 1)] = i + 1;
+		c->open = 0;
+	}
 	if (!c->line_end)
 		c->line_end = i + 1;
+	__u32 s = i + 1;
+	if (s >= c->n)
+		return 1;
+	__u8 first = h[s & (HEAD_MAX - 1)];
+	if (first == '\r' || first == '\n') {
+		c->head_end = s + (first == '\r' ? 2 : 1);
+		return 1;
+	}
+	if (s + 12 > c->n)
+		return 0;
 	const char name[] = "traceparent:";
 	for (int j = 0; j < 12; j++) {
-		__u8 ch = h[(i + 1 + j) & (HEAD_MAX - 1)];
+		__u8 ch = h[(s + j) & (HEAD_MAX - 1)];
 		if (ch >= 'A' && ch <= 'Z')
 			ch += 'a' - 'A';
 		if (ch != name[j])
 			return 0;
 	}
-	c->present = 1;
+	if (c->ntp < TP_MAX) {
+		c->tp_at[c->ntp & (TP_MAX - 1)] = s;
+		c->open = 1;
+	}
+	c->ntp++;
+	return 0;
+}
+
+/* Where the k-th traceparent line's value starts; 0 unless it is one valid value and whitespace. */
+static __always_inline __u32 tp_value(struct scan_ctx *c, __u32 k)
+{
+	__u8 *h = c->sc->head;
+	__u32 v = c->tp_at[k & (TP_MAX - 1)] + 12;
+	__u32 end = c->tp_end[k & (TP_MAX - 1)];
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u8 ch = h[v & (HEAD_MAX - 1)];
+		if (ch == ' ' || ch == '\t')
+			v++;
+	}
+	/* The value, optional whitespace, CRLF (or LF). */
+	if (end < v + TRACEPARENT_LEN + 1)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 6; i++) {
+		__u32 at = v + TRACEPARENT_LEN + i;
+		if (at >= end - 1)
+			break;
+		__u8 ch = h[at & (HEAD_MAX - 1)];
+		if (ch != ' ' && ch != '\t' && !(ch == '\r' && at == end - 2))
+			return 0;
+		if (i == 5)
+			return 0;
+	}
+	return v;
+}
+
+/* Is the k-th kept traceparent line a copy of a value the request chain received? */
+static long tp_copy(__u64 k, void *arg)
+{
+	struct scan_ctx *c = arg;
+	if (k >= c->ntp || k >= TP_MAX)
+		return 1;
+	__u32 v = tp_value(c, k);
+	struct trace_ctx tc = {};
+	if (!v || parse_traceparent(c->sc->head + (v & (HEAD_MAX - 1)), &tc))
+		return 1;
+	struct received *in = &c->sc->p.in;
+	for (int i = 0; i < RECV_MAX; i++) {
+		if (i >= in->n)
+			break;
+		if (in->v[i].trace_hi == tc.trace_hi && in->v[i].trace_lo == tc.trace_lo && in->v[i].span_id == tc.span_id) {
+			c->copies++;
+			return 0;
+		}
+	}
 	return 1;
 }
 
 /*
- * The thread writes an HTTP/1 request of a traced client call: insert a
- * "traceparent" line naming the client span after the request line,
- * unless the request carries one already.
+ * Writes the client span's traceparent over the value of the first
+ * traceparent line (same length) and removes the others: what a proxy
+ * instrumented with an SDK sends (it sets the header, one value).
  */
-static __always_inline void inject_http1(struct sk_msg_md *msg, struct trace_ctx tc)
+static __always_inline int replace_copies(struct sk_msg_md *msg, struct scan_ctx *c, struct trace_ctx *tc)
 {
-	__u32 zero = 0;
-	struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
-	if (!sc)
-		return;
+	__u32 v = tp_value(c, 0);
+	if (!v || bpf_msg_pull_data(msg, v, v + TRACEPARENT_LEN, 0))
+		return -1;
+	__u8 *d = (void *)(long)msg->data;
+	if ((void *)(d + TRACEPARENT_LEN) > (void *)(long)msg->data_end)
+		return -1;
+	put_traceparent(d, tc);
+	/* Last first: a removal moves only what follows it. */
+#pragma unroll
+	for (int k = TP_MAX - 1; k > 0; k--) {
+		if ((__u32)k >= c->ntp)
+			continue;
+		__u32 at = c->tp_at[k], end = c->tp_end[k];
+		if (end <= at || bpf_msg_pop_data(msg, at, end - at, 0))
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The thread writes an HTTP/1 request of a traced client call (its
+ * context in sc->p): insert a "traceparent" line naming the client span
+ * after the request line. A request that carries traceparent lines
+ * already is left alone, unless every one is a copy of a value its
+ * request chain received (a proxy forwarding the incoming headers): then
+ * the copy names the client span instead.
+ */
+static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *sc)
+{
 	__u32 n = msg->size;
 	if (n > HEAD_MAX)
 		n = HEAD_MAX;
@@ -200,17 +304,24 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct trace_ctx
 	}
 	/* An HTTP/1 request starts with its method: upper-case letters, a space. */
 	if (sc->head[0] < 'A' || sc->head[0] > 'Z') {
-		stat_inc(STAT_INJECT_FAILED); /* TLS or another protocol */
+		/* TLS (a connection latscope could not tell was one) or another protocol */
+		stat_inc(sc->head[0] >= 20 && sc->head[0] <= 23 && sc->head[1] == 3 ? STAT_INJECT_TLS : STAT_INJECT_FAILED);
 		return;
 	}
 	struct scan_ctx c = {.sc = sc, .n = n};
 	bpf_loop(HEAD_MAX, scan_byte, &c, 0);
-	if (c.present) {
-		stat_inc(STAT_INJECT_PRESENT);
+	if (!c.line_end || !c.head_end) {
+		stat_inc(STAT_INJECT_FAILED); /* the head is not whole in the message's first HEAD_MAX bytes */
 		return;
 	}
-	if (!c.line_end || c.line_end >= n) {
-		stat_inc(STAT_INJECT_FAILED);
+	if (c.ntp > 0) {
+		if (c.ntp <= TP_MAX && sc->p.in.n > 0)
+			bpf_loop(TP_MAX, tp_copy, &c, 0);
+		if (c.copies != c.ntp) {
+			stat_inc(STAT_INJECT_PRESENT); /* the application's own */
+			return;
+		}
+		stat_inc(replace_copies(msg, &c, &sc->p.tc) ? STAT_INJECT_FAILED : STAT_INJECT_REPLACED);
 		return;
 	}
 
@@ -220,7 +331,7 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct trace_ctx
 #pragma unroll
 	for (int i = 0; i < 13; i++)
 		l[i] = pre[i];
-	put_traceparent(l + 13, &tc);
+	put_traceparent(l + 13, &sc->p.tc);
 	l[68] = '\r';
 	l[69] = '\n';
 #define LINE_LEN 70
@@ -594,12 +705,57 @@ static __always_inline int whole_frames(struct sk_msg_md *msg)
 	return !w.failed && w.off == w.size;
 }
 
+/* Whether the message starts as a TLS record (RFC 8446 5.1: content type 20-23, version 3.x). */
+static __always_inline int tls_record(struct sk_msg_md *msg)
+{
+	if (msg->size < 5 || bpf_msg_pull_data(msg, 0, 2, 0))
+		return 0;
+	__u8 *d = (void *)(long)msg->data;
+	if ((void *)(d + 2) > (void *)(long)msg->data_end)
+		return 0;
+	return d[0] >= 20 && d[0] <= 23 && d[1] == 3;
+}
+
+/*
+ * A request handed on to the goroutine this thread runs (propagation.h's
+ * handoffs: net/http's writer goroutines, its HTTP/2 client): this
+ * message is that goroutine's next, so it goes out on this socket, where
+ * the request now waits by its ports, as one a library keyed so itself.
+ * TLS bytes cannot carry it: counted.
+ */
+static __always_inline void take_handoff(struct sk_msg_md *msg, __u32 pid)
+{
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid);
+	if (!pc)
+		return;
+	__u64 g = tls_g();
+	struct handkey hk = {.pid = pid, .kind = HAND_GOROUTINE};
+	if (!g || bpf_probe_read_user(&hk.id, sizeof(hk.id), (void *)(g + pc->goid_off)) || !hk.id)
+		return;
+	struct pending_ctx *pp = bpf_map_lookup_elem(&handoffs, &hk);
+	if (!pp)
+		return;
+	struct connkey k = {.pid = pid, .local_port = msg->local_port, .remote_port = msg_remote_port(msg),
+			    .stream_id = pp->stream_id};
+	if (bpf_ktime_get_ns() - pp->at_ns > PENDING_MAX_AGE_NS) {
+		stat_inc(STAT_INJECT_UNSENT); /* left by an earlier goroutine with this id */
+	} else if (tls_record(msg)) {
+		stat_inc(STAT_INJECT_TLS);
+	} else if (bpf_map_update_elem(&conn_pending, &k, pp, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT); /* one left on this connection before, never sent */
+		bpf_map_update_elem(&conn_pending, &k, pp, BPF_ANY);
+	}
+	bpf_map_delete_elem(&handoffs, &hk);
+}
+
 SEC("sk_msg")
 int inject_traceparent(struct sk_msg_md *msg)
 {
 	struct bpf_sock *sk = msg->sk;
 	if (!sk)
 		return SK_PASS;
+	__u64 tid = bpf_get_current_pid_tgid();
+	take_handoff(msg, tid >> 32);
 	struct h2_conn *c = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
 	if (c) {
 		/*
@@ -620,16 +776,19 @@ int inject_traceparent(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	__u64 tid = bpf_get_current_pid_tgid();
 	struct connkey k = {.pid = tid >> 32, .local_port = msg->local_port, .remote_port = msg_remote_port(msg)};
 	struct pending_ctx *pp = bpf_map_lookup_elem(&conn_pending, &k);
 	if (pp) {
-		struct pending_ctx p = *pp;
+		__u32 zero = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
+		if (!sc)
+			return SK_PASS;
+		sc->p = *pp;
 		bpf_map_delete_elem(&conn_pending, &k);
-		if (bpf_ktime_get_ns() - p.at_ns > PENDING_MAX_AGE_NS)
+		if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS)
 			stat_inc(STAT_INJECT_UNSENT); /* an earlier request that left unseen */
 		else
-			inject_http1(msg, p.tc);
+			inject_http1(msg, sc);
 		return SK_PASS;
 	}
 

@@ -38,28 +38,33 @@ func Load(opts calltracer.Options, shared map[string]*ebpf.Map) (*PropagationObj
 	return &objs, nil
 }
 
-// LoadMaps loads only conn_pending, the map libraries leave client calls'
-// contexts in, for a tracer that does not inject: the socket programs
-// and their sockhash need CAP_NET_ADMIN, the map does not. Libraries
-// built with opts.Inject off never write it; SweepPending reads it.
+// LoadMaps loads only the maps libraries leave client calls' contexts
+// in (SharedMaps), for a tracer that does not inject: the socket
+// programs and their sockhash need CAP_NET_ADMIN, the maps do not.
+// Libraries built with opts.Inject off never write them; SweepPending
+// reads them.
 func LoadMaps(opts calltracer.Options, _ map[string]*ebpf.Map) (*PropagationObjects, error) {
 	spec, err := LoadPropagation()
 	if err != nil {
 		return nil, fmt.Errorf("read propagation BPF object: %w", err)
 	}
-	m, err := ebpf.NewMap(spec.Maps["conn_pending"])
-	if err != nil {
-		return nil, fmt.Errorf("create conn_pending map: %w", err)
-	}
 	var objs PropagationObjects
-	objs.ConnPending = m
+	for name, dst := range map[string]**ebpf.Map{"conn_pending": &objs.ConnPending, "handoffs": &objs.Handoffs, "received_by_root": &objs.ReceivedByRoot} {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			objs.Close()
+			return nil, fmt.Errorf("create %s map: %w", name, err)
+		}
+		*dst = m
+	}
 	return &objs, nil
 }
 
 // SharedMaps are the maps where libraries leave client calls' contexts
-// (propagation.h), to pass as MapReplacements when loading them.
+// and what their requests received (propagation.h), to pass as
+// MapReplacements when loading them.
 func (o *PropagationObjects) SharedMaps() map[string]*ebpf.Map {
-	return map[string]*ebpf.Map{"conn_pending": o.ConnPending}
+	return map[string]*ebpf.Map{"conn_pending": o.ConnPending, "handoffs": o.Handoffs, "received_by_root": o.ReceivedByRoot}
 }
 
 // Attach attaches the programs: sock_ops to cgroup (a cgroup v2
@@ -89,8 +94,9 @@ const MaxPendingAge = 2 * time.Second
 // SweepPending deletes the contexts of requests that were ready longer
 // than MaxPendingAge ago (all of them, when tracing ends) and never seen
 // leaving (connections latscope does not follow, frames it could not
-// follow), and returns how many: without it they would only be evicted,
-// uncounted, by newer ones.
+// follow, a writer goroutine that never wrote), whether waiting by
+// connection or still handed on, and returns how many: without it they
+// would only be evicted, uncounted, by newer ones.
 func (o *PropagationObjects) SweepPending(all bool) (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil { // bpf_ktime_get_ns's clock
@@ -100,7 +106,9 @@ func (o *PropagationObjects) SweepPending(all bool) (uint64, error) {
 	if all {
 		cutoff = math.MaxUint64
 	}
-	return sweep[PropagationConnkey](o.ConnPending, cutoff)
+	n, err := sweep[PropagationConnkey](o.ConnPending, cutoff)
+	m, err2 := sweep[PropagationHandkey](o.Handoffs, cutoff)
+	return n + m, errors.Join(err, err2)
 }
 
 // sweep deletes m's pending contexts (keyed by K) ready before cutoff.

@@ -86,9 +86,16 @@ type PropagationH2Hits struct {
 	}
 }
 
+type PropagationHandkey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Kind uint32
+	Id   uint64
+}
+
 type PropagationLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type PropagationLibKey struct {
@@ -108,7 +115,10 @@ type PropagationPendingCtx struct {
 		Valid   uint8
 		Pad     [6]uint8
 	}
-	AtNs uint64
+	AtNs     uint64
+	StreamId uint32
+	Pad      uint32
+	In       PropagationReceived
 }
 
 type PropagationProcConfig struct {
@@ -119,6 +129,19 @@ type PropagationProcConfig struct {
 	TlsOff        int64
 	GmOff         uint64
 	CurgOff       uint64
+}
+
+type PropagationReceived struct {
+	_ structs.HostLayout
+	V [4]struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+	}
+	N     uint8
+	Lines uint8
+	Pad   [6]uint8
 }
 
 type PropagationRetKey struct {
@@ -137,8 +160,9 @@ type PropagationRootkey struct {
 
 type PropagationScratch struct {
 	_    structs.HostLayout
-	Head [512]uint8
+	Head [4096]uint8
 	Line [80]uint8
+	P    PropagationPendingCtx
 }
 
 type PropagationSockkey struct {
@@ -200,23 +224,25 @@ type PropagationProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PropagationMapSpecs struct {
-	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
-	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
-	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	H2Conns       *ebpf.MapSpec `ebpf:"h2_conns"`
-	H2Scratch     *ebpf.MapSpec `ebpf:"h2_scratch"`
-	Hits          *ebpf.MapSpec `ebpf:"hits"`
-	InjectScratch *ebpf.MapSpec `ebpf:"inject_scratch"`
-	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
-	Links         *ebpf.MapSpec `ebpf:"links"`
-	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
-	Procs         *ebpf.MapSpec `ebpf:"procs"`
-	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
-	Sockets       *ebpf.MapSpec `ebpf:"sockets"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	CallSeq        *ebpf.MapSpec `ebpf:"call_seq"`
+	ConnPending    *ebpf.MapSpec `ebpf:"conn_pending"`
+	Connecting     *ebpf.MapSpec `ebpf:"connecting"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateScratch  *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	H2Conns        *ebpf.MapSpec `ebpf:"h2_conns"`
+	H2Scratch      *ebpf.MapSpec `ebpf:"h2_scratch"`
+	Handoffs       *ebpf.MapSpec `ebpf:"handoffs"`
+	Hits           *ebpf.MapSpec `ebpf:"hits"`
+	InjectScratch  *ebpf.MapSpec `ebpf:"inject_scratch"`
+	LibOffsets     *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links          *ebpf.MapSpec `ebpf:"links"`
+	LiveRoots      *ebpf.MapSpec `ebpf:"live_roots"`
+	Procs          *ebpf.MapSpec `ebpf:"procs"`
+	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
+	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	Sockets        *ebpf.MapSpec `ebpf:"sockets"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // PropagationVariableSpecs contains global variables before they are loaded into the kernel.
@@ -261,23 +287,25 @@ func (o *PropagationObjects) Close() error {
 //
 // It can be passed to LoadPropagationObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PropagationMaps struct {
-	CallSeq       *ebpf.Map `ebpf:"call_seq"`
-	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
-	Connecting    *ebpf.Map `ebpf:"connecting"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Goroutines    *ebpf.Map `ebpf:"goroutines"`
-	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	H2Conns       *ebpf.Map `ebpf:"h2_conns"`
-	H2Scratch     *ebpf.Map `ebpf:"h2_scratch"`
-	Hits          *ebpf.Map `ebpf:"hits"`
-	InjectScratch *ebpf.Map `ebpf:"inject_scratch"`
-	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
-	Links         *ebpf.Map `ebpf:"links"`
-	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
-	Procs         *ebpf.Map `ebpf:"procs"`
-	RetSites      *ebpf.Map `ebpf:"ret_sites"`
-	Sockets       *ebpf.Map `ebpf:"sockets"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	CallSeq        *ebpf.Map `ebpf:"call_seq"`
+	ConnPending    *ebpf.Map `ebpf:"conn_pending"`
+	Connecting     *ebpf.Map `ebpf:"connecting"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	GstateScratch  *ebpf.Map `ebpf:"gstate_scratch"`
+	H2Conns        *ebpf.Map `ebpf:"h2_conns"`
+	H2Scratch      *ebpf.Map `ebpf:"h2_scratch"`
+	Handoffs       *ebpf.Map `ebpf:"handoffs"`
+	Hits           *ebpf.Map `ebpf:"hits"`
+	InjectScratch  *ebpf.Map `ebpf:"inject_scratch"`
+	LibOffsets     *ebpf.Map `ebpf:"lib_offsets"`
+	Links          *ebpf.Map `ebpf:"links"`
+	LiveRoots      *ebpf.Map `ebpf:"live_roots"`
+	Procs          *ebpf.Map `ebpf:"procs"`
+	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
+	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	Sockets        *ebpf.Map `ebpf:"sockets"`
+	Stats          *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *PropagationMaps) Close() error {
@@ -290,12 +318,14 @@ func (m *PropagationMaps) Close() error {
 		m.GstateScratch,
 		m.H2Conns,
 		m.H2Scratch,
+		m.Handoffs,
 		m.Hits,
 		m.InjectScratch,
 		m.LibOffsets,
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.ReceivedByRoot,
 		m.RetSites,
 		m.Sockets,
 		m.Stats,

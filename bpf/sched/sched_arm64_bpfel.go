@@ -70,7 +70,7 @@ type SchedGstate struct {
 
 type SchedLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type SchedLibKey struct {

@@ -132,7 +132,7 @@ type DbsqlGstate struct {
 
 type DbsqlLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type DbsqlLibKey struct {

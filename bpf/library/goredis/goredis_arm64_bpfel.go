@@ -87,7 +87,7 @@ type GoredisGstate struct {
 
 type GoredisLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type GoredisLibKey struct {

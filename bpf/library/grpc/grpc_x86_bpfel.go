@@ -167,6 +167,13 @@ type GrpcGstate struct {
 	}
 }
 
+type GrpcHandkey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Kind uint32
+	Id   uint64
+}
+
 type GrpcHfkey struct {
 	_   structs.HostLayout
 	Pid uint32
@@ -176,7 +183,7 @@ type GrpcHfkey struct {
 
 type GrpcLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type GrpcLibKey struct {
@@ -193,9 +200,12 @@ type GrpcOpening struct {
 }
 
 type GrpcPendingCtx struct {
-	_    structs.HostLayout
-	Tc   GrpcTraceCtx
-	AtNs uint64
+	_        structs.HostLayout
+	Tc       GrpcTraceCtx
+	AtNs     uint64
+	StreamId uint32
+	Pad      uint32
+	In       GrpcReceived
 }
 
 type GrpcProcConfig struct {
@@ -206,6 +216,19 @@ type GrpcProcConfig struct {
 	TlsOff        int64
 	GmOff         uint64
 	CurgOff       uint64
+}
+
+type GrpcReceived struct {
+	_ structs.HostLayout
+	V [4]struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+	}
+	N     uint8
+	Lines uint8
+	Pad   [6]uint8
 }
 
 type GrpcRetKey struct {
@@ -340,22 +363,24 @@ type GrpcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrpcMapSpecs struct {
-	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
-	ClientStreams *ebpf.MapSpec `ebpf:"client_streams"`
-	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	Hits          *ebpf.MapSpec `ebpf:"hits"`
-	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
-	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
-	Links         *ebpf.MapSpec `ebpf:"links"`
-	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
-	Openings      *ebpf.MapSpec `ebpf:"openings"`
-	Procs         *ebpf.MapSpec `ebpf:"procs"`
-	Queued        *ebpf.MapSpec `ebpf:"queued"`
-	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	CallSeq        *ebpf.MapSpec `ebpf:"call_seq"`
+	ClientStreams  *ebpf.MapSpec `ebpf:"client_streams"`
+	ConnPending    *ebpf.MapSpec `ebpf:"conn_pending"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateScratch  *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	Handoffs       *ebpf.MapSpec `ebpf:"handoffs"`
+	Hits           *ebpf.MapSpec `ebpf:"hits"`
+	Incoming       *ebpf.MapSpec `ebpf:"incoming"`
+	LibOffsets     *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links          *ebpf.MapSpec `ebpf:"links"`
+	LiveRoots      *ebpf.MapSpec `ebpf:"live_roots"`
+	Openings       *ebpf.MapSpec `ebpf:"openings"`
+	Procs          *ebpf.MapSpec `ebpf:"procs"`
+	Queued         *ebpf.MapSpec `ebpf:"queued"`
+	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
+	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // GrpcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -406,22 +431,24 @@ func (o *GrpcObjects) Close() error {
 //
 // It can be passed to LoadGrpcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrpcMaps struct {
-	CallSeq       *ebpf.Map `ebpf:"call_seq"`
-	ClientStreams *ebpf.Map `ebpf:"client_streams"`
-	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Goroutines    *ebpf.Map `ebpf:"goroutines"`
-	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	Hits          *ebpf.Map `ebpf:"hits"`
-	Incoming      *ebpf.Map `ebpf:"incoming"`
-	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
-	Links         *ebpf.Map `ebpf:"links"`
-	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
-	Openings      *ebpf.Map `ebpf:"openings"`
-	Procs         *ebpf.Map `ebpf:"procs"`
-	Queued        *ebpf.Map `ebpf:"queued"`
-	RetSites      *ebpf.Map `ebpf:"ret_sites"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	CallSeq        *ebpf.Map `ebpf:"call_seq"`
+	ClientStreams  *ebpf.Map `ebpf:"client_streams"`
+	ConnPending    *ebpf.Map `ebpf:"conn_pending"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	GstateScratch  *ebpf.Map `ebpf:"gstate_scratch"`
+	Handoffs       *ebpf.Map `ebpf:"handoffs"`
+	Hits           *ebpf.Map `ebpf:"hits"`
+	Incoming       *ebpf.Map `ebpf:"incoming"`
+	LibOffsets     *ebpf.Map `ebpf:"lib_offsets"`
+	Links          *ebpf.Map `ebpf:"links"`
+	LiveRoots      *ebpf.Map `ebpf:"live_roots"`
+	Openings       *ebpf.Map `ebpf:"openings"`
+	Procs          *ebpf.Map `ebpf:"procs"`
+	Queued         *ebpf.Map `ebpf:"queued"`
+	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
+	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	Stats          *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *GrpcMaps) Close() error {
@@ -432,6 +459,7 @@ func (m *GrpcMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.Handoffs,
 		m.Hits,
 		m.Incoming,
 		m.LibOffsets,
@@ -440,6 +468,7 @@ func (m *GrpcMaps) Close() error {
 		m.Openings,
 		m.Procs,
 		m.Queued,
+		m.ReceivedByRoot,
 		m.RetSites,
 		m.Stats,
 	)

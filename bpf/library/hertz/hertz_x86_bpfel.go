@@ -91,6 +91,13 @@ type HertzGstate struct {
 	}
 }
 
+type HertzHandkey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Kind uint32
+	Id   uint64
+}
+
 type HertzHertzField uint32
 
 const (
@@ -140,7 +147,7 @@ const (
 
 type HertzLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type HertzLibKey struct {
@@ -150,9 +157,12 @@ type HertzLibKey struct {
 }
 
 type HertzPendingCtx struct {
-	_    structs.HostLayout
-	Tc   HertzTraceCtx
-	AtNs uint64
+	_        structs.HostLayout
+	Tc       HertzTraceCtx
+	AtNs     uint64
+	StreamId uint32
+	Pad      uint32
+	In       HertzReceived
 }
 
 type HertzProcConfig struct {
@@ -163,6 +173,19 @@ type HertzProcConfig struct {
 	TlsOff        int64
 	GmOff         uint64
 	CurgOff       uint64
+}
+
+type HertzReceived struct {
+	_ structs.HostLayout
+	V [4]struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+	}
+	N     uint8
+	Lines uint8
+	Pad   [6]uint8
 }
 
 type HertzRetKey struct {
@@ -281,19 +304,21 @@ type HertzProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HertzMapSpecs struct {
-	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
-	ClientCtx     *ebpf.MapSpec `ebpf:"client_ctx"`
-	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	Hits          *ebpf.MapSpec `ebpf:"hits"`
-	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
-	Links         *ebpf.MapSpec `ebpf:"links"`
-	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
-	Procs         *ebpf.MapSpec `ebpf:"procs"`
-	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	CallSeq        *ebpf.MapSpec `ebpf:"call_seq"`
+	ClientCtx      *ebpf.MapSpec `ebpf:"client_ctx"`
+	ConnPending    *ebpf.MapSpec `ebpf:"conn_pending"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateScratch  *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	Handoffs       *ebpf.MapSpec `ebpf:"handoffs"`
+	Hits           *ebpf.MapSpec `ebpf:"hits"`
+	LibOffsets     *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links          *ebpf.MapSpec `ebpf:"links"`
+	LiveRoots      *ebpf.MapSpec `ebpf:"live_roots"`
+	Procs          *ebpf.MapSpec `ebpf:"procs"`
+	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
+	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // HertzVariableSpecs contains global variables before they are loaded into the kernel.
@@ -344,19 +369,21 @@ func (o *HertzObjects) Close() error {
 //
 // It can be passed to LoadHertzObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HertzMaps struct {
-	CallSeq       *ebpf.Map `ebpf:"call_seq"`
-	ClientCtx     *ebpf.Map `ebpf:"client_ctx"`
-	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Goroutines    *ebpf.Map `ebpf:"goroutines"`
-	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	Hits          *ebpf.Map `ebpf:"hits"`
-	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
-	Links         *ebpf.Map `ebpf:"links"`
-	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
-	Procs         *ebpf.Map `ebpf:"procs"`
-	RetSites      *ebpf.Map `ebpf:"ret_sites"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	CallSeq        *ebpf.Map `ebpf:"call_seq"`
+	ClientCtx      *ebpf.Map `ebpf:"client_ctx"`
+	ConnPending    *ebpf.Map `ebpf:"conn_pending"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	GstateScratch  *ebpf.Map `ebpf:"gstate_scratch"`
+	Handoffs       *ebpf.Map `ebpf:"handoffs"`
+	Hits           *ebpf.Map `ebpf:"hits"`
+	LibOffsets     *ebpf.Map `ebpf:"lib_offsets"`
+	Links          *ebpf.Map `ebpf:"links"`
+	LiveRoots      *ebpf.Map `ebpf:"live_roots"`
+	Procs          *ebpf.Map `ebpf:"procs"`
+	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
+	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	Stats          *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *HertzMaps) Close() error {
@@ -367,11 +394,13 @@ func (m *HertzMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.Handoffs,
 		m.Hits,
 		m.LibOffsets,
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.ReceivedByRoot,
 		m.RetSites,
 		m.Stats,
 	)

@@ -46,6 +46,25 @@ enum nethttp_field {
 	F_NETFD_LADDR,            /* net.netFD.laddr net.Addr */
 	F_NETFD_RADDR,            /* net.netFD.raddr net.Addr */
 	F_TCPADDR_PORT,           /* net.TCPAddr.Port int */
+	F_REQUEST_TLS,            /* net/http.Request.TLS *tls.ConnectionState */
+	F_RESPONSE_CONN,          /* net/http.response.conn *conn */
+	F_CONN_HIJACKED,          /* net/http.conn.hijackedv bool */
+	F_PCONN_TLS_STATE,        /* net/http.persistConn.tlsState *tls.ConnectionState */
+	F_TREQ_REQUEST,           /* net/http.transportRequest.Request (embedded *Request) */
+	/* The HTTP/2 client's connection: bundled until Go 1.26, internal since 1.27. */
+	F_H2CC_TLS_STATE,         /* net/http.http2ClientConn.tlsState *tls.ConnectionState */
+	F_H2CC_HENC,              /* net/http.http2ClientConn.henc *hpack.Encoder */
+	F_H2ICC_TLS_STATE,        /* net/http/internal/http2.ClientConn.tlsState */
+	F_H2ICC_HENC,             /* net/http/internal/http2.ClientConn.henc */
+	/* Where an HPACK encoder's dynamic table entries are: henc + these. */
+	F_HPACK_DYNTAB,           /* hpack.Encoder.dynTab dynamicTable */
+	F_HPACK_TABLE,            /* hpack.dynamicTable.table headerFieldTable */
+	F_HPACK_ENTS,             /* hpack.headerFieldTable.ents []HeaderField */
+	/* The HTTP/2 server's decoded request headers. */
+	F_H2_META_FIELDS,         /* net/http.http2MetaHeadersFrame.Fields []hpack.HeaderField (Go <= 1.26) */
+	F_H2I_META_FIELDS,        /* net/http/internal/http2.MetaHeadersFrame.Fields (Go >= 1.27) */
+	F_HPACK_FIELD_NAME,       /* hpack.HeaderField.Name string */
+	F_HPACK_FIELD_VALUE,      /* hpack.HeaderField.Value string */
 	F_FIELD_MAX,
 };
 
@@ -67,13 +86,22 @@ struct server_request {
 	__u64 path_len; /* full length: path was truncated when larger */
 	__s64 content_length;
 	__u64 proto_major;
+	__u8 tls; /* the request came over TLS (Request.TLS set) */
+	__u8 _pad[7];
 };
 
 struct server_response {
 	struct lib_header h;
-	__s64 status; /* 0: not known (HTTP/2 response writer) */
+	/*
+	 * 0: the handler has not written a status (nor a byte). net/http then
+	 * sends 200 once it returns, unless the connection was hijacked.
+	 * -1: not known (the response writer could not be read).
+	 */
+	__s64 status;
 	__s64 written;
 	__u8 pattern[64]; /* the ServeMux pattern that matched, when known */
+	__u8 hijacked;    /* HTTP/1: the handler took the connection over (Hijack) */
+	__u8 _pad[7];
 };
 
 struct client_request {
@@ -99,42 +127,91 @@ const enum nethttp_field *unused_field __attribute__((unused));
 const enum nethttp_probe *unused_probe __attribute__((unused));
 
 /*
- * Client calls' own trace context, by goroutine, while the call runs.
- * Not by request: Transport.roundTrip sends a shallow copy of a request
- * with a body (setupRewindBody), and another on each retry; the
- * connection is taken on the calling goroutine.
+ * A client call while it runs, by its goroutine: its own trace context,
+ * its request chain's root (what that received) and whether its request
+ * reached a connection. Not by request: Transport.roundTrip sends a
+ * shallow copy of a request with a body (setupRewindBody), and another on
+ * each retry; the connection is taken on the calling goroutine.
+ */
+struct client_call {
+	struct trace_ctx tc;
+	__u64 root_call_id;
+	__u8 handed; /* handed on toward a socket, or counted under the reason it could not be */
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct gkey);
+	__type(value, struct client_call);
+} client_ctx SEC(".maps");
+
+/* The traceparent header lines read on a goroutine, until its request is served. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct gkey);
+	__type(value, struct received);
+} incoming SEC(".maps");
+
+/*
+ * The traceparent fields of an HTTP/2 request, read on the connection's
+ * serving goroutine (by its goid) until the request's response writer
+ * exists, then by that writer (incoming_h2), which the request's handler
+ * goroutine gets: server_entry finds them there.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 1024);
 	__type(key, struct gkey);
-	__type(value, struct trace_ctx);
-} client_ctx SEC(".maps");
+	__type(value, struct received);
+} h2_reading SEC(".maps");
 
-/* A traceparent header line read on a goroutine, until its request is served. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct gkey);
-	__type(value, struct trace_ctx);
-} incoming SEC(".maps");
+	__type(key, struct handkey);
+	__type(value, struct received);
+} incoming_h2 SEC(".maps");
+
+/* A zeroed received, to insert from (too big to build on the stack beside a line). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct received);
+} received_zero SEC(".maps");
+
+/* Where an HTTP/2 request's fields are gathered. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct received);
+} received_scratch SEC(".maps");
 
 /*
  * Where net/textproto.readMIMEHeader's call to
  * func (r *Reader) readContinuedLineSlice(lim int64, validateFirstLine func([]byte) error) ([]byte, error)
  * has just returned (a call-return site, emulated): RAX, RBX = the header
- * line's bytes and length. A "traceparent:" line is parsed and kept for
- * the goroutine, which serves the request next (HTTP/1: conn.serve reads
- * and serves on one goroutine).
+ * line's bytes and length. Every "traceparent:" line is counted (two
+ * or more make the request's context invalid, W3C) and a valid value
+ * kept for the goroutine, which serves the request next (HTTP/1:
+ * conn.serve reads and serves on one goroutine). Other lines cost one
+ * 12-byte read.
  */
+#define TP_LINE_MIN 12                       /* "traceparent:" */
+#define TP_LINE_MAX 80                       /* the name, a value and optional whitespace */
+
 SEC("uprobe")
 int header_line(struct pt_regs *ctx)
 {
 	__u64 len = GO_PARAM2(ctx);
-	if (len < 12 + TRACEPARENT_LEN || len > 12 + 4 + TRACEPARENT_LEN)
+	if (len < TP_LINE_MIN)
 		return 0;
-	__u8 line[12 + 4 + TRACEPARENT_LEN];
-	if (bpf_probe_read_user(line, sizeof(line), (void *)GO_PARAM1(ctx)))
+	__u8 line[TP_LINE_MAX] = {};
+	if (bpf_probe_read_user(line, TP_LINE_MIN, (void *)GO_PARAM1(ctx)))
 		return 0;
 	const char name[] = "traceparent:";
 #pragma unroll
@@ -145,19 +222,48 @@ int header_line(struct pt_regs *ctx)
 		if (c != name[i])
 			return 0;
 	}
+	__u64 n = len < TP_LINE_MAX ? len : TP_LINE_MAX;
+	struct gkey key = {};
+	if (bpf_probe_read_user(line, n, (void *)GO_PARAM1(ctx)) || current_gkey(ctx, &key))
+		return 0;
+	struct received *in = bpf_map_lookup_elem(&incoming, &key);
+	if (!in) {
+		__u32 zero = 0;
+		struct received *z = bpf_map_lookup_elem(&received_zero, &zero);
+		if (!z || bpf_map_update_elem(&incoming, &key, z, BPF_NOEXIST))
+			return 0;
+		in = bpf_map_lookup_elem(&incoming, &key);
+		if (!in)
+			return 0;
+	}
+	if (in->lines < 255)
+		in->lines++;
 	int v = 12;
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
 		if (line[v] == ' ' || line[v] == '\t')
 			v++;
 	}
+	/* The value, then only whitespace to the line's end. */
+	if (len < (__u64)v + TRACEPARENT_LEN)
+		return 0;
+	if (len > (__u64)v + TRACEPARENT_LEN + 4)
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		__u64 at = v + TRACEPARENT_LEN + i;
+		if (at >= len || at >= TP_LINE_MAX)
+			break;
+		if (line[at] != ' ' && line[at] != '\t')
+			return 0;
+	}
 	struct trace_ctx tc = {};
-	if (v > 16 || parse_traceparent(line + v, &tc))
+	if (v > 16 || parse_traceparent(line + v, &tc) || in->n >= RECV_MAX)
 		return 0;
-	struct gkey key = {};
-	if (current_gkey(ctx, &key))
-		return 0;
-	bpf_map_update_elem(&incoming, &key, &tc, BPF_ANY);
+	__u32 i = in->n & (RECV_MAX - 1);
+	in->v[i].trace_hi = tc.trace_hi;
+	in->v[i].trace_lo = tc.trace_lo;
+	in->v[i].span_id = tc.span_id;
+	in->n++;
 	return 0;
 }
 
@@ -167,9 +273,12 @@ int header_line(struct pt_regs *ctx)
  * in two: itab, data. rw's data is kept in the frame so the exit can read
  * the status the handler wrote: for HTTP/1 a *http.response, for HTTP/2
  * a pointer to the HTTP/2 writer (tagged ARG_H2 in the low bit: both are
- * pointers to word-aligned structs).
+ * pointers to word-aligned structs). ARG_RECEIVED: the request carried a
+ * traceparent, kept in received_by_root until it ends.
  */
 #define ARG_H2 1ULL
+#define ARG_RECEIVED 2ULL
+#define ARG_TAGS 3ULL
 
 SEC("uprobe")
 int server_entry(struct pt_regs *ctx)
@@ -185,16 +294,31 @@ int server_entry(struct pt_regs *ctx)
 	if (!call_id || !fl || !gs)
 		return 0;
 	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
-	struct trace_ctx *in = bpf_map_lookup_elem(&incoming, &key);
+	/* HTTP/1: read on this goroutine; HTTP/2: on the connection's, kept by rw. */
+	struct handkey rk2 = {.pid = key.pid, .kind = HAND_OBJECT, .id = (__u64)rw};
+	struct received *in = proto == 2 ? bpf_map_lookup_elem(&incoming_h2, &rk2) : bpf_map_lookup_elem(&incoming, &key);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
-	if (in && in->valid && gs->depth == 1) {
-		/* Continue the caller's trace. */
-		gs->trace_hi = in->trace_hi;
-		gs->trace_lo = in->trace_lo;
-		if (r)
-			r->parent = *in;
+	if (in && gs->depth == 1) {
+		/* One valid traceparent: continue the caller's trace. Two or more: W3C says start anew. */
+		if (in->lines == 1 && in->n == 1) {
+			gs->trace_hi = in->v[0].trace_hi;
+			gs->trace_lo = in->v[0].trace_lo;
+			if (r) {
+				r->parent.trace_hi = in->v[0].trace_hi;
+				r->parent.trace_lo = in->v[0].trace_lo;
+				r->parent.span_id = in->v[0].span_id;
+				r->parent.valid = 1;
+			}
+		}
+		/* Its client calls tell a forwarded copy of these by them. */
+		struct rootkey rk = {.pid = key.pid, .call_id = call_id};
+		if (inject_enabled && gs->root_call_id == call_id &&
+		    bpf_map_update_elem(&received_by_root, &rk, in, BPF_ANY) == 0)
+			gs->frames[(gs->depth - 1) & (MAX_DEPTH - 1)].arg |= ARG_RECEIVED;
 	}
-	if (in)
+	if (in && proto == 2)
+		bpf_map_delete_elem(&incoming_h2, &rk2);
+	else if (in)
 		bpf_map_delete_elem(&incoming, &key);
 	if (!r)
 		return 0;
@@ -205,6 +329,7 @@ int server_entry(struct pt_regs *ctx)
 	read_gostring(req, FIELD(fl, F_REQUEST_REMOTE_ADDR), r->remote, sizeof(r->remote));
 	r->content_length = read_ptr(req, FIELD(fl, F_REQUEST_CONTENT_LENGTH));
 	r->proto_major = proto;
+	r->tls = read_ptr(req, FIELD(fl, F_REQUEST_TLS)) != 0;
 	lib_submit(r);
 	return 0;
 }
@@ -215,25 +340,39 @@ int server_exit(struct pt_regs *ctx)
 	struct frame_exit x;
 	if (frame_find(ctx, bpf_get_attach_cookie(ctx), &x))
 		return 0;
+	if (x.arg & ARG_RECEIVED) {
+		struct rootkey rk = {.pid = x.key.pid, .call_id = x.call_id};
+		bpf_map_delete_elem(&received_by_root, &rk);
+	}
 	struct lib_fields *fl = lib_fields();
 	struct server_response *r = fl ? LIB_RECORD(struct server_response, P_SERVER_RESPONSE, x.call_id) : 0;
+	if (r)
+		r->status = -1;
 	if (r && (x.arg & ARG_H2)) {
-		void *w = (void *)(x.arg & ~ARG_H2);
+		void *w = (void *)(x.arg & ~ARG_TAGS);
 		__u64 status = FIELD(fl, F_H2_STATUS) | FIELD(fl, F_H2I_STATUS);
 		__u64 wrote = FIELD(fl, F_H2_WROTE) | FIELD(fl, F_H2I_WROTE);
 		void *rws = (void *)read_ptr(w, FIELD(fl, F_H2_RWS) | FIELD(fl, F_H2I_RWS));
-		if (rws && status) {
-			r->status = read_ptr(rws, status);
+		if (rws && status && bpf_probe_read_user(&r->status, sizeof(r->status), rws + status))
+			r->status = -1;
+		if (rws && status)
 			r->written = read_ptr(rws, wrote);
-		}
 		lib_submit(r);
 	} else if (r) {
-		void *resp = (void *)x.arg;
-		r->status = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_STATUS)) : 0;
+		void *resp = (void *)(x.arg & ~ARG_TAGS);
+		if (resp && bpf_probe_read_user(&r->status, sizeof(r->status), resp + FIELD(fl, F_RESPONSE_STATUS)))
+			r->status = -1;
 		r->written = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_WRITTEN)) : 0;
 		if (resp && FIELD(fl, F_REQUEST_PATTERN)) {
 			void *req = (void *)read_ptr(resp, FIELD(fl, F_RESPONSE_REQUEST));
 			read_gostring(req, FIELD(fl, F_REQUEST_PATTERN), r->pattern, sizeof(r->pattern));
+		}
+		if (resp && r->status == 0) {
+			/* Nothing written: 200 goes out after the return, unless hijacked. */
+			void *c = (void *)read_ptr(resp, FIELD(fl, F_RESPONSE_CONN));
+			__u8 hijacked = 0;
+			if (c && bpf_probe_read_user(&hijacked, 1, c + FIELD(fl, F_CONN_HIJACKED)) == 0)
+				r->hijacked = hijacked;
 		}
 		lib_submit(r);
 	}
@@ -252,11 +391,12 @@ int client_entry(struct pt_regs *ctx)
 	if (!call_id || !fl || !gs)
 		return 0;
 	if (inject_enabled) {
-		/* conn_round_trip hands it to the connection the request takes. */
+		/* conn_round_trip or h2_client_headers hand it on to the request's socket. */
 		struct gkey k = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
-		struct trace_ctx tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
-				       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1};
-		bpf_map_update_elem(&client_ctx, &k, &tc, BPF_ANY);
+		struct client_call c = {.tc = {.trace_hi = gs->trace_hi, .trace_lo = gs->trace_lo,
+					       .span_id = span_id(k.pid, call_id), .flags = 1, .valid = 1},
+					.root_call_id = gs->root_call_id};
+		bpf_map_update_elem(&client_ctx, &k, &c, BPF_ANY);
 	} else {
 		stat_inc(STAT_INJECT_OFF);
 	}
@@ -272,7 +412,12 @@ int client_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Results: *Response in RAX, error (itab, data) in RBX, RCX. */
+/*
+ * Results: *Response in RAX, error (itab, data) in RBX, RCX. A call whose
+ * request never reached a connection (the dial failed, it was cancelled
+ * first, or another HTTP/2 implementation than net/http's own sent it)
+ * is counted here: its context was never carried.
+ */
 SEC("uprobe")
 int client_exit(struct pt_regs *ctx)
 {
@@ -288,20 +433,26 @@ int client_exit(struct pt_regs *ctx)
 		r->err = err;
 		lib_submit(r);
 	}
-	if (inject_enabled)
+	if (inject_enabled) {
+		struct client_call *c = bpf_map_lookup_elem(&client_ctx, &x.key);
+		if (c && !c->handed)
+			stat_inc(STAT_INJECT_NO_CONN);
 		bpf_map_delete_elem(&client_ctx, &x.key);
+	}
 	frame_pop(&x);
 	return 0;
 }
 
 /*
  * func (pc *persistConn) roundTrip(req *transportRequest) (resp *Response, err error)
- * RAX = pc, on the goroutine of Transport.roundTrip. The request is about
- * to go out on pc's connection, which carries nothing else until it is
- * answered: its context waits for the connection's next request head
- * there, by the connection's ports (the writer goroutine may write it
- * from any thread). Called again on another connection when the
- * transport retries. Entry hook only.
+ * RAX = pc, RBX = req, on the goroutine of Transport.roundTrip (again on
+ * each retry, on whichever connection). The request is about to go out
+ * on pc's connection: over TLS nothing can be put in it (counted);
+ * otherwise its context follows the *Request the connection's writer
+ * goroutine takes next (request_write), whatever net.Conn pc holds. When
+ * the socket programs cannot tell goroutines apart in this process
+ * (tls_g_ok), by the connection's ports instead, if pc holds a
+ * *net.TCPConn. Entry hook only.
  */
 SEC("uprobe")
 int conn_round_trip(struct pt_regs *ctx)
@@ -312,12 +463,469 @@ int conn_round_trip(struct pt_regs *ctx)
 	struct gkey g = {};
 	if (!fl || current_gkey(ctx, &g))
 		return 0;
-	/* pc.conn: a *net.TCPConn (TLS or another net.Conn: no injection). */
-	__u64 conn = read_ptr((void *)GO_PARAM1(ctx), FIELD(fl, F_PCONN_CONN) + 8);
+	void *pc = (void *)GO_PARAM1(ctx);
+	struct handkey hk = {.pid = g.pid, .kind = HAND_OBJECT,
+			     .id = read_ptr((void *)GO_PARAM2(ctx), FIELD(fl, F_TREQ_REQUEST))};
+	struct client_call *c = bpf_map_lookup_elem(&client_ctx, &g);
+	if (!c) {
+		/* Not traced: nothing left for this request may name it. */
+		bpf_map_delete_elem(&handoffs, &hk);
+		return 0;
+	}
+	c->handed = 1;
+	if (read_ptr(pc, FIELD(fl, F_PCONN_TLS_STATE))) {
+		stat_inc(STAT_INJECT_TLS);
+		return 0;
+	}
+	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns()};
+	chain_received(g.pid, c->root_call_id, &p.in);
+	if (hk.id && tls_g_ok(ctx)) {
+		hand_on(&hk, &p);
+		return 0;
+	}
+	/* pc.conn: a *net.TCPConn, or the socket cannot be found. */
+	__u64 conn = read_ptr(pc, FIELD(fl, F_PCONN_CONN) + 8);
 	struct tcp_offsets o = {.conn_fd = FIELD(fl, F_TCPCONN_CONN) + FIELD(fl, F_CONN_FD),
 				.laddr = FIELD(fl, F_NETFD_LADDR), .raddr = FIELD(fl, F_NETFD_RADDR), .port = FIELD(fl, F_TCPADDR_PORT)};
 	struct connkey k = {.pid = g.pid};
-	int tcp = tcp_conn_ports(conn, &o, &k);
-	hand_over_ctx(&client_ctx, &g, &k, tcp);
+	if (!tcp_conn_ports(conn, &o, &k)) {
+		stat_inc(STAT_INJECT_CONN_UNKNOWN);
+		return 0;
+	}
+	if (bpf_map_update_elem(&conn_pending, &k, &p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT);
+		bpf_map_update_elem(&conn_pending, &k, &p, BPF_ANY);
+	}
+	return 0;
+}
+
+/*
+ * func (r *Request) write(w io.Writer, usingProxy bool, extraHeaders Header, waitForContinue func() bool) (err error)
+ * RAX = r, on the connection's writer goroutine (persistConn.writeLoop),
+ * which writes the request head next, to the connection's socket through
+ * whatever net.Conn wraps it: the context conn_round_trip left for r now
+ * waits for the next message this goroutine sends (the socket program
+ * reads which goroutine a sending thread runs). Entry hook only.
+ */
+SEC("uprobe")
+int request_write(struct pt_regs *ctx)
+{
+	if (!inject_enabled)
+		return 0;
+	struct handkey hk = {.pid = bpf_get_current_pid_tgid() >> 32, .kind = HAND_OBJECT, .id = GO_PARAM1(ctx)};
+	struct pending_ctx *pp = bpf_map_lookup_elem(&handoffs, &hk);
+	if (!pp)
+		return 0; /* not a traced call's request (or Request.Write) */
+	struct pending_ctx p = *pp;
+	bpf_map_delete_elem(&handoffs, &hk);
+	struct gkey g = {};
+	if (current_gkey(ctx, &g))
+		return 0;
+	if (bpf_ktime_get_ns() - p.at_ns > PENDING_MAX_AGE_NS) {
+		stat_inc(STAT_INJECT_UNSENT); /* left by an earlier request at this address */
+		return 0;
+	}
+	hk.kind = HAND_GOROUTINE;
+	hk.id = g.goid;
+	hand_on(&hk, &p);
+	return 0;
+}
+
+/* ---- HTTP/2 client ---- */
+
+/*
+ * Whether an HTTP/2 request's header block (HPACK, RFC 7541) carries a
+ * traceparent field. Go's encoder indexes every such field (its value is
+ * well under the table size), so it is either a literal whose name is
+ * written out (Huffman-coded by Go: the bytes below), or refers to the
+ * encoder's dynamic table, whose entries are in the process's memory:
+ * the block is walked field by field, dynamic references noted, and
+ * resolved against the table as it is after the block (each insertion
+ * after a reference moved its entry one place further from the newest).
+ */
+#define HPACK_BLOCK_MAX 1024 /* bytes of a header block looked at */
+#define HPACK_MAX_FIELDS 64
+#define HPACK_MAX_REFS 16
+#define HEADER_FIELD_SIZE 40 /* hpack.HeaderField{Name, Value string; Sensitive bool}, unchanged since 2015 */
+
+/* "traceparent", Huffman-coded (RFC 7541 appendix B), as Go's encoder writes it. */
+static const __u8 tp_huffman[8] = {0x4d, 0x83, 0x21, 0x6b, 0x1d, 0x85, 0xa9, 0x3f};
+
+struct hpack_scan {
+	__u8 block[HPACK_BLOCK_MAX];
+	__u32 len;
+	__u32 off;
+	__u32 inserts;                /* insertions into the dynamic table so far */
+	__u32 nrefs;
+	__u32 ref[HPACK_MAX_REFS];    /* dynamic references: 0 = the newest entry then */
+	__u32 ref_ins[HPACK_MAX_REFS]; /* insertions before each */
+	__u8 found;   /* a traceparent field is there */
+	__u8 unknown; /* the block could not be read through */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hpack_scan);
+} hpack_scratch SEC(".maps");
+
+static __always_inline __u8 hb(struct hpack_scan *s, __u32 at)
+{
+	return s->block[at & (HPACK_BLOCK_MAX - 1)];
+}
+
+/* An HPACK integer with an n-bit prefix at s->off (RFC 7541 5.1); ~0 if malformed. */
+static __always_inline __u32 hpack_int(struct hpack_scan *s, int n)
+{
+	__u32 max = (1U << n) - 1;
+	__u32 v = hb(s, s->off) & max;
+	s->off++;
+	if (v < max)
+		return v;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (s->off >= s->len)
+			return ~0U;
+		__u8 b = hb(s, s->off);
+		s->off++;
+		v += (__u32)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80))
+			return v;
+	}
+	return ~0U;
+}
+
+/* A string literal at s->off; is_tp: it reads "traceparent". Skips it. */
+static __always_inline int hpack_string(struct hpack_scan *s, int *is_tp)
+{
+	int huff = hb(s, s->off) & 0x80;
+	__u32 n = hpack_int(s, 7);
+	if (n == ~0U || s->off + n > s->len)
+		return -1;
+	if (is_tp) {
+		*is_tp = 0;
+		if (huff && n == sizeof(tp_huffman)) {
+			*is_tp = 1;
+			for (int i = 0; i < (int)sizeof(tp_huffman); i++)
+				if (hb(s, s->off + i) != tp_huffman[i])
+					*is_tp = 0;
+		} else if (!huff && n == 11) {
+			const char name[] = "traceparent";
+			*is_tp = 1;
+			for (int i = 0; i < 11; i++)
+				if (hb(s, s->off + i) != name[i])
+					*is_tp = 0;
+		}
+	}
+	s->off += n;
+	return 0;
+}
+
+static __always_inline void hpack_ref(struct hpack_scan *s, __u32 idx)
+{
+	if (idx < 62)
+		return; /* the static table has no traceparent */
+	if (s->nrefs >= HPACK_MAX_REFS) {
+		s->unknown = 1;
+		return;
+	}
+	__u32 j = s->nrefs & (HPACK_MAX_REFS - 1);
+	s->ref[j] = idx - 62;
+	s->ref_ins[j] = s->inserts;
+	s->nrefs++;
+}
+
+struct ref_check {
+	struct hpack_scan *s;
+	__u64 ents; /* the dynamic table's []HeaderField, oldest first */
+	__u64 n;
+};
+
+/* One field representation of the block (arg: a struct ref_check, its s). */
+static long hpack_field(__u64 i, void *arg)
+{
+	struct hpack_scan *s = ((struct ref_check *)arg)->s;
+	if (s->off >= s->len)
+		return 1;
+	__u8 b = hb(s, s->off);
+	int prefix, insert = 0, tp = 0;
+	if (b & 0x80) { /* indexed field */
+		__u32 idx = hpack_int(s, 7);
+		if (idx == ~0U)
+			goto bad;
+		hpack_ref(s, idx);
+		return 0;
+	}
+	if ((b & 0xe0) == 0x20) { /* dynamic table size update */
+		if (hpack_int(s, 5) == ~0U)
+			goto bad;
+		return 0;
+	}
+	if ((b & 0xc0) == 0x40) {
+		prefix = 6; /* literal with incremental indexing */
+		insert = 1;
+	} else {
+		prefix = 4; /* literal without, or never, indexed */
+	}
+	__u32 idx = hpack_int(s, prefix);
+	if (idx == ~0U)
+		goto bad;
+	if (idx == 0) {
+		if (hpack_string(s, &tp))
+			goto bad;
+		if (tp) {
+			s->found = 1;
+			return 1;
+		}
+	} else {
+		hpack_ref(s, idx);
+	}
+	if (hpack_string(s, 0))
+		goto bad;
+	s->inserts += insert;
+	return 0;
+bad:
+	s->unknown = 1;
+	return 1;
+}
+
+/* The name of the entry a dynamic reference named, in the table after the block. */
+static long hpack_resolve(__u64 i, void *arg)
+{
+	struct ref_check *c = arg;
+	struct hpack_scan *s = c->s;
+	if (i >= s->nrefs || i >= HPACK_MAX_REFS)
+		return 1;
+	__u32 j = i & (HPACK_MAX_REFS - 1);
+	__u64 from_newest = (__u64)s->ref[j] + (s->inserts - s->ref_ins[j]);
+	if (from_newest >= c->n) {
+		s->unknown = 1; /* evicted by a later insertion */
+		return 1;
+	}
+	void *f = (void *)(c->ents + (c->n - 1 - from_newest) * HEADER_FIELD_SIZE);
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} name = {};
+	__u8 nb[11];
+	if (bpf_probe_read_user(&name, sizeof(name), f)) {
+		s->unknown = 1;
+		return 1;
+	}
+	if (name.len != 11)
+		return 0;
+	if (bpf_probe_read_user(nb, sizeof(nb), (void *)name.ptr)) {
+		s->unknown = 1;
+		return 1;
+	}
+	const char want[] = "traceparent";
+	for (int k = 0; k < 11; k++)
+		if (nb[k] != want[k])
+			return 0;
+	s->found = 1;
+	return 1;
+}
+
+/*
+ * 1: the block carries a traceparent; 0: it does not; -1: could not tell
+ * (longer than HPACK_BLOCK_MAX, malformed, a reference to an entry gone).
+ */
+static __always_inline int h2_has_traceparent(struct lib_fields *fl, void *henc, __u64 block, __u64 len)
+{
+	__u32 zero = 0;
+	struct hpack_scan *s = bpf_map_lookup_elem(&hpack_scratch, &zero);
+	if (!s || !henc || len > HPACK_BLOCK_MAX || len == 0)
+		return -1;
+	s->len = len;
+	s->off = 0;
+	s->inserts = 0;
+	s->nrefs = 0;
+	s->found = 0;
+	s->unknown = 0;
+	if (bpf_probe_read_user(s->block, len & (HPACK_BLOCK_MAX - 1) ? len : HPACK_BLOCK_MAX, (void *)block))
+		return -1;
+	struct ref_check c = {.s = s};
+	bpf_loop(HPACK_MAX_FIELDS, hpack_field, &c, 0);
+	if (s->found)
+		return 1;
+	if (s->unknown || s->off < s->len)
+		return -1;
+	if (!s->nrefs)
+		return 0;
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} ents = {};
+	if (bpf_probe_read_user(&ents, sizeof(ents),
+				henc + FIELD(fl, F_HPACK_DYNTAB) + FIELD(fl, F_HPACK_TABLE) + FIELD(fl, F_HPACK_ENTS)))
+		return -1;
+	c.ents = ents.ptr;
+	c.n = ents.len;
+	bpf_loop(HPACK_MAX_REFS, hpack_resolve, &c, 0);
+	if (s->found)
+		return 1;
+	return s->unknown ? -1 : 0;
+}
+
+/*
+ * Where the HTTP/2 client's clientStream.encodeAndWriteHeaders calls
+ * func (cc *ClientConn) writeHeaders(streamID uint32, endStream bool, maxFrameSize int, hdrs []byte) error
+ * (net/http's bundled http2ClientConn until Go 1.26, net/http/internal/http2
+ * since 1.27; an emulated call site; trailers are written from elsewhere):
+ * RAX = cc, RBX = streamID, RSI, R8 = the encoded header block. It runs
+ * on the goroutine the request's round trip started (cs.doRequest), which
+ * writes the HEADERS frame to the connection's socket before returning:
+ * the client call is its creator's. Over TLS nothing can be put in the
+ * frame (counted); otherwise, unless the block has a traceparent, the
+ * context waits for this goroutine's next message, where the socket
+ * program appends the field to this stream's HEADERS frame.
+ */
+SEC("uprobe")
+int h2_client_headers(struct pt_regs *ctx)
+{
+	if (!inject_enabled)
+		return 0;
+	struct lib_fields *fl = lib_fields();
+	struct gkey g = {};
+	if (!fl || current_gkey(ctx, &g))
+		return 0;
+	struct gkey caller = {.pid = g.pid};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &g);
+	if (gs) {
+		caller.goid = gs->parent_goid;
+	} else {
+		struct glink *l = bpf_map_lookup_elem(&links, &g);
+		if (l)
+			caller.goid = l->parent_goid;
+	}
+	struct client_call *c = caller.goid ? bpf_map_lookup_elem(&client_ctx, &caller) : 0;
+	if (!c)
+		return 0; /* not started by a traced round trip */
+	c->handed = 1;
+	void *cc = (void *)GO_PARAM1(ctx);
+	if (read_ptr(cc, FIELD(fl, F_H2CC_TLS_STATE) | FIELD(fl, F_H2ICC_TLS_STATE))) {
+		stat_inc(STAT_INJECT_TLS);
+		return 0;
+	}
+	void *henc = (void *)read_ptr(cc, FIELD(fl, F_H2CC_HENC) | FIELD(fl, F_H2ICC_HENC));
+	int has = h2_has_traceparent(fl, henc, GO_PARAM5(ctx), GO_PARAM6(ctx));
+	if (has != 0) {
+		stat_inc(has > 0 ? STAT_INJECT_PRESENT : STAT_INJECT_FAILED);
+		return 0;
+	}
+	if (!tls_g_ok(ctx)) {
+		stat_inc(STAT_INJECT_CONN_UNKNOWN);
+		return 0;
+	}
+	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns(), .stream_id = GO_PARAM2(ctx)};
+	chain_received(g.pid, c->root_call_id, &p.in);
+	struct handkey hk = {.pid = g.pid, .kind = HAND_GOROUTINE, .id = g.goid};
+	hand_on(&hk, &p);
+	return 0;
+}
+
+/* ---- HTTP/2 server: incoming traceparent ---- */
+
+#define MAX_H2_FIELDS 64 /* request header fields looked at */
+
+struct h2_fields_scan {
+	__u64 fields; /* the []hpack.HeaderField's array */
+	__u64 n;
+	__u64 name_off, value_off;
+	struct received *in;
+};
+
+/* One decoded header field: a "traceparent" (lower case on the wire, RFC 9113 8.2.1)? */
+static long h2_field(__u64 i, void *arg)
+{
+	struct h2_fields_scan *s = arg;
+	if (i >= s->n)
+		return 1;
+	void *f = (void *)(s->fields + i * HEADER_FIELD_SIZE);
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} name = {}, value = {};
+	if (bpf_probe_read_user(&name, sizeof(name), f + s->name_off))
+		return 1;
+	if (name.len != 11)
+		return 0;
+	__u8 nb[11];
+	if (bpf_probe_read_user(nb, sizeof(nb), (void *)name.ptr))
+		return 1;
+	const char want[] = "traceparent";
+	for (int j = 0; j < 11; j++)
+		if (nb[j] != want[j])
+			return 0;
+	struct received *in = s->in;
+	if (in->lines < 255)
+		in->lines++;
+	__u8 v[TRACEPARENT_LEN];
+	struct trace_ctx tc = {};
+	if (bpf_probe_read_user(&value, sizeof(value), f + s->value_off) || value.len != TRACEPARENT_LEN ||
+	    bpf_probe_read_user(v, sizeof(v), (void *)value.ptr) || parse_traceparent(v, &tc) || in->n >= RECV_MAX)
+		return 0;
+	__u32 k = in->n & (RECV_MAX - 1);
+	in->v[k].trace_hi = tc.trace_hi;
+	in->v[k].trace_lo = tc.trace_lo;
+	in->v[k].span_id = tc.span_id;
+	in->n++;
+	return 0;
+}
+
+/*
+ * Where the HTTP/2 server's serverConn.processHeaders calls
+ * func (sc *serverConn) newWriterAndRequest(st *stream, f *MetaHeadersFrame) (*responseWriter, *Request, error)
+ * (bundled in net/http until Go 1.26, net/http/internal/http2 since 1.27;
+ * an emulated call site): RAX = sc, RBX = st, RCX = f, on the
+ * connection's serving goroutine. The stream's traceparent fields are
+ * kept for the goroutine until the call returns.
+ */
+SEC("uprobe")
+int h2_request_fields(struct pt_regs *ctx)
+{
+	struct lib_fields *fl = lib_fields();
+	void *f = (void *)GO_PARAM3(ctx);
+	struct gkey g = {};
+	if (!fl || !f || current_gkey(ctx, &g))
+		return 0;
+	__u32 zero = 0;
+	struct received *in = bpf_map_lookup_elem(&received_scratch, &zero);
+	if (!in)
+		return 0;
+	__builtin_memset(in, 0, sizeof(*in));
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} fields = {};
+	if (bpf_probe_read_user(&fields, sizeof(fields), f + (FIELD(fl, F_H2_META_FIELDS) | FIELD(fl, F_H2I_META_FIELDS)))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	struct h2_fields_scan s = {.fields = fields.ptr, .n = fields.len, .in = in,
+				   .name_off = FIELD(fl, F_HPACK_FIELD_NAME), .value_off = FIELD(fl, F_HPACK_FIELD_VALUE)};
+	bpf_loop(MAX_H2_FIELDS, h2_field, &s, 0);
+	if (in->lines)
+		bpf_map_update_elem(&h2_reading, &g, in, BPF_ANY);
+	else
+		bpf_map_delete_elem(&h2_reading, &g);
+	return 0;
+}
+
+/* Where newWriterAndRequest has returned: RAX = the stream's response writer. */
+SEC("uprobe")
+int h2_request_writer(struct pt_regs *ctx)
+{
+	struct gkey g = {};
+	if (current_gkey(ctx, &g))
+		return 0;
+	struct received *in = bpf_map_lookup_elem(&h2_reading, &g);
+	if (!in)
+		return 0;
+	struct handkey k = {.pid = g.pid, .kind = HAND_OBJECT, .id = GO_RESULT1(ctx)};
+	if (k.id)
+		bpf_map_update_elem(&incoming_h2, &k, in, BPF_ANY);
+	bpf_map_delete_elem(&h2_reading, &g);
 	return 0;
 }

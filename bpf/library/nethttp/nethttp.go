@@ -33,8 +33,19 @@ var Library = &library.Library{
 			"net/http.(*serverHandler).ServeHTTP",        // the pointer-receiver wrapper
 		}},
 		{Symbol: "net/http.(*Transport).roundTrip", Entry: "client_entry", Exit: "client_exit"},
-		// Outgoing traceparent: the connection a request goes out on.
+		// Outgoing traceparent, HTTP/1: the connection a request goes out
+		// on, then its writer goroutine, whose next message is the head.
 		{Symbol: "net/http.(*persistConn).roundTrip", Entry: "conn_round_trip"},
+		{Symbol: "net/http.(*Request).write", Entry: "request_write"},
+		// HTTP/2: the goroutine that writes a request's HEADERS frame.
+		{Symbol: "net/http.(*http2clientStream).encodeAndWriteHeaders", Callee: "net/http.(*http2ClientConn).writeHeaders", Calling: "h2_client_headers"},
+		{Symbol: "net/http/internal/http2.(*clientStream).encodeAndWriteHeaders", Callee: "net/http/internal/http2.(*ClientConn).writeHeaders", Calling: "h2_client_headers"}, // Go >= 1.27
+		// Incoming traceparent, HTTP/2: a stream's decoded header fields,
+		// until its response writer exists (the handler's rw).
+		{Symbol: "net/http.(*http2serverConn).processHeaders", Callee: "net/http.(*http2serverConn).newWriterAndRequest", Calling: "h2_request_fields"},
+		{Symbol: "net/http.(*http2serverConn).processHeaders", Callee: "net/http.(*http2serverConn).newWriterAndRequest", Returned: "h2_request_writer"},
+		{Symbol: "net/http/internal/http2.(*serverConn).processHeaders", Callee: "net/http/internal/http2.(*serverConn).newWriterAndRequest", Calling: "h2_request_fields"},
+		{Symbol: "net/http/internal/http2.(*serverConn).processHeaders", Callee: "net/http/internal/http2.(*serverConn).newWriterAndRequest", Returned: "h2_request_writer"},
 		// Incoming traceparent: each raw header line as it is read.
 		{Symbol: "net/textproto.readMIMEHeader", Callee: "net/textproto.(*Reader).readContinuedLineSlice", Returned: "header_line"},
 	},
@@ -89,6 +100,25 @@ func fields() []string {
 		NethttpNethttpFieldF_NETFD_LADDR:  "net.netFD.laddr",
 		NethttpNethttpFieldF_NETFD_RADDR:  "net.netFD.raddr",
 		NethttpNethttpFieldF_TCPADDR_PORT: "net.TCPAddr.Port",
+		// TLS, and who took a connection over.
+		NethttpNethttpFieldF_REQUEST_TLS:     "net/http.Request.TLS",
+		NethttpNethttpFieldF_RESPONSE_CONN:   "net/http.response.conn",
+		NethttpNethttpFieldF_CONN_HIJACKED:   "net/http.conn.hijackedv",
+		NethttpNethttpFieldF_PCONN_TLS_STATE: "net/http.persistConn.tlsState",
+		NethttpNethttpFieldF_TREQ_REQUEST:    "net/http.transportRequest.Request",
+		// The HTTP/2 client's connection: bundled until Go 1.26, internal since 1.27.
+		NethttpNethttpFieldF_H2CC_TLS_STATE:  "?net/http.http2ClientConn.tlsState",
+		NethttpNethttpFieldF_H2CC_HENC:       "?net/http.http2ClientConn.henc",
+		NethttpNethttpFieldF_H2ICC_TLS_STATE: "?net/http/internal/http2.ClientConn.tlsState",
+		NethttpNethttpFieldF_H2ICC_HENC:      "?net/http/internal/http2.ClientConn.henc",
+		NethttpNethttpFieldF_HPACK_DYNTAB:    "vendor/golang.org/x/net/http2/hpack.Encoder.dynTab",
+		NethttpNethttpFieldF_HPACK_TABLE:     "vendor/golang.org/x/net/http2/hpack.dynamicTable.table",
+		NethttpNethttpFieldF_HPACK_ENTS:      "vendor/golang.org/x/net/http2/hpack.headerFieldTable.ents",
+		// The HTTP/2 server's decoded request headers.
+		NethttpNethttpFieldF_H2META_FIELDS:     "?net/http.http2MetaHeadersFrame.Fields",
+		NethttpNethttpFieldF_H2I_META_FIELDS:   "?net/http/internal/http2.MetaHeadersFrame.Fields",
+		NethttpNethttpFieldF_HPACK_FIELD_NAME:  "vendor/golang.org/x/net/http2/hpack.HeaderField.Name",
+		NethttpNethttpFieldF_HPACK_FIELD_VALUE: "vendor/golang.org/x/net/http2/hpack.HeaderField.Value",
 	}
 	return library.FieldNames(byEnum, NethttpNethttpFieldF_FIELD_MAX)
 }
@@ -109,10 +139,14 @@ func decode(probe uint16, p []byte, s *span.Span) {
 			s.RemoteParent = true
 		}
 		s.Name = method
+		scheme := "http"
+		if r.Tls != 0 {
+			scheme = "https"
+		}
 		s.Attrs = append(s.Attrs,
 			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},
 			span.Attr{Key: string(semconv.URLPathKey), Value: truncated(library.CString(r.Path[:]), r.PathLen)},
-			span.Attr{Key: string(semconv.URLSchemeKey), Value: "http"},
+			span.Attr{Key: string(semconv.URLSchemeKey), Value: scheme},
 			span.Attr{Key: string(semconv.NetworkProtocolVersionKey), Value: strconv.FormatUint(r.ProtoMajor, 10)},
 		)
 		if host, port := splitHostPort(library.CString(r.Host[:])); host != "" {
@@ -142,8 +176,13 @@ func decode(probe uint16, p []byte, s *span.Span) {
 			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRouteKey), Value: route})
 		}
 		status := r.Status
-		if status == 0 && r.Written > 0 {
-			status = 200 // written without an explicit WriteHeader
+		if status < 0 {
+			status = 0 // the response writer could not be read
+		} else if status == 0 && r.Hijacked == 0 {
+			// Nothing written when the handler returned: net/http writes
+			// 200 then (HTTP/1 finishRequest, HTTP/2 handlerDone). A
+			// hijacked connection gets nothing from net/http.
+			status = 200
 		}
 		if status != 0 {
 			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: status})

@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type NethttpClientCall struct {
+	_  structs.HostLayout
+	Tc struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+		Flags   uint8
+		Valid   uint8
+		Pad     [6]uint8
+	}
+	RootCallId uint64
+	Handed     uint8
+	Pad        [7]uint8
+}
+
 type NethttpClientRequest struct {
 	_ structs.HostLayout
 	H struct {
@@ -91,9 +107,30 @@ type NethttpGstate struct {
 	}
 }
 
+type NethttpHandkey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Kind uint32
+	Id   uint64
+}
+
+type NethttpHpackScan struct {
+	_       structs.HostLayout
+	Block   [1024]uint8
+	Len     uint32
+	Off     uint32
+	Inserts uint32
+	Nrefs   uint32
+	Ref     [16]uint32
+	RefIns  [16]uint32
+	Found   uint8
+	Unknown uint8
+	_       [2]byte
+}
+
 type NethttpLibFields struct {
 	_   structs.HostLayout
-	Off [32]uint64
+	Off [64]uint64
 }
 
 type NethttpLibKey struct {
@@ -131,7 +168,23 @@ const (
 	NethttpNethttpFieldF_NETFD_LADDR            NethttpNethttpField = 23
 	NethttpNethttpFieldF_NETFD_RADDR            NethttpNethttpField = 24
 	NethttpNethttpFieldF_TCPADDR_PORT           NethttpNethttpField = 25
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 26
+	NethttpNethttpFieldF_REQUEST_TLS            NethttpNethttpField = 26
+	NethttpNethttpFieldF_RESPONSE_CONN          NethttpNethttpField = 27
+	NethttpNethttpFieldF_CONN_HIJACKED          NethttpNethttpField = 28
+	NethttpNethttpFieldF_PCONN_TLS_STATE        NethttpNethttpField = 29
+	NethttpNethttpFieldF_TREQ_REQUEST           NethttpNethttpField = 30
+	NethttpNethttpFieldF_H2CC_TLS_STATE         NethttpNethttpField = 31
+	NethttpNethttpFieldF_H2CC_HENC              NethttpNethttpField = 32
+	NethttpNethttpFieldF_H2ICC_TLS_STATE        NethttpNethttpField = 33
+	NethttpNethttpFieldF_H2ICC_HENC             NethttpNethttpField = 34
+	NethttpNethttpFieldF_HPACK_DYNTAB           NethttpNethttpField = 35
+	NethttpNethttpFieldF_HPACK_TABLE            NethttpNethttpField = 36
+	NethttpNethttpFieldF_HPACK_ENTS             NethttpNethttpField = 37
+	NethttpNethttpFieldF_H2META_FIELDS          NethttpNethttpField = 38
+	NethttpNethttpFieldF_H2I_META_FIELDS        NethttpNethttpField = 39
+	NethttpNethttpFieldF_HPACK_FIELD_NAME       NethttpNethttpField = 40
+	NethttpNethttpFieldF_HPACK_FIELD_VALUE      NethttpNethttpField = 41
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 42
 )
 
 type NethttpNethttpProbe uint32
@@ -144,9 +197,20 @@ const (
 )
 
 type NethttpPendingCtx struct {
-	_    structs.HostLayout
-	Tc   NethttpTraceCtx
-	AtNs uint64
+	_  structs.HostLayout
+	Tc struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+		Flags   uint8
+		Valid   uint8
+		Pad     [6]uint8
+	}
+	AtNs     uint64
+	StreamId uint32
+	Pad      uint32
+	In       NethttpReceived
 }
 
 type NethttpProcConfig struct {
@@ -157,6 +221,19 @@ type NethttpProcConfig struct {
 	TlsOff        int64
 	GmOff         uint64
 	CurgOff       uint64
+}
+
+type NethttpReceived struct {
+	_ structs.HostLayout
+	V [4]struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+	}
+	N     uint8
+	Lines uint8
+	Pad   [6]uint8
 }
 
 type NethttpRetKey struct {
@@ -183,7 +260,15 @@ type NethttpServerRequest struct {
 		Pid    uint32
 		CallId uint64
 	}
-	Parent        NethttpTraceCtx
+	Parent struct {
+		_       structs.HostLayout
+		TraceHi uint64
+		TraceLo uint64
+		SpanId  uint64
+		Flags   uint8
+		Valid   uint8
+		Pad     [6]uint8
+	}
 	Method        [16]uint8
 	Path          [128]uint8
 	Host          [64]uint8
@@ -191,6 +276,8 @@ type NethttpServerRequest struct {
 	PathLen       uint64
 	ContentLength int64
 	ProtoMajor    uint64
+	Tls           uint8
+	Pad           [7]uint8
 }
 
 type NethttpServerResponse struct {
@@ -203,19 +290,11 @@ type NethttpServerResponse struct {
 		Pid    uint32
 		CallId uint64
 	}
-	Status  int64
-	Written int64
-	Pattern [64]uint8
-}
-
-type NethttpTraceCtx struct {
-	_       structs.HostLayout
-	TraceHi uint64
-	TraceLo uint64
-	SpanId  uint64
-	Flags   uint8
-	Valid   uint8
-	Pad     [6]uint8
+	Status   int64
+	Written  int64
+	Pattern  [64]uint8
+	Hijacked uint8
+	Pad      [7]uint8
 }
 
 // LoadNethttp returns the embedded CollectionSpec for Nethttp.
@@ -260,32 +339,43 @@ type NethttpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpProgramSpecs struct {
-	ClientEntry   *ebpf.ProgramSpec `ebpf:"client_entry"`
-	ClientExit    *ebpf.ProgramSpec `ebpf:"client_exit"`
-	ConnRoundTrip *ebpf.ProgramSpec `ebpf:"conn_round_trip"`
-	HeaderLine    *ebpf.ProgramSpec `ebpf:"header_line"`
-	ServerEntry   *ebpf.ProgramSpec `ebpf:"server_entry"`
-	ServerExit    *ebpf.ProgramSpec `ebpf:"server_exit"`
+	ClientEntry     *ebpf.ProgramSpec `ebpf:"client_entry"`
+	ClientExit      *ebpf.ProgramSpec `ebpf:"client_exit"`
+	ConnRoundTrip   *ebpf.ProgramSpec `ebpf:"conn_round_trip"`
+	H2ClientHeaders *ebpf.ProgramSpec `ebpf:"h2_client_headers"`
+	H2RequestFields *ebpf.ProgramSpec `ebpf:"h2_request_fields"`
+	H2RequestWriter *ebpf.ProgramSpec `ebpf:"h2_request_writer"`
+	HeaderLine      *ebpf.ProgramSpec `ebpf:"header_line"`
+	RequestWrite    *ebpf.ProgramSpec `ebpf:"request_write"`
+	ServerEntry     *ebpf.ProgramSpec `ebpf:"server_entry"`
+	ServerExit      *ebpf.ProgramSpec `ebpf:"server_exit"`
 }
 
 // NethttpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NethttpMapSpecs struct {
-	CallSeq       *ebpf.MapSpec `ebpf:"call_seq"`
-	ClientCtx     *ebpf.MapSpec `ebpf:"client_ctx"`
-	ConnPending   *ebpf.MapSpec `ebpf:"conn_pending"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Goroutines    *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateScratch *ebpf.MapSpec `ebpf:"gstate_scratch"`
-	Hits          *ebpf.MapSpec `ebpf:"hits"`
-	Incoming      *ebpf.MapSpec `ebpf:"incoming"`
-	LibOffsets    *ebpf.MapSpec `ebpf:"lib_offsets"`
-	Links         *ebpf.MapSpec `ebpf:"links"`
-	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
-	Procs         *ebpf.MapSpec `ebpf:"procs"`
-	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	CallSeq         *ebpf.MapSpec `ebpf:"call_seq"`
+	ClientCtx       *ebpf.MapSpec `ebpf:"client_ctx"`
+	ConnPending     *ebpf.MapSpec `ebpf:"conn_pending"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Goroutines      *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateScratch   *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	H2Reading       *ebpf.MapSpec `ebpf:"h2_reading"`
+	Handoffs        *ebpf.MapSpec `ebpf:"handoffs"`
+	Hits            *ebpf.MapSpec `ebpf:"hits"`
+	HpackScratch    *ebpf.MapSpec `ebpf:"hpack_scratch"`
+	Incoming        *ebpf.MapSpec `ebpf:"incoming"`
+	IncomingH2      *ebpf.MapSpec `ebpf:"incoming_h2"`
+	LibOffsets      *ebpf.MapSpec `ebpf:"lib_offsets"`
+	Links           *ebpf.MapSpec `ebpf:"links"`
+	LiveRoots       *ebpf.MapSpec `ebpf:"live_roots"`
+	Procs           *ebpf.MapSpec `ebpf:"procs"`
+	ReceivedByRoot  *ebpf.MapSpec `ebpf:"received_by_root"`
+	ReceivedScratch *ebpf.MapSpec `ebpf:"received_scratch"`
+	ReceivedZero    *ebpf.MapSpec `ebpf:"received_zero"`
+	RetSites        *ebpf.MapSpec `ebpf:"ret_sites"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // NethttpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -336,20 +426,27 @@ func (o *NethttpObjects) Close() error {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpMaps struct {
-	CallSeq       *ebpf.Map `ebpf:"call_seq"`
-	ClientCtx     *ebpf.Map `ebpf:"client_ctx"`
-	ConnPending   *ebpf.Map `ebpf:"conn_pending"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Goroutines    *ebpf.Map `ebpf:"goroutines"`
-	GstateScratch *ebpf.Map `ebpf:"gstate_scratch"`
-	Hits          *ebpf.Map `ebpf:"hits"`
-	Incoming      *ebpf.Map `ebpf:"incoming"`
-	LibOffsets    *ebpf.Map `ebpf:"lib_offsets"`
-	Links         *ebpf.Map `ebpf:"links"`
-	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
-	Procs         *ebpf.Map `ebpf:"procs"`
-	RetSites      *ebpf.Map `ebpf:"ret_sites"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	CallSeq         *ebpf.Map `ebpf:"call_seq"`
+	ClientCtx       *ebpf.Map `ebpf:"client_ctx"`
+	ConnPending     *ebpf.Map `ebpf:"conn_pending"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Goroutines      *ebpf.Map `ebpf:"goroutines"`
+	GstateScratch   *ebpf.Map `ebpf:"gstate_scratch"`
+	H2Reading       *ebpf.Map `ebpf:"h2_reading"`
+	Handoffs        *ebpf.Map `ebpf:"handoffs"`
+	Hits            *ebpf.Map `ebpf:"hits"`
+	HpackScratch    *ebpf.Map `ebpf:"hpack_scratch"`
+	Incoming        *ebpf.Map `ebpf:"incoming"`
+	IncomingH2      *ebpf.Map `ebpf:"incoming_h2"`
+	LibOffsets      *ebpf.Map `ebpf:"lib_offsets"`
+	Links           *ebpf.Map `ebpf:"links"`
+	LiveRoots       *ebpf.Map `ebpf:"live_roots"`
+	Procs           *ebpf.Map `ebpf:"procs"`
+	ReceivedByRoot  *ebpf.Map `ebpf:"received_by_root"`
+	ReceivedScratch *ebpf.Map `ebpf:"received_scratch"`
+	ReceivedZero    *ebpf.Map `ebpf:"received_zero"`
+	RetSites        *ebpf.Map `ebpf:"ret_sites"`
+	Stats           *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *NethttpMaps) Close() error {
@@ -360,12 +457,19 @@ func (m *NethttpMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.H2Reading,
+		m.Handoffs,
 		m.Hits,
+		m.HpackScratch,
 		m.Incoming,
+		m.IncomingH2,
 		m.LibOffsets,
 		m.Links,
 		m.LiveRoots,
 		m.Procs,
+		m.ReceivedByRoot,
+		m.ReceivedScratch,
+		m.ReceivedZero,
 		m.RetSites,
 		m.Stats,
 	)
@@ -403,12 +507,16 @@ type NethttpVariables struct {
 //
 // It can be passed to LoadNethttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NethttpPrograms struct {
-	ClientEntry   *ebpf.Program `ebpf:"client_entry"`
-	ClientExit    *ebpf.Program `ebpf:"client_exit"`
-	ConnRoundTrip *ebpf.Program `ebpf:"conn_round_trip"`
-	HeaderLine    *ebpf.Program `ebpf:"header_line"`
-	ServerEntry   *ebpf.Program `ebpf:"server_entry"`
-	ServerExit    *ebpf.Program `ebpf:"server_exit"`
+	ClientEntry     *ebpf.Program `ebpf:"client_entry"`
+	ClientExit      *ebpf.Program `ebpf:"client_exit"`
+	ConnRoundTrip   *ebpf.Program `ebpf:"conn_round_trip"`
+	H2ClientHeaders *ebpf.Program `ebpf:"h2_client_headers"`
+	H2RequestFields *ebpf.Program `ebpf:"h2_request_fields"`
+	H2RequestWriter *ebpf.Program `ebpf:"h2_request_writer"`
+	HeaderLine      *ebpf.Program `ebpf:"header_line"`
+	RequestWrite    *ebpf.Program `ebpf:"request_write"`
+	ServerEntry     *ebpf.Program `ebpf:"server_entry"`
+	ServerExit      *ebpf.Program `ebpf:"server_exit"`
 }
 
 func (p *NethttpPrograms) Close() error {
@@ -416,7 +524,11 @@ func (p *NethttpPrograms) Close() error {
 		p.ClientEntry,
 		p.ClientExit,
 		p.ConnRoundTrip,
+		p.H2ClientHeaders,
+		p.H2RequestFields,
+		p.H2RequestWriter,
 		p.HeaderLine,
+		p.RequestWrite,
 		p.ServerEntry,
 		p.ServerExit,
 	)
