@@ -23,6 +23,21 @@ type traced struct {
 // and returns the spans.
 func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string, argv ...string) traced {
 	t.Helper()
+	tr, stdout := traceRun(t, cfg, patterns, argv...)
+	if stdout != want {
+		t.Fatalf("output %q, want %q", stdout, want)
+	}
+	if lost := tr.res.Lost(); lost > 0 {
+		t.Errorf("lost %d: %+v", lost, tr.res.Counters)
+	}
+	return tr
+}
+
+// traceRun runs argv under a Session tracing patterns (and every
+// instrumented library) and returns the spans and the command's stdout,
+// for the caller to check.
+func traceRun(t *testing.T, cfg agent.Config, patterns []string, argv ...string) (traced, string) {
+	t.Helper()
 	var stdout bytes.Buffer
 	col := &collector{}
 	var proc *agent.Process
@@ -34,17 +49,30 @@ func traceCommand(t *testing.T, cfg agent.Config, patterns []string, want string
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != want {
-		t.Fatalf("output %q, want %q", stdout.String(), want)
-	}
-	if lost := res.Lost(); lost > 0 {
-		t.Errorf("lost %d: %+v", lost, res.Counters)
-	}
 	tr := traced{res: res, proc: proc, spans: col.spans, byID: map[span.SpanID]*span.Span{}}
 	for _, s := range col.spans {
 		tr.byID[s.SpanID] = s
 	}
-	return tr
+	return tr, stdout.String()
+}
+
+// checkCounters checks the named counters' values, and that no other
+// counter of lost data moved.
+func checkCounters(t *testing.T, res *agent.Result, want map[string]uint64) {
+	t.Helper()
+	lost := res.Lost()
+	for _, c := range res.Counters {
+		v, ok := want[c.Name]
+		if ok && c.Value != v {
+			t.Errorf("%s = %d, want %d", c.Name, c.Value, v)
+		}
+		if ok && c.Loss {
+			lost -= c.Value
+		}
+	}
+	if lost > 0 {
+		t.Errorf("lost %d beyond the counters expected: %+v", lost, res.Counters)
+	}
 }
 
 // ofKind returns the spans of kind k, in arrival order.

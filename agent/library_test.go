@@ -275,3 +275,31 @@ func TestHTTPPropagationUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// Handlers that leave the status to net/http (write nothing, or only set
+// a header) get the status on the wire, 200, on their server span, over
+// HTTP/1 and HTTP/2; one that hijacks the connection gets none (it
+// answered on the connection itself: net/http sent nothing).
+func TestNetHTTPImplicitStatus(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []string{"go1.21.13", "local", "go1.27.3"} {
+		t.Run(tc, func(t *testing.T) {
+			bin := fixture.Build(t, "implicitapp", tc, fixture.Stripped)
+			tr := traceCommand(t, agent.Config{}, nil,
+				"h1 /nothing 200\nh1 /header 200\nh1 /hijack 202\nh2 /nothing 200\nh2 /header 200\n", bin)
+			servers := tr.ofKind(span.KindServer)
+			if len(servers) != 5 {
+				t.Fatalf("%d server spans, want 5", len(servers))
+			}
+			for _, s := range servers {
+				path, want := fmt.Sprint(attr(s, "url.path")), any(int64(200))
+				if path == "/hijack" {
+					want = nil
+				}
+				if got := attr(s, "http.response.status_code"); got != want || s.Status == span.StatusError {
+					t.Errorf("HTTP/%v %s: status code %v (%v), want %v", attr(s, "network.protocol.version"), path, got, s.Status, want)
+				}
+			}
+		})
+	}
+}
