@@ -114,3 +114,34 @@ func TestClientWithoutConnectionCounted(t *testing.T) {
 	}
 	checkCounters(t, tr.res, map[string]uint64{"propagation_no_connection": 1, "propagation_injected": 0, "propagation_unsent": 0})
 }
+
+// Many h2c requests on one connection, 8 at a time: the HPACK dynamic
+// table fills and evicts (each request inserts its :path), and blocks
+// refer to entries their own insertions evict; each request is still
+// judged exactly (no traceparent of its own) and carries its context.
+func TestH2CPropagationUnderLoad(t *testing.T) {
+	fixture.RequireRoot(t)
+	const calls = 600
+	for _, tc := range []string{"local", "go1.27.3"} {
+		t.Run(tc, func(t *testing.T) {
+			bin := fixture.Build(t, "h2app", tc, fixture.Stripped)
+			tr := traceCommand(t, agent.Config{Inject: true}, nil, fmt.Sprintf("h2c-load %d ok\n", calls), bin, "h2c-load", fmt.Sprint(calls), "8")
+			servers := tr.ofKind(span.KindServer)
+			if len(servers) != calls {
+				t.Fatalf("%d server spans, want %d", len(servers), calls)
+			}
+			wrong := 0
+			for _, s := range servers {
+				c := tr.byID[s.ParentID]
+				if c == nil || c.Kind != span.KindClient || c.TraceID != s.TraceID || !s.RemoteParent ||
+					!strings.HasSuffix(fmt.Sprint(attr(c, "url.full")), fmt.Sprint(attr(s, "url.path"))) {
+					wrong++
+				}
+			}
+			if wrong > 0 {
+				t.Errorf("%d of %d server spans do not continue the client span of their request", wrong, calls)
+			}
+			checkCounters(t, tr.res, map[string]uint64{"propagation_injected": calls, "propagation_failed": 0, "propagation_already_present": 0})
+		})
+	}
+}

@@ -39,7 +39,12 @@ struct pending_ctx {
 	__u64 at_ns;
 	__u32 stream_id; /* entries keyed by goroutine: the HTTP/2 stream (0: HTTP/1) */
 	__u32 _pad;
-	struct received in; /* what the request chain the call belongs to received */
+	/*
+	 * The root of the request chain the call belongs to: what that
+	 * received is looked up (received_by_root) only when the request
+	 * carries a traceparent already, which few do.
+	 */
+	__u64 root_call_id;
 };
 
 /*
@@ -123,15 +128,13 @@ struct {
 	__type(value, struct received);
 } received_by_root SEC(".maps");
 
-/* Fills *in with what the request chain rooted at root received, if anything. */
-static __always_inline void chain_received(__u32 pid, __u64 root, struct received *in)
+/* What the request chain rooted at root received; 0 if nothing (or it has ended). */
+static __always_inline struct received *chain_received(__u32 pid, __u64 root)
 {
 	if (!root)
-		return;
+		return 0;
 	struct rootkey rk = {.pid = pid, .call_id = root};
-	struct received *r = bpf_map_lookup_elem(&received_by_root, &rk);
-	if (r)
-		*in = *r;
+	return bpf_map_lookup_elem(&received_by_root, &rk);
 }
 
 /*
@@ -249,7 +252,7 @@ static __always_inline void hand_over_ctx(void *ctx_map, struct gkey *g, struct 
 	struct pending_ctx p = {.tc = *tc, .at_ns = bpf_ktime_get_ns()};
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, g);
 	if (gs)
-		chain_received(g->pid, gs->root_call_id, &p.in);
+		p.root_call_id = gs->root_call_id;
 	if (bpf_map_update_elem(&conn_pending, k, &p, BPF_NOEXIST)) {
 		stat_inc(STAT_INJECT_UNSENT);
 		bpf_map_update_elem(&conn_pending, k, &p, BPF_ANY);

@@ -150,6 +150,7 @@ struct {
 
 struct scan_ctx {
 	struct scratch *sc;
+	struct received *in; /* what the request chain received, if anything */
 	__u32 n;
 	__u32 line_end; /* offset after the request line's LF, 0 if not found */
 	__u32 head_end; /* offset after the blank line ending the head, 0 if not in [0, n) */
@@ -240,7 +241,9 @@ static long tp_copy(__u64 k, void *arg)
 	struct trace_ctx tc = {};
 	if (!v || parse_traceparent(c->sc->head + (v & (HEAD_MAX - 1)), &tc))
 		return 1;
-	struct received *in = &c->sc->p.in;
+	struct received *in = c->in;
+	if (!in)
+		return 1;
 	for (int i = 0; i < RECV_MAX; i++) {
 		if (i >= in->n)
 			break;
@@ -315,7 +318,8 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 		return;
 	}
 	if (c.ntp > 0) {
-		if (c.ntp <= TP_MAX && sc->p.in.n > 0)
+		c.in = chain_received(bpf_get_current_pid_tgid() >> 32, sc->p.root_call_id);
+		if (c.ntp <= TP_MAX && c.in)
 			bpf_loop(TP_MAX, tp_copy, &c, 0);
 		if (c.copies != c.ntp) {
 			stat_inc(STAT_INJECT_PRESENT); /* the application's own */
@@ -719,33 +723,39 @@ static __always_inline int tls_record(struct sk_msg_md *msg)
 /*
  * A request handed on to the goroutine this thread runs (propagation.h's
  * handoffs: net/http's writer goroutines, its HTTP/2 client): this
- * message is that goroutine's next, so it goes out on this socket, where
- * the request now waits by its ports, as one a library keyed so itself.
- * TLS bytes cannot carry it: counted.
+ * message is that goroutine's next, so it goes out on this socket. An
+ * HTTP/1 request's head is this message: 1, its context in sc->p. An
+ * HTTP/2 request's HEADERS frame is in it or a later one: it waits by the
+ * socket's ports and its stream, as one a library keyed so itself. TLS
+ * bytes cannot carry it: counted.
  */
-static __always_inline void take_handoff(struct sk_msg_md *msg, __u32 pid)
+static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct scratch *sc)
 {
 	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid);
 	if (!pc)
-		return;
+		return 0;
 	__u64 g = tls_g();
 	struct handkey hk = {.pid = pid, .kind = HAND_GOROUTINE};
 	if (!g || bpf_probe_read_user(&hk.id, sizeof(hk.id), (void *)(g + pc->goid_off)) || !hk.id)
-		return;
+		return 0;
 	struct pending_ctx *pp = bpf_map_lookup_elem(&handoffs, &hk);
 	if (!pp)
-		return;
+		return 0;
+	sc->p = *pp;
+	bpf_map_delete_elem(&handoffs, &hk);
 	struct connkey k = {.pid = pid, .local_port = msg->local_port, .remote_port = msg_remote_port(msg),
-			    .stream_id = pp->stream_id};
-	if (bpf_ktime_get_ns() - pp->at_ns > PENDING_MAX_AGE_NS) {
+			    .stream_id = sc->p.stream_id};
+	if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS) {
 		stat_inc(STAT_INJECT_UNSENT); /* left by an earlier goroutine with this id */
 	} else if (tls_record(msg)) {
 		stat_inc(STAT_INJECT_TLS);
-	} else if (bpf_map_update_elem(&conn_pending, &k, pp, BPF_NOEXIST)) {
-		stat_inc(STAT_INJECT_UNSENT); /* one left on this connection before, never sent */
-		bpf_map_update_elem(&conn_pending, &k, pp, BPF_ANY);
+	} else if (!k.stream_id) {
+		return 1;
+	} else if (bpf_map_update_elem(&conn_pending, &k, &sc->p, BPF_NOEXIST)) {
+		stat_inc(STAT_INJECT_UNSENT); /* one left for this stream before, never sent */
+		bpf_map_update_elem(&conn_pending, &k, &sc->p, BPF_ANY);
 	}
-	bpf_map_delete_elem(&handoffs, &hk);
+	return 0;
 }
 
 SEC("sk_msg")
@@ -755,7 +765,14 @@ int inject_traceparent(struct sk_msg_md *msg)
 	if (!sk)
 		return SK_PASS;
 	__u64 tid = bpf_get_current_pid_tgid();
-	take_handoff(msg, tid >> 32);
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!sc)
+		return SK_PASS;
+	if (take_handoff(msg, tid >> 32, sc)) {
+		inject_http1(msg, sc);
+		return SK_PASS;
+	}
 	struct h2_conn *c = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
 	if (c) {
 		/*
@@ -779,10 +796,6 @@ int inject_traceparent(struct sk_msg_md *msg)
 	struct connkey k = {.pid = tid >> 32, .local_port = msg->local_port, .remote_port = msg_remote_port(msg)};
 	struct pending_ctx *pp = bpf_map_lookup_elem(&conn_pending, &k);
 	if (pp) {
-		__u32 zero = 0;
-		struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
-		if (!sc)
-			return SK_PASS;
 		sc->p = *pp;
 		bpf_map_delete_elem(&conn_pending, &k);
 		if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS)

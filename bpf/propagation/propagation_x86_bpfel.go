@@ -115,10 +115,10 @@ type PropagationPendingCtx struct {
 		Valid   uint8
 		Pad     [6]uint8
 	}
-	AtNs     uint64
-	StreamId uint32
-	Pad      uint32
-	In       PropagationReceived
+	AtNs       uint64
+	StreamId   uint32
+	Pad        uint32
+	RootCallId uint64
 }
 
 type PropagationProcConfig struct {

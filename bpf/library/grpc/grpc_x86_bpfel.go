@@ -200,12 +200,12 @@ type GrpcOpening struct {
 }
 
 type GrpcPendingCtx struct {
-	_        structs.HostLayout
-	Tc       GrpcTraceCtx
-	AtNs     uint64
-	StreamId uint32
-	Pad      uint32
-	In       GrpcReceived
+	_          structs.HostLayout
+	Tc         GrpcTraceCtx
+	AtNs       uint64
+	StreamId   uint32
+	Pad        uint32
+	RootCallId uint64
 }
 
 type GrpcProcConfig struct {

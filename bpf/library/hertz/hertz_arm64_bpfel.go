@@ -157,12 +157,12 @@ type HertzLibKey struct {
 }
 
 type HertzPendingCtx struct {
-	_        structs.HostLayout
-	Tc       HertzTraceCtx
-	AtNs     uint64
-	StreamId uint32
-	Pad      uint32
-	In       HertzReceived
+	_          structs.HostLayout
+	Tc         HertzTraceCtx
+	AtNs       uint64
+	StreamId   uint32
+	Pad        uint32
+	RootCallId uint64
 }
 
 type HertzProcConfig struct {

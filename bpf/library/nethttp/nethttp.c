@@ -60,6 +60,7 @@ enum nethttp_field {
 	F_HPACK_DYNTAB,           /* hpack.Encoder.dynTab dynamicTable */
 	F_HPACK_TABLE,            /* hpack.dynamicTable.table headerFieldTable */
 	F_HPACK_ENTS,             /* hpack.headerFieldTable.ents []HeaderField */
+	F_HPACK_EVICT_COUNT,      /* hpack.headerFieldTable.evictCount uint64 */
 	/* The HTTP/2 server's decoded request headers. */
 	F_H2_META_FIELDS,         /* net/http.http2MetaHeadersFrame.Fields []hpack.HeaderField (Go <= 1.26) */
 	F_H2I_META_FIELDS,        /* net/http/internal/http2.MetaHeadersFrame.Fields (Go >= 1.27) */
@@ -175,7 +176,7 @@ struct {
 	__type(value, struct received);
 } incoming_h2 SEC(".maps");
 
-/* A zeroed received, to insert from (too big to build on the stack beside a line). */
+/* A zeroed received, to insert from (too big for the stack beside a line). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -198,20 +199,22 @@ struct {
  * line's bytes and length. Every "traceparent:" line is counted (two
  * or more make the request's context invalid, W3C) and a valid value
  * kept for the goroutine, which serves the request next (HTTP/1:
- * conn.serve reads and serves on one goroutine). Other lines cost one
- * 12-byte read.
+ * conn.serve reads and serves on one goroutine). Only lines as long as a
+ * name and a value (with whitespace) are read: reading every line's name
+ * cost ~100 ns per line (10 per request, measured with scripts/propcost),
+ * and a traceparent line of another length is malformed anyway.
  */
-#define TP_LINE_MIN 12                       /* "traceparent:" */
-#define TP_LINE_MAX 80                       /* the name, a value and optional whitespace */
+#define TP_LINE_MIN (12 + TRACEPARENT_LEN)   /* "traceparent:" and a value */
+#define TP_LINE_MAX 80                       /* with whitespace around it */
 
 SEC("uprobe")
 int header_line(struct pt_regs *ctx)
 {
 	__u64 len = GO_PARAM2(ctx);
-	if (len < TP_LINE_MIN)
+	if (len < TP_LINE_MIN || len > TP_LINE_MAX)
 		return 0;
 	__u8 line[TP_LINE_MAX] = {};
-	if (bpf_probe_read_user(line, TP_LINE_MIN, (void *)GO_PARAM1(ctx)))
+	if (bpf_probe_read_user(line, len, (void *)GO_PARAM1(ctx)))
 		return 0;
 	const char name[] = "traceparent:";
 #pragma unroll
@@ -222,9 +225,8 @@ int header_line(struct pt_regs *ctx)
 		if (c != name[i])
 			return 0;
 	}
-	__u64 n = len < TP_LINE_MAX ? len : TP_LINE_MAX;
 	struct gkey key = {};
-	if (bpf_probe_read_user(line, n, (void *)GO_PARAM1(ctx)) || current_gkey(ctx, &key))
+	if (current_gkey(ctx, &key))
 		return 0;
 	struct received *in = bpf_map_lookup_elem(&incoming, &key);
 	if (!in) {
@@ -477,8 +479,7 @@ int conn_round_trip(struct pt_regs *ctx)
 		stat_inc(STAT_INJECT_TLS);
 		return 0;
 	}
-	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns()};
-	chain_received(g.pid, c->root_call_id, &p.in);
+	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns(), .root_call_id = c->root_call_id};
 	if (hk.id && tls_g_ok(ctx)) {
 		hand_on(&hk, &p);
 		return 0;
@@ -535,17 +536,22 @@ int request_write(struct pt_regs *ctx)
 
 /*
  * Whether an HTTP/2 request's header block (HPACK, RFC 7541) carries a
- * traceparent field. Go's encoder indexes every such field (its value is
- * well under the table size), so it is either a literal whose name is
- * written out (Huffman-coded by Go: the bytes below), or refers to the
- * encoder's dynamic table, whose entries are in the process's memory:
- * the block is walked field by field, dynamic references noted, and
- * resolved against the table as it is after the block (each insertion
- * after a reference moved its entry one place further from the newest).
+ * traceparent field. Go's encoder writes every field either as a
+ * reference to a table entry (an exact repeat) or as a literal it inserts
+ * into its dynamic table, whose entries are in the process's memory
+ * (headerFieldTable: ents oldest first, evictCount entries gone before
+ * them). The block is walked field by field, then, as the table stands
+ * after it: the entries it inserted (the newest) are read for their
+ * names. The entries it referred to are judged by their absolute ids:
+ * every entry this encoder inserted while latscope watched it is known
+ * (hpack_encoders keeps the ids of its traceparent entries), so only an
+ * entry older than that is read, and one of those that this block's own
+ * insertions evicted cannot be judged.
  */
 #define HPACK_BLOCK_MAX 1024 /* bytes of a header block looked at */
 #define HPACK_MAX_FIELDS 64
 #define HPACK_MAX_REFS 16
+#define HPACK_TP_IDS 8       /* traceparent entries remembered per encoder */
 #define HEADER_FIELD_SIZE 40 /* hpack.HeaderField{Name, Value string; Sensitive bool}, unchanged since 2015 */
 
 /* "traceparent", Huffman-coded (RFC 7541 appendix B), as Go's encoder writes it. */
@@ -555,9 +561,9 @@ struct hpack_scan {
 	__u8 block[HPACK_BLOCK_MAX];
 	__u32 len;
 	__u32 off;
-	__u32 inserts;                /* insertions into the dynamic table so far */
+	__u32 inserts;                 /* insertions into the dynamic table so far */
 	__u32 nrefs;
-	__u32 ref[HPACK_MAX_REFS];    /* dynamic references: 0 = the newest entry then */
+	__u32 ref[HPACK_MAX_REFS];     /* dynamic references: 0 = the newest entry then */
 	__u32 ref_ins[HPACK_MAX_REFS]; /* insertions before each */
 	__u8 found;   /* a traceparent field is there */
 	__u8 unknown; /* the block could not be read through */
@@ -569,6 +575,28 @@ struct {
 	__type(key, __u32);
 	__type(value, struct hpack_scan);
 } hpack_scratch SEC(".maps");
+
+/* An encoder latscope has seen blocks of, by (process, *hpack.Encoder). */
+struct enckey {
+	__u32 pid;
+	__u32 _pad;
+	__u64 henc;
+};
+
+struct encoder_state {
+	__u64 watched_from;      /* absolute id of the first entry inserted while watched */
+	__u64 forgot;            /* the newest traceparent id dropped from tp (0: none) */
+	__u64 tp[HPACK_TP_IDS];  /* absolute ids of the traceparent entries it inserted, a ring */
+	__u32 next;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct enckey);
+	__type(value, struct encoder_state);
+} hpack_encoders SEC(".maps");
 
 static __always_inline __u8 hb(struct hpack_scan *s, __u32 at)
 {
@@ -636,16 +664,21 @@ static __always_inline void hpack_ref(struct hpack_scan *s, __u32 idx)
 	s->nrefs++;
 }
 
-struct ref_check {
+/* The table after the block, for the callbacks below (arg of each). */
+struct table_check {
 	struct hpack_scan *s;
-	__u64 ents; /* the dynamic table's []HeaderField, oldest first */
+	struct encoder_state *es; /* 0: a new encoder */
+	__u64 ents;  /* its []HeaderField, oldest first */
 	__u64 n;
+	__u64 total; /* entries ever inserted: evictCount + n */
+	__u64 tp[8]; /* traceparent ids this block inserted */
+	__u32 ntp;
 };
 
-/* One field representation of the block (arg: a struct ref_check, its s). */
+/* One field representation of the block. */
 static long hpack_field(__u64 i, void *arg)
 {
-	struct hpack_scan *s = ((struct ref_check *)arg)->s;
+	struct hpack_scan *s = ((struct table_check *)arg)->s;
 	if (s->off >= s->len)
 		return 1;
 	__u8 b = hb(s, s->off);
@@ -663,7 +696,7 @@ static long hpack_field(__u64 i, void *arg)
 		return 0;
 	}
 	if ((b & 0xc0) == 0x40) {
-		prefix = 6; /* literal with incremental indexing */
+		prefix = 6; /* literal with incremental indexing: its entry tells its name */
 		insert = 1;
 	} else {
 		prefix = 4; /* literal without, or never, indexed */
@@ -674,11 +707,11 @@ static long hpack_field(__u64 i, void *arg)
 	if (idx == 0) {
 		if (hpack_string(s, &tp))
 			goto bad;
-		if (tp) {
+		if (tp && !insert) {
 			s->found = 1;
 			return 1;
 		}
-	} else {
+	} else if (!insert) {
 		hpack_ref(s, idx);
 	}
 	if (hpack_string(s, 0))
@@ -690,46 +723,87 @@ bad:
 	return 1;
 }
 
-/* The name of the entry a dynamic reference named, in the table after the block. */
-static long hpack_resolve(__u64 i, void *arg)
+/* Whether table entry k (0 = oldest) is named traceparent: 1, 0, -1 unreadable. */
+static __always_inline int entry_is_tp(struct table_check *c, __u64 k)
 {
-	struct ref_check *c = arg;
-	struct hpack_scan *s = c->s;
-	if (i >= s->nrefs || i >= HPACK_MAX_REFS)
-		return 1;
-	__u32 j = i & (HPACK_MAX_REFS - 1);
-	__u64 from_newest = (__u64)s->ref[j] + (s->inserts - s->ref_ins[j]);
-	if (from_newest >= c->n) {
-		s->unknown = 1; /* evicted by a later insertion */
-		return 1;
-	}
-	void *f = (void *)(c->ents + (c->n - 1 - from_newest) * HEADER_FIELD_SIZE);
 	struct {
 		__u64 ptr;
 		__u64 len;
 	} name = {};
 	__u8 nb[11];
-	if (bpf_probe_read_user(&name, sizeof(name), f)) {
-		s->unknown = 1;
-		return 1;
-	}
+	if (bpf_probe_read_user(&name, sizeof(name), (void *)(c->ents + k * HEADER_FIELD_SIZE)))
+		return -1;
 	if (name.len != 11)
 		return 0;
-	if (bpf_probe_read_user(nb, sizeof(nb), (void *)name.ptr)) {
+	if (bpf_probe_read_user(nb, sizeof(nb), (void *)name.ptr))
+		return -1;
+	const char want[] = "traceparent";
+	for (int i = 0; i < 11; i++)
+		if (nb[i] != want[i])
+			return 0;
+	return 1;
+}
+
+/* The i-th entry this block inserted: a traceparent? */
+static long hpack_inserted(__u64 i, void *arg)
+{
+	struct table_check *c = arg;
+	struct hpack_scan *s = c->s;
+	if (i >= s->inserts)
+		return 1;
+	if (s->inserts > c->n) {
+		s->unknown = 1; /* the block inserted more than the table holds */
+		return 1;
+	}
+	__u64 k = c->n - s->inserts + i;
+	int tp = entry_is_tp(c, k);
+	if (tp < 0) {
 		s->unknown = 1;
 		return 1;
 	}
-	const char want[] = "traceparent";
-	for (int k = 0; k < 11; k++)
-		if (nb[k] != want[k])
-			return 0;
-	s->found = 1;
-	return 1;
+	if (tp) {
+		s->found = 1;
+		if (c->ntp < 8)
+			c->tp[c->ntp++ & 7] = c->total - c->n + k + 1; /* its absolute id */
+	}
+	return 0;
+}
+
+/* Whether absolute id is one of this encoder's traceparent entries: 1, 0, -1 not known. */
+static __always_inline int known_tp(struct encoder_state *es, __u64 id)
+{
+	if (!es)
+		return -1;
+	for (int i = 0; i < HPACK_TP_IDS; i++)
+		if (es->tp[i] == id)
+			return 1;
+	return id >= es->watched_from && id > es->forgot ? 0 : -1;
+}
+
+/* The entry the i-th dynamic reference named. */
+static long hpack_resolve(__u64 i, void *arg)
+{
+	struct table_check *c = arg;
+	struct hpack_scan *s = c->s;
+	if (i >= s->nrefs || i >= HPACK_MAX_REFS)
+		return 1;
+	__u32 j = i & (HPACK_MAX_REFS - 1);
+	__u64 from_newest = (__u64)s->ref[j] + (s->inserts - s->ref_ins[j]);
+	/* Known by its id (no read) unless inserted before latscope watched. */
+	int tp = known_tp(c->es, c->total - from_newest);
+	if (tp < 0 && from_newest < c->n)
+		tp = entry_is_tp(c, c->n - 1 - from_newest);
+	if (tp < 0)
+		s->unknown = 1;
+	if (tp > 0)
+		s->found = 1;
+	return tp != 0;
 }
 
 /*
  * 1: the block carries a traceparent; 0: it does not; -1: could not tell
- * (longer than HPACK_BLOCK_MAX, malformed, a reference to an entry gone).
+ * (longer than HPACK_BLOCK_MAX, malformed, a reference to an entry gone
+ * before latscope watched the encoder).
  */
 static __always_inline int h2_has_traceparent(struct lib_fields *fl, void *henc, __u64 block, __u64 len)
 {
@@ -743,26 +817,48 @@ static __always_inline int h2_has_traceparent(struct lib_fields *fl, void *henc,
 	s->nrefs = 0;
 	s->found = 0;
 	s->unknown = 0;
-	if (bpf_probe_read_user(s->block, len & (HPACK_BLOCK_MAX - 1) ? len : HPACK_BLOCK_MAX, (void *)block))
+	if (bpf_probe_read_user(s->block, len, (void *)block))
 		return -1;
-	struct ref_check c = {.s = s};
+	struct table_check c = {.s = s};
 	bpf_loop(HPACK_MAX_FIELDS, hpack_field, &c, 0);
 	if (s->found)
 		return 1;
 	if (s->unknown || s->off < s->len)
 		return -1;
-	if (!s->nrefs)
-		return 0;
+	/* headerFieldTable{ents []HeaderField; evictCount uint64; ...} */
 	struct {
 		__u64 ptr;
 		__u64 len;
-	} ents = {};
-	if (bpf_probe_read_user(&ents, sizeof(ents),
-				henc + FIELD(fl, F_HPACK_DYNTAB) + FIELD(fl, F_HPACK_TABLE) + FIELD(fl, F_HPACK_ENTS)))
+		__u64 cap;
+		__u64 evicted;
+	} t = {};
+	void *table = henc + FIELD(fl, F_HPACK_DYNTAB) + FIELD(fl, F_HPACK_TABLE);
+	if (bpf_probe_read_user(&t, sizeof(t.ptr) + sizeof(t.len) + sizeof(t.cap), table + FIELD(fl, F_HPACK_ENTS)) ||
+	    bpf_probe_read_user(&t.evicted, sizeof(t.evicted), table + FIELD(fl, F_HPACK_EVICT_COUNT)))
 		return -1;
-	c.ents = ents.ptr;
-	c.n = ents.len;
+	struct enckey ek = {.pid = bpf_get_current_pid_tgid() >> 32, .henc = (__u64)henc};
+	c.es = bpf_map_lookup_elem(&hpack_encoders, &ek);
+	c.ents = t.ptr;
+	c.n = t.len;
+	c.total = t.evicted + t.len;
+	bpf_loop(HPACK_MAX_FIELDS, hpack_inserted, &c, 0);
 	bpf_loop(HPACK_MAX_REFS, hpack_resolve, &c, 0);
+	/* Remember what it inserted, to judge later references to them once evicted. */
+	if (!c.es) {
+		struct encoder_state fresh = {.watched_from = c.total - s->inserts + 1};
+		bpf_map_update_elem(&hpack_encoders, &ek, &fresh, BPF_NOEXIST);
+		c.es = bpf_map_lookup_elem(&hpack_encoders, &ek);
+	}
+	if (c.es) {
+		for (int i = 0; i < 8; i++) {
+			if (i >= c.ntp)
+				break;
+			__u32 at = c.es->next++ & (HPACK_TP_IDS - 1);
+			if (c.es->tp[at] > c.es->forgot)
+				c.es->forgot = c.es->tp[at];
+			c.es->tp[at] = c.tp[i];
+		}
+	}
 	if (s->found)
 		return 1;
 	return s->unknown ? -1 : 0;
@@ -800,16 +896,20 @@ int h2_client_headers(struct pt_regs *ctx)
 			caller.goid = l->parent_goid;
 	}
 	struct client_call *c = caller.goid ? bpf_map_lookup_elem(&client_ctx, &caller) : 0;
+	void *cc = (void *)GO_PARAM1(ctx);
+	if (read_ptr(cc, FIELD(fl, F_H2CC_TLS_STATE) | FIELD(fl, F_H2ICC_TLS_STATE))) {
+		if (c) {
+			c->handed = 1;
+			stat_inc(STAT_INJECT_TLS);
+		}
+		return 0;
+	}
+	/* Read through even for a request not traced: what it inserts is known then. */
+	void *henc = (void *)read_ptr(cc, FIELD(fl, F_H2CC_HENC) | FIELD(fl, F_H2ICC_HENC));
+	int has = h2_has_traceparent(fl, henc, GO_PARAM5(ctx), GO_PARAM6(ctx));
 	if (!c)
 		return 0; /* not started by a traced round trip */
 	c->handed = 1;
-	void *cc = (void *)GO_PARAM1(ctx);
-	if (read_ptr(cc, FIELD(fl, F_H2CC_TLS_STATE) | FIELD(fl, F_H2ICC_TLS_STATE))) {
-		stat_inc(STAT_INJECT_TLS);
-		return 0;
-	}
-	void *henc = (void *)read_ptr(cc, FIELD(fl, F_H2CC_HENC) | FIELD(fl, F_H2ICC_HENC));
-	int has = h2_has_traceparent(fl, henc, GO_PARAM5(ctx), GO_PARAM6(ctx));
 	if (has != 0) {
 		stat_inc(has > 0 ? STAT_INJECT_PRESENT : STAT_INJECT_FAILED);
 		return 0;
@@ -818,8 +918,8 @@ int h2_client_headers(struct pt_regs *ctx)
 		stat_inc(STAT_INJECT_CONN_UNKNOWN);
 		return 0;
 	}
-	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns(), .stream_id = GO_PARAM2(ctx)};
-	chain_received(g.pid, c->root_call_id, &p.in);
+	struct pending_ctx p = {.tc = c->tc, .at_ns = bpf_ktime_get_ns(), .stream_id = GO_PARAM2(ctx),
+				.root_call_id = c->root_call_id};
 	struct handkey hk = {.pid = g.pid, .kind = HAND_GOROUTINE, .id = g.goid};
 	hand_on(&hk, &p);
 	return 0;
@@ -828,27 +928,43 @@ int h2_client_headers(struct pt_regs *ctx)
 /* ---- HTTP/2 server: incoming traceparent ---- */
 
 #define MAX_H2_FIELDS 64 /* request header fields looked at */
+#define H2_FIELDS_BYTES (MAX_H2_FIELDS * HEADER_FIELD_SIZE)
 
+/* A request's []hpack.HeaderField, copied in one read. */
 struct h2_fields_scan {
-	__u64 fields; /* the []hpack.HeaderField's array */
+	__u8 f[H2_FIELDS_BYTES];
 	__u64 n;
 	__u64 name_off, value_off;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h2_fields_scan);
+} h2_fields_scratch SEC(".maps");
+
+struct h2_fields_walk {
+	struct h2_fields_scan *s;
 	struct received *in;
 };
 
 /* One decoded header field: a "traceparent" (lower case on the wire, RFC 9113 8.2.1)? */
 static long h2_field(__u64 i, void *arg)
 {
-	struct h2_fields_scan *s = arg;
-	if (i >= s->n)
+	struct h2_fields_walk *w = arg;
+	struct h2_fields_scan *s = w->s;
+	if (i >= s->n || i >= MAX_H2_FIELDS)
 		return 1;
-	void *f = (void *)(s->fields + i * HEADER_FIELD_SIZE);
+	__u64 at = i * HEADER_FIELD_SIZE;
 	struct {
 		__u64 ptr;
 		__u64 len;
-	} name = {}, value = {};
-	if (bpf_probe_read_user(&name, sizeof(name), f + s->name_off))
+	} name, value;
+	__u64 na = at + s->name_off, va = at + s->value_off;
+	if (na > H2_FIELDS_BYTES - 16 || va > H2_FIELDS_BYTES - 16)
 		return 1;
+	__builtin_memcpy(&name, &s->f[na], sizeof(name));
 	if (name.len != 11)
 		return 0;
 	__u8 nb[11];
@@ -858,13 +974,14 @@ static long h2_field(__u64 i, void *arg)
 	for (int j = 0; j < 11; j++)
 		if (nb[j] != want[j])
 			return 0;
-	struct received *in = s->in;
+	struct received *in = w->in;
 	if (in->lines < 255)
 		in->lines++;
+	__builtin_memcpy(&value, &s->f[va], sizeof(value));
 	__u8 v[TRACEPARENT_LEN];
 	struct trace_ctx tc = {};
-	if (bpf_probe_read_user(&value, sizeof(value), f + s->value_off) || value.len != TRACEPARENT_LEN ||
-	    bpf_probe_read_user(v, sizeof(v), (void *)value.ptr) || parse_traceparent(v, &tc) || in->n >= RECV_MAX)
+	if (value.len != TRACEPARENT_LEN || bpf_probe_read_user(v, sizeof(v), (void *)value.ptr) ||
+	    parse_traceparent(v, &tc) || in->n >= RECV_MAX)
 		return 0;
 	__u32 k = in->n & (RECV_MAX - 1);
 	in->v[k].trace_hi = tc.trace_hi;
@@ -903,9 +1020,19 @@ int h2_request_fields(struct pt_regs *ctx)
 		stat_inc(STAT_LIB_READ_FAILED);
 		return 0;
 	}
-	struct h2_fields_scan s = {.fields = fields.ptr, .n = fields.len, .in = in,
-				   .name_off = FIELD(fl, F_HPACK_FIELD_NAME), .value_off = FIELD(fl, F_HPACK_FIELD_VALUE)};
-	bpf_loop(MAX_H2_FIELDS, h2_field, &s, 0);
+	struct h2_fields_scan *fs = bpf_map_lookup_elem(&h2_fields_scratch, &zero);
+	if (!fs)
+		return 0;
+	__u64 n = fields.len < MAX_H2_FIELDS ? fields.len : MAX_H2_FIELDS;
+	if (n && bpf_probe_read_user(fs->f, n * HEADER_FIELD_SIZE, (void *)fields.ptr)) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	fs->n = n;
+	fs->name_off = FIELD(fl, F_HPACK_FIELD_NAME);
+	fs->value_off = FIELD(fl, F_HPACK_FIELD_VALUE);
+	struct h2_fields_walk w = {.s = fs, .in = in};
+	bpf_loop(MAX_H2_FIELDS, h2_field, &w, 0);
 	if (in->lines)
 		bpf_map_update_elem(&h2_reading, &g, in, BPF_ANY);
 	else

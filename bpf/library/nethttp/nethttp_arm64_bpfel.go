@@ -69,6 +69,22 @@ type NethttpConnkey struct {
 	Pad        uint32
 }
 
+type NethttpEnckey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Pad  uint32
+	Henc uint64
+}
+
+type NethttpEncoderState struct {
+	_           structs.HostLayout
+	WatchedFrom uint64
+	Forgot      uint64
+	Tp          [8]uint64
+	Next        uint32
+	Pad         uint32
+}
+
 type NethttpGkey struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -105,6 +121,14 @@ type NethttpGstate struct {
 		Flags   uint32
 		Arg     uint64
 	}
+}
+
+type NethttpH2FieldsScan struct {
+	_        structs.HostLayout
+	F        [2560]uint8
+	N        uint64
+	NameOff  uint64
+	ValueOff uint64
 }
 
 type NethttpHandkey struct {
@@ -180,11 +204,12 @@ const (
 	NethttpNethttpFieldF_HPACK_DYNTAB           NethttpNethttpField = 35
 	NethttpNethttpFieldF_HPACK_TABLE            NethttpNethttpField = 36
 	NethttpNethttpFieldF_HPACK_ENTS             NethttpNethttpField = 37
-	NethttpNethttpFieldF_H2META_FIELDS          NethttpNethttpField = 38
-	NethttpNethttpFieldF_H2I_META_FIELDS        NethttpNethttpField = 39
-	NethttpNethttpFieldF_HPACK_FIELD_NAME       NethttpNethttpField = 40
-	NethttpNethttpFieldF_HPACK_FIELD_VALUE      NethttpNethttpField = 41
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 42
+	NethttpNethttpFieldF_HPACK_EVICT_COUNT      NethttpNethttpField = 38
+	NethttpNethttpFieldF_H2META_FIELDS          NethttpNethttpField = 39
+	NethttpNethttpFieldF_H2I_META_FIELDS        NethttpNethttpField = 40
+	NethttpNethttpFieldF_HPACK_FIELD_NAME       NethttpNethttpField = 41
+	NethttpNethttpFieldF_HPACK_FIELD_VALUE      NethttpNethttpField = 42
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 43
 )
 
 type NethttpNethttpProbe uint32
@@ -207,10 +232,10 @@ type NethttpPendingCtx struct {
 		Valid   uint8
 		Pad     [6]uint8
 	}
-	AtNs     uint64
-	StreamId uint32
-	Pad      uint32
-	In       NethttpReceived
+	AtNs       uint64
+	StreamId   uint32
+	Pad        uint32
+	RootCallId uint64
 }
 
 type NethttpProcConfig struct {
@@ -361,9 +386,11 @@ type NethttpMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	Goroutines      *ebpf.MapSpec `ebpf:"goroutines"`
 	GstateScratch   *ebpf.MapSpec `ebpf:"gstate_scratch"`
+	H2FieldsScratch *ebpf.MapSpec `ebpf:"h2_fields_scratch"`
 	H2Reading       *ebpf.MapSpec `ebpf:"h2_reading"`
 	Handoffs        *ebpf.MapSpec `ebpf:"handoffs"`
 	Hits            *ebpf.MapSpec `ebpf:"hits"`
+	HpackEncoders   *ebpf.MapSpec `ebpf:"hpack_encoders"`
 	HpackScratch    *ebpf.MapSpec `ebpf:"hpack_scratch"`
 	Incoming        *ebpf.MapSpec `ebpf:"incoming"`
 	IncomingH2      *ebpf.MapSpec `ebpf:"incoming_h2"`
@@ -432,9 +459,11 @@ type NethttpMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	Goroutines      *ebpf.Map `ebpf:"goroutines"`
 	GstateScratch   *ebpf.Map `ebpf:"gstate_scratch"`
+	H2FieldsScratch *ebpf.Map `ebpf:"h2_fields_scratch"`
 	H2Reading       *ebpf.Map `ebpf:"h2_reading"`
 	Handoffs        *ebpf.Map `ebpf:"handoffs"`
 	Hits            *ebpf.Map `ebpf:"hits"`
+	HpackEncoders   *ebpf.Map `ebpf:"hpack_encoders"`
 	HpackScratch    *ebpf.Map `ebpf:"hpack_scratch"`
 	Incoming        *ebpf.Map `ebpf:"incoming"`
 	IncomingH2      *ebpf.Map `ebpf:"incoming_h2"`
@@ -457,9 +486,11 @@ func (m *NethttpMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.GstateScratch,
+		m.H2FieldsScratch,
 		m.H2Reading,
 		m.Handoffs,
 		m.Hits,
+		m.HpackEncoders,
 		m.HpackScratch,
 		m.Incoming,
 		m.IncomingH2,
