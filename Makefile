@@ -47,6 +47,8 @@ test-short:
 bench: build
 	$(GO) run ./scripts/probecost -runs 5
 	$(GO) run ./scripts/dbcost -runs 5
+	$(GO) run ./scripts/propcost -fixture httpapp -rounds 5
+	$(GO) run ./scripts/propcost -fixture h2app -rounds 5
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -cpu 1 ./agent/callchain/
 	$(GO) run ./scripts/benchdemo -rounds 5 -seconds 8 -c 8
 	$(GO) run ./scripts/benchagent
