@@ -190,26 +190,25 @@ struct task_struct___prop {
 } __attribute__((preserve_access_index));
 
 /*
- * The g the current thread runs, from its thread-local storage: Go keeps
- * it at fs_base - 8 on amd64 (internal linking; external linking too
- * unless C __thread variables come first, then elsewhere: tls_g_ok tells
- * which per call). Go sets fs_base with arch_prctl, which keeps the
- * kernel's copy current, so it is right even for the running task. 0 if
- * unreadable. Readable from socket programs too: they run in the
+ * The g the current thread runs, from its thread-local storage at FS base
+ * + pc->tls_off (symbolizer.GTLS: -8 for Go's own linker, elsewhere with
+ * an external one); 0 if unknown or unreadable. Go sets FS base with
+ * arch_prctl, which keeps the kernel's copy current, so it is right for
+ * the running task too. Readable from socket programs: they run in the
  * sending thread.
  */
-static __always_inline __u64 tls_g(void)
+static __always_inline __u64 tls_g(struct proc_config *pc)
 {
 	struct task_struct___prop *t = (void *)bpf_get_current_task();
 	__u64 fs = 0, g = 0;
-	if (bpf_core_read(&fs, sizeof(fs), &t->thread.fsbase) || fs < 8 ||
-	    bpf_probe_read_user(&g, sizeof(g), (void *)(fs - 8)))
+	if (!pc->tls_off || bpf_core_read(&fs, sizeof(fs), &t->thread.fsbase) || !fs ||
+	    bpf_probe_read_user(&g, sizeof(g), (void *)(fs + pc->tls_off)))
 		return 0;
 	return g;
 }
 #else
 /* arm64 keeps g in R28 and in TLS only with cgo: not read here. */
-static __always_inline __u64 tls_g(void)
+static __always_inline __u64 tls_g(struct proc_config *pc)
 {
 	return 0;
 }
@@ -217,13 +216,17 @@ static __always_inline __u64 tls_g(void)
 
 /*
  * Whether the socket programs will see which goroutine writes: the g in
- * this thread's TLS is the probe's goroutine. When it is not (a binary
- * with C thread-local variables before Go's, arm64), libraries fall back
- * to the connection's ports.
+ * this thread's TLS is the probe's goroutine (checked per call, not
+ * trusted from the binary alone). When it is not (the TLS slot unknown,
+ * arm64), libraries fall back to the connection's ports.
  */
 static __always_inline int tls_g_ok(struct pt_regs *ctx)
 {
-	__u64 g = tls_g();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid);
+	if (!pc)
+		return 0;
+	__u64 g = tls_g(pc);
 	return g && g == (__u64)GO_G(ctx);
 }
 

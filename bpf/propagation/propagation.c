@@ -734,7 +734,7 @@ static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct
 	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid);
 	if (!pc)
 		return 0;
-	__u64 g = tls_g();
+	__u64 g = tls_g(pc);
 	struct handkey hk = {.pid = pid, .kind = HAND_GOROUTINE};
 	if (!g || bpf_probe_read_user(&hk.id, sizeof(hk.id), (void *)(g + pc->goid_off)) || !hk.id)
 		return 0;
