@@ -223,16 +223,7 @@ func frames(res *api.FlameResult, normalized bool) []frameRow {
 func describeFlame(req api.FlameRequest) string {
 	q := req.Query
 	var b strings.Builder
-	switch {
-	case q.Service != "" && q.Operation != "":
-		fmt.Fprintf(&b, "requests of %s %s", q.Service, q.Operation)
-	case q.Service != "":
-		fmt.Fprintf(&b, "requests of %s", q.Service)
-	case q.Operation != "":
-		fmt.Fprintf(&b, "requests named %s", q.Operation)
-	default:
-		b.WriteString("traces (from their root)")
-	}
+	b.WriteString(describeSubject(q))
 	if q.MinDuration > 0 {
 		fmt.Fprintf(&b, " of at least %s", fmtDur(q.MinDuration))
 	}

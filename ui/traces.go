@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/latscope/latscope/analysis/flame"
 	"github.com/latscope/latscope/api"
 )
 
@@ -118,20 +119,25 @@ func timelineWindow(since time.Duration) string {
 	return "1h"
 }
 
+// describeSubject says whose requests a query selects, the opening of
+// describeRequests and describeFlame.
+func describeSubject(q flame.Query) string {
+	switch {
+	case q.Service != "" && q.Operation != "":
+		return fmt.Sprintf("requests of %s %s", q.Service, q.Operation)
+	case q.Service != "":
+		return "requests of " + q.Service
+	case q.Operation != "":
+		return "requests named " + q.Operation
+	}
+	return "traces (from their root)"
+}
+
 // describeRequests says in words what a requests query selects.
 func describeRequests(req api.RequestsRequest) string {
 	q := req.Query
 	var b strings.Builder
-	switch {
-	case q.Service != "" && q.Operation != "":
-		fmt.Fprintf(&b, "requests of %s %s", q.Service, q.Operation)
-	case q.Service != "":
-		fmt.Fprintf(&b, "requests of %s", q.Service)
-	case q.Operation != "":
-		fmt.Fprintf(&b, "requests named %s", q.Operation)
-	default:
-		b.WriteString("traces (from their root)")
-	}
+	b.WriteString(describeSubject(q))
 	fmt.Fprintf(&b, " in the last %s", formatDuration(req.Since))
 	if q.MinDuration > 0 {
 		fmt.Fprintf(&b, ", at least %s", fmtDur(q.MinDuration))
