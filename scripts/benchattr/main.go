@@ -17,8 +17,9 @@
 // traced variant). Each traced run starts after a warm-up load once the
 // learned call sites settled. The table shows medians of catalog's CPU per
 // request (/proc/PID/stat: it includes the BPF programs and uprobe traps,
-// which run in catalog's context) and the extra over plain tracing.
-// Needs root.
+// which run in catalog's context) and the extra over plain tracing. With
+// -pin (the default) catalog runs alone on CPU 1, the tracer, the load
+// generator and reviews on CPU 0: catalog's CPU is its own. Needs root.
 //
 //	go run ./scripts/benchattr [-rounds 5] [-seconds 8] [-c 8] [-variants plain,always-on,deep] [-bpfstats]
 package main
@@ -43,6 +44,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/latscope/latscope/internal/cpupin"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/span"
@@ -72,7 +75,16 @@ func main() {
 	scenario := flag.String("scenario", "", "run only the scenario whose path starts with this (/work, /ping)")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first deep run of each scenario")
 	only := flag.String("variants", "untraced,plain,always-on,deep", "the variants to run, in this order each round")
+	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else (the tracer, the load generator, reviews) on CPU 0")
 	flag.Parse()
+	// onCPU1 starts catalog: on CPU 1 alone with -pin.
+	onCPU1 := func(argv ...string) []string { return argv }
+	if *pin {
+		if err := cpupin.Self(0); err != nil {
+			log.Fatalf("-pin: %v (run with -pin=false)", err)
+		}
+		onCPU1 = func(argv ...string) []string { return cpupin.Command(1, argv...) }
+	}
 	bin, err := os.MkdirTemp("", "benchattr")
 	if err != nil {
 		log.Fatal(err)
@@ -84,10 +96,10 @@ func main() {
 	if out, err := build.CombinedOutput(); err != nil {
 		log.Fatalf("build demo: %v\n%s", err, out)
 	}
-	reviews, reviewsAddr := startService(filepath.Join(bin, "reviews"), "-delay", "0")
+	reviews, reviewsAddr := startService([]string{filepath.Join(bin, "reviews")}, "-delay", "0")
 	defer stop(reviews)
 	// /work and /ping call neither pricing nor inventory: nothing listens there.
-	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), "-pricing", "127.0.0.1:1", "-reviews", "http://"+reviewsAddr, "-inventory", "http://127.0.0.1:1")
+	catalog, catalogAddr := startService(onCPU1(filepath.Join(bin, "catalog")), "-pricing", "127.0.0.1:1", "-reviews", "http://"+reviewsAddr, "-inventory", "http://127.0.0.1:1")
 	defer stop(catalog)
 	pid := catalog.Process.Pid
 
@@ -366,8 +378,9 @@ func cpuTicks(pid int) int64 {
 
 // startService starts a demo service on a free loopback port and returns
 // the address it logged.
-func startService(bin string, args ...string) (*exec.Cmd, string) {
-	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+func startService(argv []string, args ...string) (*exec.Cmd, string) {
+	bin := argv[len(argv)-1]
+	cmd := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-listen", "127.0.0.1:0"), args...)...)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StderrPipe()

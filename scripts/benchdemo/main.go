@@ -1,26 +1,34 @@
 // Command benchdemo measures what tracing costs a real service: the demo
 // catalog under a fixed-concurrency loopback load, on GET /product/{id}
 // (net/http server, SQLite, a gRPC call to pricing, an HTTP call to
-// reviews and inventory, three goroutines per request), on GET /work/{id} (~200 µs of CPU
-// and one GET to reviews, the shape the overhead goal is set for) and on
-// GET /ping/{id} (a trivial handler), in three variants run in turn, several rounds; the tables show
-// medians:
+// reviews and inventory, three goroutines per request), on GET /work/{id}
+// (~200 µs of CPU and one GET to reviews, the shape the overhead goal is
+// set for), on GET /work/{id}?rounds=1500 (the same with ~1 ms of CPU) and
+// on GET /ping/{id} (a trivial handler), in three variants run in turn,
+// several rounds; the tables show medians:
 //
 //   - untraced: the plain catalog;
 //   - latscope: the same process traced by latscope with every library
-//     probe (no user functions), spans exported over OTLP to Jaeger,
-//     measured once its learned call sites have settled (a 2 s warm-up
-//     load, then agent.Config.SettleReturns);
+//     probe and the user functions of -funcs (default main.compute, the
+//     handlers' computation: one span per request on /work), injection on,
+//     spans exported over OTLP to Jaeger, measured once its learned call
+//     sites have settled (a 2 s warm-up load, then
+//     agent.Config.SettleReturns);
 //   - OTel SDK: catalog built with -tags otel, instrumented in-process with
 //     otelhttp (server, client) and otelgrpc (client), exporting to the
 //     same Jaeger.
 //
-// Requests/s, latency percentiles, catalog's CPU per request (from
-// /proc/PID/stat; it includes the BPF programs, which run in catalog's
-// context) and latscope's own user-space CPU per request. Needs root,
-// redis-server and the Jaeger build of internal/jaegertest.
+// Requests/s, latency percentiles, catalog's CPU per request (utime+stime
+// of all its threads from /proc/PID/stat; it includes the BPF programs and
+// uprobe traps, which run in catalog's context) and its ratio to
+// untraced, spans per request, and latscope's own user-space CPU per span
+// (reading the ring, rebuilding, exporting over OTLP). With -pin (the
+// default) catalog runs alone on CPU 1 and everything else (this process,
+// so the tracer, Jaeger, the load generator and catalog's backends) on
+// CPU 0, so that catalog's CPU is its own. Needs root, redis-server and
+// the Jaeger build of internal/jaegertest.
 //
-//	go run ./scripts/benchdemo [-rounds 3] [-seconds 10] [-c 8]
+//	go run ./scripts/benchdemo [-rounds 5] [-seconds 8] [-c 8] [-scenario work,ping] [-bpfstats]
 package main
 
 import (
@@ -37,9 +45,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +58,7 @@ import (
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/exporter/otlp"
+	"github.com/latscope/latscope/internal/cpupin"
 	"github.com/latscope/latscope/internal/jaegertest"
 	"github.com/latscope/latscope/span"
 )
@@ -61,7 +72,14 @@ type result struct {
 	cpuUS    float64 // catalog CPU µs per request
 	agentUS  float64 // latscope's (this process's) CPU µs per request
 	jaegerUS float64 // Jaeger's CPU µs per request (storing the spans)
+	spans    float64 // spans latscope exported per request
 }
+
+// spanCounter counts the spans a session hands its exporters.
+type spanCounter struct{ n atomic.Uint64 }
+
+func (c *spanCounter) Export(spans []*span.Span) error { c.n.Add(uint64(len(spans))); return nil }
+func (c *spanCounter) Close() error                    { return nil }
 
 func main() {
 	rounds := flag.Int("rounds", 3, "untraced/traced pairs")
@@ -69,10 +87,24 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent requests")
 	inject := flag.Bool("inject", true, "trace context injection on (sock_ops + sk_msg)")
 	cpuProfile := flag.String("cpuprofile", "", "write latscope's CPU profile during the first traced run of the first scenario to this file")
-	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/product, /work, /ping)")
+	only := flag.String("scenario", "", "run only these scenarios, comma-separated: product, work, work1ms, ping (default all)")
+	funcs := flag.String("funcs", "main.compute", "user functions latscope traces besides the libraries (comma-separated patterns as in latscope trace --funcs; empty: none)")
+	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else on CPU 0")
 	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
 	flag.Parse()
+	var patterns []string
+	if *funcs != "" {
+		patterns = strings.Split(*funcs, ",")
+	}
+	// onCPU1 starts catalog and catalog-otel: on CPU 1 alone with -pin.
+	onCPU1 := func(argv ...string) []string { return argv }
+	if *pin {
+		if err := cpupin.Self(0); err != nil {
+			log.Fatalf("-pin: %v (run with -pin=false)", err)
+		}
+		onCPU1 = func(argv ...string) []string { return cpupin.Command(1, argv...) }
+	}
 	bin, err := os.MkdirTemp("", "benchdemo")
 	if err != nil {
 		log.Fatal(err)
@@ -105,20 +137,25 @@ func main() {
 	redis := start("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	defer stop(redis)
 	time.Sleep(300 * time.Millisecond)
-	pricing, pricingAddr := startService(filepath.Join(bin, "pricing"), nil, "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
+	pricing, pricingAddr := startService([]string{filepath.Join(bin, "pricing")}, nil, "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
 	defer stop(pricing)
-	reviews, reviewsAddr := startService(filepath.Join(bin, "reviews"), nil, "-delay", "0")
+	reviews, reviewsAddr := startService([]string{filepath.Join(bin, "reviews")}, nil, "-delay", "0")
 	defer stop(reviews)
-	inventory, inventoryAddr := startService(filepath.Join(bin, "inventory"), nil, "-reviews", "http://"+reviewsAddr)
+	inventory, inventoryAddr := startService([]string{filepath.Join(bin, "inventory")}, nil, "-reviews", "http://"+reviewsAddr)
 	defer stop(inventory)
-	catalog, catalogAddr := startService(filepath.Join(bin, "catalog"), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
+	catalog, catalogAddr := startService(onCPU1(filepath.Join(bin, "catalog")), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalog)
-	catalogSDK, catalogSDKAddr := startService(filepath.Join(bin, "catalog-otel"), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
+	catalogSDK, catalogSDKAddr := startService(onCPU1(filepath.Join(bin, "catalog-otel")), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalogSDK)
 
-	// load runs the load generator against a catalog at path for seconds.
-	load := func(catalog *exec.Cmd, catalogAddr, path string, seconds int) result {
+	// load runs the load generator against a catalog at path for seconds;
+	// spans counts what latscope exports, if it runs.
+	load := func(catalog *exec.Cmd, catalogAddr, path string, seconds int, spans *spanCounter) result {
 		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
+		var spansBefore uint64
+		if spans != nil {
+			spansBefore = spans.n.Load()
+		}
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
 		if err != nil {
@@ -132,6 +169,10 @@ func main() {
 		r.cpuUS = float64(ticks) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
 		r.agentUS = float64(cpuTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
 		r.jaegerUS = float64(cpuTicks(jaeger.Pid())-jaegerBefore) * 1e6 / 100 / float64(r.Reqs)
+		if spans != nil {
+			time.Sleep(200 * time.Millisecond) // the last requests' spans reach the exporters
+			r.spans = float64(spans.n.Load()-spansBefore) / float64(r.Reqs)
+		}
 		return r
 	}
 	measure := func(name, path string, first bool) {
@@ -145,7 +186,7 @@ func main() {
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".untraced")
 			}
-			untraced = append(untraced, load(catalog, catalogAddr, path, *seconds))
+			untraced = append(untraced, load(catalog, catalogAddr, path, *seconds, nil))
 			if record {
 				stopPerf()
 			}
@@ -157,10 +198,12 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
+			counter := &spanCounter{}
 			s := &agent.Session{
 				PIDs:      []int{catalog.Process.Pid},
+				Patterns:  patterns,
 				Tracer:    agent.Config{Inject: *inject},
-				Exporters: []span.Exporter{exp},
+				Exporters: []span.Exporter{exp, counter},
 				Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 				Ready:     func(p *agent.Process) { proc = p; close(ready) },
 			}
@@ -194,14 +237,14 @@ func main() {
 			case err := <-done:
 				log.Fatalf("latscope: %v", err)
 			}
-			settle(proc, func() { load(catalog, catalogAddr, path, 2) })
+			settle(proc, func() { load(catalog, catalogAddr, path, 2, nil) })
 			if i == 0 {
 				learned = describeLearned(proc)
 			}
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
 			}
-			traced = append(traced, load(catalog, catalogAddr, path, *seconds))
+			traced = append(traced, load(catalog, catalogAddr, path, *seconds, counter))
 			if record {
 				stopPerf()
 			}
@@ -221,47 +264,75 @@ func main() {
 			}
 			e, d, f := exp.Stats()
 			exported, dropped, failed = exported+e, dropped+d, failed+f
-			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path, *seconds))
+			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path, *seconds, nil))
 		}
-		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round)\n\n", name, *conc, *seconds, *rounds)
-		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request | latscope CPU µs/request | Jaeger CPU µs/request | errors |")
-		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
-		row := func(name string, rs []result, agentCPU bool) (float64, float64) {
+		pinned := "nothing pinned"
+		if *pin {
+			pinned = "catalog alone on CPU 1, the rest on CPU 0"
+		}
+		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round); %s\n\n", name, *conc, *seconds, *rounds, pinned)
+		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request (each run) | × untraced | spans/request | latscope CPU µs/span | Jaeger CPU µs/request | errors |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		var c0 float64
+		row := func(name string, rs []result, traced bool) (float64, float64) {
 			rps, cpu := med(rs, func(r result) float64 { return r.RPS }), med(rs, func(r result) float64 { return r.cpuUS })
+			if c0 == 0 {
+				c0 = cpu
+			}
 			errs := 0
+			var runs []string
 			for _, r := range rs {
 				errs += r.Errs
+				runs = append(runs, fmt.Sprintf("%.1f", r.cpuUS))
 			}
-			agentCol := "—"
-			if agentCPU {
-				agentCol = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.agentUS }))
+			spansCol, agentCol := "—", "—"
+			if traced {
+				spans := med(rs, func(r result) float64 { return r.spans })
+				spansCol = fmt.Sprintf("%.2f", spans)
+				agentCol = fmt.Sprintf("%.1f", med(rs, func(r result) float64 { return r.agentUS / r.spans }))
 			}
-			fmt.Printf("| %s | %.0f | %.2f | %.2f | %.0f | %s | %.0f | %d |\n", name, rps,
-				med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, agentCol,
-				med(rs, func(r result) float64 { return r.jaegerUS }), errs)
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %.1f (%s) | %.3f | %s | %s | %.0f | %d |\n", name, rps,
+				med(rs, func(r result) float64 { return r.P50ms }), med(rs, func(r result) float64 { return r.P99ms }), cpu, strings.Join(runs, " "),
+				cpu/c0, spansCol, agentCol, med(rs, func(r result) float64 { return r.jaegerUS }), errs)
 			return rps, cpu
 		}
 		r0, c0 := row("untraced", untraced, false)
-		r1, c1 := row(fmt.Sprintf("latscope (library probes, injection %v, OTLP to Jaeger)", *inject), traced, true)
+		what := "library probes"
+		if len(patterns) > 0 {
+			what += " + " + strings.Join(patterns, ", ")
+		}
+		r1, c1 := row(fmt.Sprintf("latscope (%s, injection %v, OTLP to Jaeger)", what, *inject), traced, true)
 		r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
 		fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 		fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
 		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed; losses counted by the tracer: %v\n", exported, dropped, failed, lost)
 		fmt.Printf("returns learned per call site: %s\n\n", learned)
 	}
-	scenarios := []struct{ name, path string }{
-		{"GET /product/{id}: SQLite query, gRPC call to pricing and HTTP call to reviews on two goroutines", "/product/%d"},
-		{"GET /work/{id}: ~200 µs of CPU and one GET to reviews (the goal's reference shape)", "/work/%d"},
-		{"GET /ping/{id}: a trivial handler", "/ping/%d"},
+	scenarios := []struct{ key, name, path string }{
+		{"product", "GET /product/{id}: SQLite query, gRPC call to pricing, HTTP calls to reviews and inventory, on three goroutines", "/product/%d"},
+		{"work", "GET /work/{id}: ~200 µs of CPU and one GET to reviews (the goal's reference shape)", "/work/%d"},
+		{"work1ms", "GET /work/{id}?rounds=1500: ~1 ms of CPU and one GET to reviews", "/work/%d?rounds=1500"},
+		{"ping", "GET /ping/{id}: a trivial handler", "/ping/%d"},
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(*only, ",") {
+		if k = strings.TrimPrefix(strings.TrimSpace(k), "/"); k != "" {
+			want[k] = true
+		}
+	}
+	for k := range want {
+		if !slices.ContainsFunc(scenarios, func(sc struct{ key, name, path string }) bool { return sc.key == k }) {
+			log.Fatalf("-scenario %q: no such scenario; want product, work, work1ms or ping", k)
+		}
 	}
 	first := true
 	for _, sc := range scenarios {
-		if !strings.HasPrefix(sc.path, *only) {
+		if len(want) > 0 && !want[sc.key] {
 			continue
 		}
 		// Warm up caches and connections.
-		load(catalog, catalogAddr, sc.path, *seconds)
-		load(catalogSDK, catalogSDKAddr, sc.path, *seconds)
+		load(catalog, catalogAddr, sc.path, *seconds, nil)
+		load(catalogSDK, catalogSDKAddr, sc.path, *seconds, nil)
 		measure(sc.name, sc.path, first)
 		first = false
 	}
@@ -392,11 +463,13 @@ func start(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// startService starts a demo service on a free loopback port and returns
-// the address it logged. Its SDK (if it has one) exports nothing unless
-// env says otherwise.
-func startService(bin string, env []string, args ...string) (*exec.Cmd, string) {
-	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+// startService starts a demo service (argv: the binary, or a command that
+// execs it, like taskset) on a free loopback port and returns the address
+// it logged. Its SDK (if it has one) exports nothing unless env says
+// otherwise.
+func startService(argv []string, env []string, args ...string) (*exec.Cmd, string) {
+	bin := argv[len(argv)-1]
+	cmd := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-listen", "127.0.0.1:0"), args...)...)
 	cmd.Env = append(append(os.Environ(), "OTEL_TRACES_EXPORTER=none"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StderrPipe()

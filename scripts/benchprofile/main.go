@@ -15,7 +15,9 @@
 // program's run time on all CPUs (the kernel's BPF statistics, on for
 // every variant); and samples taken. The first is what the goal is
 // stated in; on a shared VM its spread between identical runs is larger
-// than the cost sought, which the last two measure directly.
+// than the cost sought, which the last two measure directly. With -pin
+// (the default) catalog runs alone on CPU 1, the agent, the load
+// generator and reviews on CPU 0.
 //
 // Needs root. Every process it starts is stopped when it ends.
 //
@@ -45,6 +47,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/latscope/latscope/internal/cpupin"
 )
 
 // procs are the processes started, stopped on exit and on Ctrl-C.
@@ -57,7 +61,16 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent requests")
 	hzList := flag.String("hz", "0,99,999", "sampling rates compared (0: off)")
 	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/work, /ping)")
+	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else (the tracer, the load generator, reviews) on CPU 0")
 	flag.Parse()
+	// onCPU1 starts catalog: on CPU 1 alone with -pin.
+	onCPU1 := func(argv ...string) []string { return argv }
+	if *pin {
+		if err := cpupin.Self(0); err != nil {
+			log.Fatalf("-pin: %v (run with -pin=false)", err)
+		}
+		onCPU1 = func(argv ...string) []string { return cpupin.Command(1, argv...) }
+	}
 	var hzs []int
 	for _, s := range strings.Split(*hzList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -87,8 +100,8 @@ func main() {
 	}
 	defer stats.Close()
 
-	_, reviewsAddr := startService(filepath.Join(dir, "reviews"), "-delay", "0")
-	catalog, catalogAddr := startService(filepath.Join(dir, "catalog"), "-reviews", "http://"+reviewsAddr, "-pricing", "127.0.0.1:1", "-inventory", "http://127.0.0.1:1")
+	_, reviewsAddr := startService([]string{filepath.Join(dir, "reviews")}, "-delay", "0")
+	catalog, catalogAddr := startService(onCPU1(filepath.Join(dir, "catalog")), "-reviews", "http://"+reviewsAddr, "-pricing", "127.0.0.1:1", "-inventory", "http://127.0.0.1:1")
 
 	for _, sc := range []struct{ name, path string }{
 		{"GET /work/{id}: ~200 µs of CPU and one downstream GET", "/work/%d"},
@@ -399,8 +412,9 @@ func startAgent(dir string, args ...string) (*exec.Cmd, string) {
 
 // startService starts a demo service on a free loopback port and returns
 // the address it logged.
-func startService(bin string, args ...string) (*exec.Cmd, string) {
-	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+func startService(argv []string, args ...string) (*exec.Cmd, string) {
+	bin := argv[len(argv)-1]
+	cmd := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-listen", "127.0.0.1:0"), args...)...)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StderrPipe()

@@ -164,16 +164,23 @@ func (h *handler) stock(ctx context.Context, id int64) (int64, error) {
 	return s.InStock, nil
 }
 
-// work serves GET /work/{id}: a fixed amount of computation (~170 µs of
-// CPU on the benchmark VM; with the request and the call, ~200 µs), then
-// one GET to reviews.
+// work serves GET /work/{id}[?rounds=N]: a fixed amount of computation
+// (N SHA-256 rounds, default 256: ~170 µs of CPU on the benchmark VM; with
+// the request and the call, ~200 µs), then one GET to reviews.
 func (h *handler) work(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(strings.TrimPrefix(r.URL.Path, "/work/"), 10, 64)
 	if err != nil || id <= 0 {
 		http.Error(w, "want /work/{id} with a positive integer id", http.StatusBadRequest)
 		return
 	}
-	sum := compute(256)
+	rounds := 256 // ~170 µs of CPU
+	if q := r.URL.Query().Get("rounds"); q != "" {
+		if rounds, err = strconv.Atoi(q); err != nil || rounds < 0 || rounds > 1<<20 {
+			http.Error(w, "want ?rounds= an integer from 0 to 1048576 (SHA-256 rounds of 1 KiB; 256 is ~170 µs)", http.StatusBadRequest)
+			return
+		}
+	}
+	sum := compute(rounds)
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	reviews, err := h.reviews(ctx, id)
