@@ -131,7 +131,7 @@ func decode(probe uint16, p []byte, s *span.Span) {
 		if r == nil {
 			return
 		}
-		method := library.CString(r.Method[:])
+		method := methods.Of(r.Method[:])
 		s.Kind = span.KindServer
 		if r.Parent.Valid != 0 {
 			// The request carried a traceparent: the caller's span is the
@@ -139,25 +139,25 @@ func decode(probe uint16, p []byte, s *span.Span) {
 			binary.BigEndian.PutUint64(s.ParentID[:], r.Parent.SpanId)
 			s.RemoteParent = true
 		}
-		s.Name = method
-		scheme := "http"
+		s.Name = method.(string)
+		scheme := schemeHTTP
 		if r.Tls != 0 {
-			scheme = "https"
+			scheme = schemeHTTPS
 		}
 		s.Attrs = append(s.Attrs,
 			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},
 			span.Attr{Key: string(semconv.URLPathKey), Value: truncated(library.CString(r.Path[:]), r.PathLen)},
 			span.Attr{Key: string(semconv.URLSchemeKey), Value: scheme},
-			span.Attr{Key: string(semconv.NetworkProtocolVersionKey), Value: strconv.FormatUint(r.ProtoMajor, 10)},
+			span.Attr{Key: string(semconv.NetworkProtocolVersionKey), Value: protoVersion(r.ProtoMajor)},
 		)
-		if host, port := splitHostPort(library.CString(r.Host[:])); host != "" {
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: host})
-			if port != 0 {
-				s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerPortKey), Value: int64(port)})
+		if hp := hostPorts.Of(r.Host[:]); hp.host != "" {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: hp.hostValue})
+			if hp.port != 0 {
+				s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerPortKey), Value: hp.portValue})
 			}
 		}
-		if host, port := splitHostPort(library.CString(r.Remote[:])); host != "" {
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ClientAddressKey), Value: host}, span.Attr{Key: string(semconv.ClientPortKey), Value: int64(port)})
+		if hp := hostPorts.Of(r.Remote[:]); hp.host != "" {
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ClientAddressKey), Value: hp.hostValue}, span.Attr{Key: string(semconv.ClientPortKey), Value: hp.portValue})
 		}
 		if r.ContentLength > 0 {
 			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRequestBodySizeKey), Value: r.ContentLength})
@@ -167,14 +167,14 @@ func decode(probe uint16, p []byte, s *span.Span) {
 		if r == nil {
 			return
 		}
-		if pattern := library.CString(r.Pattern[:]); pattern != "" {
-			// "GET /product/{id}" or "/product/{id}": the route.
-			route := pattern
-			if i := strings.IndexByte(pattern, ' '); i >= 0 {
-				route = pattern[i+1:]
-			}
-			s.Name += " " + route
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRouteKey), Value: route})
+		if r.Pattern[0] != 0 {
+			// The span's name so far (the method) and the pattern, as one
+			// key: "GET\nGET /product/{id}".
+			var buf [len(r.Pattern) + 64]byte
+			key := append(append(append(buf[:0], s.Name...), '\n'), r.Pattern[:]...)
+			rt := routes.Of(key)
+			s.Name = rt.name
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPRouteKey), Value: rt.route})
 		}
 		status := r.Status
 		if status < 0 {
@@ -186,7 +186,7 @@ func decode(probe uint16, p []byte, s *span.Span) {
 			status = 200
 		}
 		if status != 0 {
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: status})
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: statusValue(status)})
 			if status >= 500 {
 				s.Status, s.StatusMessage = span.StatusError, fmt.Sprintf("HTTP %d", status)
 			}
@@ -199,21 +199,23 @@ func decode(probe uint16, p []byte, s *span.Span) {
 		if r == nil {
 			return
 		}
-		method, scheme, host := library.CString(r.Method[:]), library.CString(r.Scheme[:]), library.CString(r.Host[:])
+		method, scheme := methods.Of(r.Method[:]), library.CString(r.Scheme[:])
+		hp := hostPorts.Of(r.Host[:])
 		s.Kind = span.KindClient
-		s.Name = method
+		s.Name = method.(string)
 		s.Attrs = append(s.Attrs,
 			span.Attr{Key: string(semconv.HTTPRequestMethodKey), Value: method},
 			// url.full without the query string: queries carry data.
-			span.Attr{Key: string(semconv.URLFullKey), Value: scheme + "://" + host + truncated(library.CString(r.Path[:]), r.PathLen)},
+			span.Attr{Key: string(semconv.URLFullKey), Value: scheme + "://" + hp.hostPort + truncated(library.CString(r.Path[:]), r.PathLen)},
 		)
-		if h, port := splitHostPort(host); h != "" {
-			if port == 0 && scheme == "https" {
-				port = 443
-			} else if port == 0 {
-				port = 80
+		if hp.host != "" {
+			port := hp.portValue
+			if hp.port == 0 && scheme == "https" {
+				port = int64(443)
+			} else if hp.port == 0 {
+				port = int64(80)
 			}
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: h}, span.Attr{Key: string(semconv.ServerPortKey), Value: int64(port)})
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerAddressKey), Value: hp.hostValue}, span.Attr{Key: string(semconv.ServerPortKey), Value: port})
 		}
 	case NethttpNethttpProbeP_CLIENT_RESPONSE:
 		r := library.Record[NethttpClientResponse](p)
@@ -221,7 +223,7 @@ func decode(probe uint16, p []byte, s *span.Span) {
 			return
 		}
 		if r.Status != 0 {
-			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: r.Status})
+			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.HTTPResponseStatusCodeKey), Value: statusValue(r.Status)})
 			if r.Status >= 400 {
 				s.Status, s.StatusMessage = span.StatusError, fmt.Sprintf("HTTP %d", r.Status)
 			}
@@ -239,11 +241,67 @@ func truncated(s string, full uint64) string {
 	return s
 }
 
-func splitHostPort(hp string) (string, int) {
+// Attribute values decode reuses (library.Values): a value seen before
+// costs a lookup, not allocations.
+var (
+	methods   library.Values[any]
+	hostPorts = library.Values[hostPort]{New: splitHostPort}
+	routes    = library.Values[route]{New: newRoute}
+
+	schemeHTTP, schemeHTTPS any = "http", "https"
+	protoVersions               = [...]any{"0", "1", "2", "3"}
+	statusValues                = func() (v [600]any) {
+		for i := range v {
+			v[i] = int64(i)
+		}
+		return v
+	}()
+)
+
+// hostPort is a "host[:port]" split, with the attribute values of each.
+type hostPort struct {
+	hostPort, host       string
+	port                 int
+	hostValue, portValue any // host; port as int64
+}
+
+func splitHostPort(hp string) hostPort {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
-		return hp, 0
+		return hostPort{hostPort: hp, host: hp, hostValue: hp, portValue: int64(0)}
 	}
 	n, _ := strconv.Atoi(port)
-	return host, n
+	return hostPort{hostPort: hp, host: host, port: n, hostValue: host, portValue: int64(n)}
+}
+
+// route is what a ServeMux pattern makes of a server span: its name (the
+// method, then the route) and its http.route.
+type route struct {
+	name  string
+	route any
+}
+
+// newRoute makes the route of key: the span's name so far, a newline, the
+// pattern ("GET /product/{id}" or "/product/{id}").
+func newRoute(key string) route {
+	name, pattern, _ := strings.Cut(key, "\n")
+	r := pattern
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		r = pattern[i+1:]
+	}
+	return route{name: name + " " + r, route: r}
+}
+
+func protoVersion(major uint64) any {
+	if major < uint64(len(protoVersions)) {
+		return protoVersions[major]
+	}
+	return strconv.FormatUint(major, 10)
+}
+
+func statusValue(code int64) any {
+	if code >= 0 && code < int64(len(statusValues)) {
+		return statusValues[code]
+	}
+	return code
 }
