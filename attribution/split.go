@@ -96,6 +96,9 @@ func (c *Collector) apply(s *span.Span, kids map[span.SpanID][]*span.Span) {
 	if tl != nil {
 		ivs = tl.ivs
 	}
+	if !full && !gcDuring(a, b, p.stw, ivs) {
+		return // the common case in always-on mode: nothing to split
+	}
 	var down []window
 	if full {
 		down = downstream(s, kids, c)
@@ -113,6 +116,22 @@ func (c *Collector) apply(s *span.Span, kids map[span.SpanID][]*span.Span) {
 	t.NS[span.TimeGCSTW], t.NS[span.TimeGCAssist] = ns[span.TimeGCSTW], ns[span.TimeGCAssist]
 	s.Time = t
 	c.stats.SpansGC++
+}
+
+// gcDuring reports whether a stop-the-world window or an assist interval
+// overlaps [a, b): what always-on mode splits out of a span.
+func gcDuring(a, b uint64, stw []window, ivs []interval) bool {
+	for i := len(stw) - 1; i >= 0 && stw[i].end > a; i-- {
+		if stw[i].start < b {
+			return true
+		}
+	}
+	for _, iv := range ivs {
+		if iv.cat == span.TimeGCAssist && iv.start < b && iv.end > a {
+			return true
+		}
+	}
+	return false
 }
 
 // downstream returns the windows during which s waited on work elsewhere:
