@@ -112,6 +112,15 @@ type Span struct {
 // Duration is End - Start.
 func (s *Span) Duration() time.Duration { return s.End.Sub(s.Start) }
 
+// Clone returns a copy of s that shares nothing s's producer may reuse:
+// its own Attrs. (Attribute values, Process and Time are never changed
+// once a span is handed over: they are shared.)
+func (s *Span) Clone() *Span {
+	c := *s
+	c.Attrs = append([]Attr(nil), s.Attrs...)
+	return &c
+}
+
 // Attr is a span attribute; Value is a string, int64, float64 or bool.
 type Attr struct {
 	Key   string
@@ -120,8 +129,34 @@ type Attr struct {
 
 // Exporter receives finished spans. Spans of one trace may arrive in
 // several batches (a goroutine can outlive the call that started it).
-// Export may keep the spans but not the slice: the caller reuses it.
+// Export may keep the spans but not the slice: the caller reuses it. A
+// caller that also reuses the spans' memory (the node agent's builder)
+// wraps an exporter that keeps them in Copying.
 type Exporter interface {
 	Export(spans []*Span) error
 	Close() error
 }
+
+// Copying returns an Exporter that hands e copies of the spans (Clone),
+// for an e that keeps spans when its caller reuses their memory after
+// Export returns (callchain.Options.ReuseSpans).
+func Copying(e Exporter) Exporter { return &copying{e: e} }
+
+type copying struct {
+	e     Exporter
+	batch []*Span
+}
+
+func (c *copying) Export(spans []*Span) error {
+	c.batch = c.batch[:0]
+	for _, s := range spans {
+		if s != nil {
+			c.batch = append(c.batch, s.Clone())
+		}
+	}
+	err := c.e.Export(c.batch)
+	clear(c.batch)
+	return err
+}
+
+func (c *copying) Close() error { return c.e.Close() }

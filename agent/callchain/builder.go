@@ -46,6 +46,13 @@ type Options struct {
 	// Libraries decode library records into span fields, indexed by the
 	// library id the kernel puts in each record.
 	Libraries []LibDecoder
+	// ReuseSpans: the spans handed to out, and their Attrs, are valid only
+	// until out returns; the builder reuses their memory for the next
+	// batch. For an out whose consumers copy what they keep
+	// (span.Copying): the spans are then not garbage (~560 bytes each
+	// with a library's attributes, at the node agent's rate most of its
+	// allocation).
+	ReuseSpans bool
 }
 
 // LibDecoder applies one library record (probe says which of the
@@ -75,6 +82,11 @@ type Builder struct {
 	batch []*span.Span
 	spans []span.Span // preallocated spans not yet handed out
 	attrs []span.Attr // preallocated attribute slots not yet handed out
+	// With ReuseSpans, spans and attribute slots come from these blocks
+	// instead, handed out again from the first after each batch.
+	spanBlocks         [][]span.Span
+	attrBlocks         [][]span.Attr
+	usedSpans, usedAtt int
 	// Blocks library records are kept in until their call arrives.
 	now      call // the call being emitted by Add, when it waits for nothing
 	libSlots []libRecord
@@ -118,7 +130,8 @@ type call struct {
 }
 
 // New returns a Builder that passes every finished batch of spans to out,
-// which may keep the spans but not the slice (the Builder reuses it).
+// which may keep the spans (unless opts.ReuseSpans) but not the slice (the
+// Builder reuses it).
 // monoToWall is added to kernel CLOCK_MONOTONIC times to get Unix times
 // (see MonoToWall).
 func New(out func([]*span.Span), monoToWall int64, opts Options) *Builder {
@@ -370,6 +383,58 @@ func (b *Builder) send() {
 	b.out(b.batch)
 	clear(b.batch) // out kept the spans it wants, not the slice
 	b.batch = b.batch[:0]
+	if b.opts.ReuseSpans {
+		b.usedSpans, b.usedAtt = 0, 0
+		// A flush of many pending calls may have needed many blocks:
+		// keep what an ordinary batch needs.
+		b.spanBlocks = b.spanBlocks[:min(len(b.spanBlocks), keptBlocks)]
+		b.attrBlocks = b.attrBlocks[:min(len(b.attrBlocks), keptBlocks)]
+	}
+}
+
+// blockLen is how many spans (or libAttrs attribute slots) one block of
+// span memory holds; with ReuseSpans, keptBlocks of each stay between
+// batches.
+const (
+	blockLen   = 256
+	keptBlocks = 16
+)
+
+// newSpan returns memory for a span.
+func (b *Builder) newSpan() *span.Span {
+	if !b.opts.ReuseSpans {
+		if len(b.spans) == 0 {
+			b.spans = make([]span.Span, blockLen) // one allocation per 256 spans
+		}
+		s := &b.spans[0]
+		b.spans = b.spans[1:]
+		return s
+	}
+	blk, i := b.usedSpans/blockLen, b.usedSpans%blockLen
+	if blk == len(b.spanBlocks) {
+		b.spanBlocks = append(b.spanBlocks, make([]span.Span, blockLen))
+	}
+	b.usedSpans++
+	return &b.spanBlocks[blk][i]
+}
+
+// newAttrs returns room for a library span's attributes: libAttrs slots
+// (a decoder appending more gets its own).
+func (b *Builder) newAttrs() []span.Attr {
+	if !b.opts.ReuseSpans {
+		if len(b.attrs) < libAttrs {
+			b.attrs = make([]span.Attr, blockLen*libAttrs)
+		}
+		a := b.attrs[:0:libAttrs]
+		b.attrs = b.attrs[libAttrs:]
+		return a
+	}
+	blk, i := b.usedAtt/blockLen, b.usedAtt%blockLen
+	if blk == len(b.attrBlocks) {
+		b.attrBlocks = append(b.attrBlocks, make([]span.Attr, blockLen*libAttrs))
+	}
+	b.usedAtt++
+	return b.attrBlocks[blk][i*libAttrs : i*libAttrs : (i+1)*libAttrs]
 }
 
 // libAttrs is the attribute capacity a library span starts with: a
@@ -377,11 +442,7 @@ func (b *Builder) send() {
 const libAttrs = 12
 
 func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
-	if len(b.spans) == 0 {
-		b.spans = make([]span.Span, 256) // one allocation per 256 spans
-	}
-	s := &b.spans[0]
-	b.spans = b.spans[1:]
+	s := b.newSpan()
 	var tid span.TraceID
 	binary.BigEndian.PutUint64(tid[:8], ev.TraceIdHi)
 	binary.BigEndian.PutUint64(tid[8:], ev.TraceIdLo)
@@ -413,10 +474,7 @@ func (b *Builder) toSpan(pid uint32, p *proc, ev *calltracer.Event) *span.Span {
 		delete(p.libs, ev.CallId)
 		// Library spans carry attributes: room for them from a shared
 		// block, as for the spans themselves.
-		if len(b.attrs) < libAttrs {
-			b.attrs = make([]span.Attr, 256*libAttrs)
-		}
-		s.Attrs, b.attrs = b.attrs[:0:libAttrs], b.attrs[libAttrs:]
+		s.Attrs = b.newAttrs()
 		for _, r := range recs {
 			b.opts.Libraries[r.lib](r.probe, r.raw, s)
 			b.applied(r.block)

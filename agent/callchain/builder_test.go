@@ -222,3 +222,67 @@ func TestLibraryRecordsKept(t *testing.T) {
 		t.Error("no block was ever reused")
 	}
 }
+
+// TestReuseSpans: with ReuseSpans each batch's spans are whole and right
+// while out runs (copied there, as span.Copying does), later batches
+// reuse the memory, and a big flush does not keep its blocks for good.
+func TestReuseSpans(t *testing.T) {
+	decode := func(probe uint16, raw []byte, s *span.Span) {
+		for i := range int(probe) { // more than libAttrs: the decoder's own append
+			s.Attrs = append(s.Attrs, span.Attr{Key: fmt.Sprint("k", i), Value: int64(i)})
+		}
+	}
+	var copies []*span.Span
+	seen := map[*span.Span]bool{}
+	reused := 0
+	out := func(batch []*span.Span) {
+		for _, s := range batch {
+			if seen[s] {
+				reused++
+			}
+			seen[s] = true
+			copies = append(copies, s.Clone())
+		}
+	}
+	b := New(out, 0, Options{Salt: 42, Libraries: []LibDecoder{decode}, ReuseSpans: true})
+	b.AddProcess(7, &span.Process{PID: 7}, funcs)
+	record := func(call uint64, attrs uint16) []byte {
+		h := calltracer.LibHeader{Type: calltracer.RecordLib, Pid: 7, CallId: call, Probe: attrs}
+		return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), calltracer.LibHeaderSize)...)
+	}
+	const n = 2000
+	for call := uint64(1); call <= n; call++ {
+		b.AddLib(record(call, uint16(call%20)))
+		b.Add(ev(call, 0, 0, call, call*10, call*10+5)) // a root: one span per batch
+	}
+	// Children waiting for a parent that never comes: one batch at Flush.
+	for call := uint64(n + 1); call <= 2*n+blockLen*keptBlocks; call++ {
+		b.AddLib(record(call, 3))
+		b.Add(ev(call, 1<<40, 1, call, call*10, call*10+5))
+	}
+	b.Flush()
+	if reused == 0 {
+		t.Error("no span memory was reused")
+	}
+	if len(copies) != 2*n+blockLen*keptBlocks {
+		t.Fatalf("%d spans, want %d", len(copies), 2*n+blockLen*keptBlocks)
+	}
+	for _, s := range copies {
+		call := s.GoID
+		want := int(call % 20)
+		if call > n {
+			want = 3
+		}
+		if s.Start != time.Unix(0, int64(call*10)) || len(s.Attrs) != want {
+			t.Fatalf("call %d: start %v, %d attributes; want %v, %d", call, s.Start, len(s.Attrs), time.Unix(0, int64(call*10)), want)
+		}
+		for i, a := range s.Attrs {
+			if a.Value != int64(i) {
+				t.Fatalf("call %d: attribute %d = %v: another span's", call, i, a.Value)
+			}
+		}
+	}
+	if len(b.spanBlocks) > keptBlocks || len(b.attrBlocks) > keptBlocks {
+		t.Errorf("after a flush of %d spans, %d span and %d attribute blocks kept, want at most %d", n+blockLen*keptBlocks, len(b.spanBlocks), len(b.attrBlocks), keptBlocks)
+	}
+}
