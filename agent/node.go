@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,7 +63,8 @@ type Node struct {
 	builder *callchain.Builder
 	wall    int64 // added to kernel CLOCK_MONOTONIC times for Unix times: spans' and CPU samples'
 
-	samples *cpuprofile.Store // CPU samples by span; nil when sampling is off
+	samples  *cpuprofile.Store // CPU samples by span; nil when sampling is off
+	memLimit *memoryLimit      // follows the samples' bytes (housekeeping)
 
 	store   *store.Store
 	red     *metrics.RED
@@ -115,7 +117,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 	n = &Node{log: log, self: os.Getpid(), started: time.Now(), cfg: cfg, reload: make(chan *config.Config, 1)}
 	n.sel = discovery.Selectors{Include: cfg.Selectors, Exclude: cfg.Exclude}
 	n.procs.init()
-	setMemoryLimit(int64(cfg.Store.Size)+profileBudget(cfg), log)
+	n.memLimit = newMemoryLimit(int64(cfg.Store.Size), otlp.Enabled(), log)
 	if n.selfExe, err = exeID(n.self); err != nil {
 		return nil, err
 	}
@@ -143,7 +145,10 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, err
 	}
 	n.wall = n.tracer.MonoToWall() // the tracer's: records of every kind line up with spans
-	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt()})
+	// Every sink copies what it keeps (the OTLP sampler through
+	// span.Copying): the builder reuses span memory. The spans of a drain
+	// of the ring go out together, at its Tick (Expire).
+	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt(), ReuseSpans: true, Deferred: true})
 	n.trigger = attribution.NewTrigger(cfg.Attribution.Auto, func(d time.Duration, reason string) {
 		if _, err := n.tracer.StartDeep(d, reason); err != nil {
 			log.Warn("deep attribution not started", "reason", reason, "err", err)
@@ -170,7 +175,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 			return nil, err
 		}
 		n.sampler = sampling.NewWaiting(policy, n.otlp, sampling.DefaultDecisionWait)
-		n.sinks = append(n.sinks, n.sampler)
+		n.sinks = append(n.sinks, span.Copying(n.sampler)) // it holds spans until it decides
 		log.Info("exporting spans over OTLP", "endpoint", otlpEndpoint(), "keep", policy.String())
 	}
 
@@ -331,20 +336,77 @@ func otlpEndpoint() string {
 	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
 }
 
-// workingSet is the agent's memory besides the trace store: programs'
-// user side, parsed binaries, builder state, metrics, export queue.
-const workingSet = 48 << 20
+// workingSet is the least heap the agent gets besides its stores:
+// programs' user side, parsed binaries, builder state, metrics, and room
+// for garbage (~180 bytes per span: the builder reuses span memory; at
+// 20k spans/s ~1.5 collections a second). OTLP export adds exportSet:
+// its queue and its marshalling's garbage (~3 KB per exported span, ~9
+// collections a second; with 8 MiB less the heap sat at the limit,
+// collected 76 times a second; scripts/benchagent).
+const (
+	workingSet = 32 << 20
+	exportSet  = 16 << 20
+)
 
-// setMemoryLimit makes the Go runtime collect before the agent's heap
-// outgrows the store budget plus its working set: with the default GOGC
-// the heap may reach twice the live store. The store holds no pointers
-// (store/codec.go), so collecting often costs little. A GOMEMLIMIT in the
-// environment wins.
-func setMemoryLimit(store int64, log *slog.Logger) {
-	if os.Getenv("GOMEMLIMIT") != "" {
+// memoryLimit keeps the Go runtime's soft memory limit
+// (debug.SetMemoryLimit) at the data the agent holds plus room for the
+// rest: the trace store's budget (it fills and stays full), the bytes the
+// CPU samples take now (that store fills only as fast as samples arrive),
+// and twice the rest of the live heap, at least workingSet (+exportSet):
+// what GOGC=100 would give the rest, which grows with the binaries traced
+// (their parsed tables) while a fixed allowance would leave the collector
+// running back to back. Without a limit GOGC lets the heap reach twice
+// the live store. The stores hold no pointers (store/codec.go), so
+// collecting often costs little. A GOMEMLIMIT in the environment wins.
+type memoryLimit struct {
+	store   int64 // the trace store's budget; 0: GOMEMLIMIT set
+	minRest int64 // workingSet (+ exportSet)
+	set     int64 // the limit in force
+	log     *slog.Logger
+}
+
+// limitStep rounds the limit: it moves only by whole steps (setting it
+// stops the world briefly).
+const limitStep = 1 << 20
+
+func newMemoryLimit(store int64, export bool, log *slog.Logger) *memoryLimit {
+	m := &memoryLimit{log: log}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		m.store, m.minRest = store, workingSet
+		if export {
+			m.minRest += exportSet
+		}
+		m.update(0, 0)
+	}
+	return m
+}
+
+// update sets the limit for what the stores hold now (bytes: the trace
+// store's, the CPU samples'), with the live heap of the last collection
+// (runtime/metrics) telling the rest.
+func (m *memoryLimit) update(stored, samples int64) {
+	if m.store == 0 {
 		return
 	}
-	limit := store + workingSet
+	live := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(live)
+	var rest int64
+	if live[0].Value.Kind() == rtmetrics.KindUint64 {
+		rest = int64(live[0].Value.Uint64()) - stored - samples
+	}
+	limit := memoryLimitFor(m.store, samples, rest, m.minRest)
+	if limit == m.set {
+		return
+	}
+	m.set = limit
 	debug.SetMemoryLimit(limit)
-	log.Debug("memory limit", "bytes", limit)
+	m.log.Debug("memory limit", "bytes", limit, "samples", samples, "rest", rest)
+}
+
+// memoryLimitFor is the limit for a store budget, the samples' bytes and
+// rest, the live heap besides the stores: budget + samples + max(2×rest,
+// minRest), rounded up to limitStep.
+func memoryLimitFor(budget, samples, rest, minRest int64) int64 {
+	l := budget + samples + max(2*rest, minRest)
+	return (l + limitStep - 1) / limitStep * limitStep
 }

@@ -85,7 +85,7 @@ const seriesIdle = 10 * time.Minute
 
 // builderDrain is how long a detached process's builder state waits for
 // the ring buffer to be drained of its last calls (the reader drains
-// every PollInterval, 20 ms by default).
+// every PollInterval, 50 ms by default).
 const builderDrain = time.Second
 
 // discover runs process discovery until ctx is done: exec and exit
@@ -132,6 +132,11 @@ func (n *Node) discover(ctx context.Context, readErr <-chan error) error {
 		case <-housekeeping.C:
 			n.removeDrained(false)
 			n.retryPods()
+			var samples int64
+			if n.samples != nil {
+				samples = n.samples.Stats().Bytes
+			}
+			n.memLimit.update(n.store.Stats().Bytes, samples)
 		case <-expireSeries.C:
 			n.red.Expire(seriesIdle)
 		}

@@ -1,17 +1,8 @@
 package agent
 
 import (
-	"github.com/latscope/latscope/agent/config"
 	"github.com/latscope/latscope/metrics"
 )
-
-// profileBudget is the memory the CPU samples may take (0 when off).
-func profileBudget(cfg *config.Config) int64 {
-	if cfg.Profile.CPUHz == 0 {
-		return 0
-	}
-	return int64(cfg.Profile.StoreSize)
-}
 
 // profileSnapshot adds the CPU samples store's counters and gauges (the
 // kernel's sampling counters come with the tracer's).
