@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/latscope/latscope/span"
 )
 
 // BenchmarkSearch searches stores of 10k and 100k checkout traces (4 spans
@@ -75,6 +77,46 @@ func BenchmarkExportFull(b *testing.B) {
 		relabel(i)
 		s.Export(spans)
 		i++
+	}
+	b.ReportMetric(float64(s.Stats().Traces), "traces_held")
+}
+
+// BenchmarkExportFullBatch is BenchmarkExportFull with the spans of 256
+// traces per Export, as the node agent hands over a drain of the ring
+// (callchain.Options.Deferred); ns/op is per trace.
+func BenchmarkExportFullBatch(b *testing.B) {
+	s := New(128 << 20)
+	one := checkout(0, t0, 200, time.Millisecond)
+	const traces = 256
+	batch := make([]*span.Span, 0, traces*len(one))
+	for range traces {
+		for _, sp := range one {
+			c := *sp
+			batch = append(batch, &c)
+		}
+	}
+	var i uint64
+	relabel := func() {
+		for k := range traces {
+			id := traceID(i)
+			i++
+			for _, sp := range batch[k*len(one) : (k+1)*len(one)] {
+				sp.TraceID = id
+			}
+		}
+	}
+	for s.Stats().EvictedTraces == 0 { // fill
+		relabel()
+		s.Export(batch)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if n%traces == 0 {
+			relabel()
+			s.Export(batch)
+		}
+		n++
 	}
 	b.ReportMetric(float64(s.Stats().Traces), "traces_held")
 }

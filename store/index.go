@@ -49,6 +49,12 @@ func (x *index) get(entries []entry, id span.TraceID) (int32, bool) {
 	}
 }
 
+// bucket returns the bucket where a lookup of id starts (to load it
+// early: Store.warm); the table must not be empty.
+func (x *index) bucket(id span.TraceID) uint64 {
+	return x.buckets[hash(id)&uint32(len(x.buckets)-1)]
+}
+
 // put adds id → slot; id must not be held.
 func (x *index) put(id span.TraceID, slot int32) {
 	if (x.n+1)*2 > len(x.buckets) {

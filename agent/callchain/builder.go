@@ -53,6 +53,12 @@ type Options struct {
 	// with a library's attributes, at the node agent's rate most of its
 	// allocation).
 	ReuseSpans bool
+	// Deferred: Add keeps the spans it completes until the next Expire
+	// (or Flush), which passes them to out in one batch; for a caller that
+	// calls Expire after each drain of the ring buffer (the node agent).
+	// Each consumer then takes its lock once per drain, and the store can
+	// load what a batch will touch before it needs it (store.Store.warm).
+	Deferred bool
 }
 
 // LibDecoder applies one library record (probe says which of the
@@ -223,7 +229,9 @@ func (b *Builder) Add(ev *calltracer.Event) {
 			b.evictOne(ev.Pid, p)
 		}
 	}
-	b.send()
+	if !b.opts.Deferred {
+		b.send()
+	}
 }
 
 // AddLib takes a library record about a call; it is applied to the call's

@@ -286,3 +286,34 @@ func TestReuseSpans(t *testing.T) {
 		t.Errorf("after a flush of %d spans, %d span and %d attribute blocks kept, want at most %d", n+blockLen*keptBlocks, len(b.spanBlocks), len(b.attrBlocks), keptBlocks)
 	}
 }
+
+// TestDeferred: with Deferred, completed calls wait for Expire and go out
+// in one batch, children and all; without it each Add sends its own.
+func TestDeferred(t *testing.T) {
+	for _, deferred := range []bool{false, true} {
+		var batches [][]string
+		out := func(batch []*span.Span) {
+			var names []string
+			for _, s := range batch {
+				names = append(names, fmt.Sprint(s.Name, "#", s.GoID))
+			}
+			batches = append(batches, names)
+		}
+		b := New(out, 0, Options{Salt: 42, Deferred: deferred, ReuseSpans: true})
+		b.AddProcess(7, &span.Process{PID: 7}, funcs)
+		b.Add(ev(2, 1, 1, 1, 11, 12)) // child first: waits for its parent either way
+		b.Add(ev(1, 0, 0, 1, 10, 20))
+		b.Add(ev(3, 0, 0, 2, 30, 40))
+		if deferred && len(batches) != 0 {
+			t.Fatalf("deferred: %d batches before Expire", len(batches))
+		}
+		b.Expire(0)
+		want := [][]string{{"main.root#1", "main.child#1"}, {"main.root#2"}}
+		if deferred {
+			want = [][]string{{"main.root#1", "main.child#1", "main.root#2"}}
+		}
+		if fmt.Sprint(batches) != fmt.Sprint(want) {
+			t.Errorf("deferred=%v: batches %v, want %v", deferred, batches, want)
+		}
+	}
+}
