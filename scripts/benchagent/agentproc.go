@@ -52,7 +52,7 @@ func (b *bench) startAgent(env []string, args ...string) (*agentProc, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(append(cmd.Env, b.opt.agentEnv...), env...)
 	cmd.Stderr = w
 	p, err := b.procs.start(cmd, "latscope agent", true)
 	w.Close()

@@ -58,6 +58,7 @@ type options struct {
 	perfRounds int
 	sections   map[string]bool
 	profileDir string
+	agentEnv   []string
 }
 
 // bench holds what every section shares: the binaries and the processes
@@ -80,6 +81,13 @@ func main() {
 	flag.IntVar(&opt.seconds, "seconds", 10, "section 4: seconds of load per variant and round")
 	flag.IntVar(&opt.rate, "rate", 10000, "section 4: requests/s the load generator aims at (2 spans each)")
 	flag.IntVar(&opt.conns, "c", 8, "section 4: keep-alive connections of the load generator")
+	flag.Func("agent-env", "`KEY=VALUE` added to the agent's environment (repeatable), e.g. GOMAXPROCS=1 to compare runtime settings", func(kv string) error {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		opt.agentEnv = append(opt.agentEnv, kv)
+		return nil
+	})
 	flag.StringVar(&opt.profileDir, "profile", "", "section 4: write the agent's Go CPU profile (over the load) and allocation profile (after it) of the first traced round into `DIR`, from its /debug/pprof/")
 	flag.IntVar(&opt.perfRounds, "perf-rounds", 2, "section 2: rounds with perf-event uprobes (each detach of ~200 sites takes seconds); at most -rounds")
 	sections := flag.String("sections", "1,2,3,4", "sections to run, comma-separated")
