@@ -112,7 +112,12 @@ func main() {
 		}
 		res := make([][]run, len(hzs))
 		for r := range *rounds {
-			for i, hz := range hzs {
+			// Each round starts one variant later: a drift within a
+			// round (the second run always after the first) does not
+			// land on one variant.
+			for k := range hzs {
+				i := (k + r) % len(hzs)
+				hz := hzs[i]
 				res[i] = append(res[i], measure(dir, catalog, catalogAddr, sc.path, hz, *warm, *seconds, *conc))
 				last := res[i][len(res[i])-1]
 				fmt.Fprintf(os.Stderr, "round %d %s %s: %.0f req/s, catalog %.1f µs/req, agent %.2f µs/req, sampling %.3f µs/req, %.3f samples/req\n",
@@ -148,7 +153,7 @@ func measure(dir string, catalog *exec.Cmd, addr, path string, hz int, warm time
 	}
 	step("starting the agent")
 	before := programIDs()
-	agent, url := startAgent(dir, "--exe", catalog.Path, "--settle-returns", "2s", "--profile-hz", strconv.Itoa(hz))
+	agent, url := startAgent(dir, "--exe", filepath.Join(dir, "catalog"), "--settle-returns", "2s", "--profile-hz", strconv.Itoa(hz))
 	defer stop(agent)
 	deadline := time.Now().Add(30 * time.Second)
 	for !traces(url, catalog.Process.Pid) {
