@@ -42,12 +42,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"github.com/latscope/latscope/internal/cpupin"
 
 	"github.com/latscope/latscope/agent"
+	"github.com/latscope/latscope/internal/bpfstats"
 	"github.com/latscope/latscope/span"
 )
 
@@ -169,13 +167,13 @@ func main() {
 		var st io.Closer
 		if stats {
 			var err error
-			if st, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+			if st, err = bpfstats.Enable(); err != nil {
 				log.Fatalf("enable BPF stats: %v", err)
 			}
 		}
 		r := load(path, *seconds)
 		if st != nil {
-			printBPFStats(r.Reqs)
+			bpfstats.Print(os.Stdout, "BPF program (deep run)", r.Reqs)
 			st.Close()
 		}
 		r.full = sink.fullShare()
@@ -283,45 +281,6 @@ func (c *counting) fullShare() float64 {
 		return 0
 	}
 	return float64(c.full) / float64(c.server)
-}
-
-// printBPFStats prints the run counts and times of the loaded BPF
-// programs with runs, per request (the kernel's statistics, on while the
-// run lasts).
-func printBPFStats(reqs int) {
-	type prog struct {
-		name     string
-		runs, ns uint64
-	}
-	var progs []prog
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			break
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		st, serr := p.Stats()
-		p.Close()
-		if err != nil || serr != nil {
-			continue
-		}
-		if st.RunCount > 0 {
-			progs = append(progs, prog{info.Name, st.RunCount, uint64(st.Runtime)})
-		}
-	}
-	sort.Slice(progs, func(i, j int) bool { return progs[i].ns > progs[j].ns })
-	fmt.Println("| BPF program (deep run) | runs/request | ns/run | µs/request |")
-	fmt.Println("|---|---:|---:|---:|")
-	for _, p := range progs {
-		fmt.Printf("| %s | %.2f | %d | %.2f |\n", p.name, float64(p.runs)/float64(reqs), p.ns/p.runs, float64(p.ns)/1e3/float64(reqs))
-	}
-	fmt.Println()
 }
 
 func lossCounters(r *agent.Result) map[string]uint64 {

@@ -53,11 +53,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/exporter/otlp"
+	"github.com/latscope/latscope/internal/bpfstats"
 	"github.com/latscope/latscope/internal/cpupin"
 	"github.com/latscope/latscope/internal/jaegertest"
 	"github.com/latscope/latscope/span"
@@ -91,7 +89,7 @@ func main() {
 	funcs := flag.String("funcs", "main.compute", "user functions latscope traces besides the libraries (comma-separated patterns as in latscope trace --funcs; empty: none)")
 	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else on CPU 0")
 	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
-	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of the first traced run (bpftool)")
+	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of each scenario's first traced run (bpftool)")
 	flag.Parse()
 	var patterns []string
 	if *funcs != "" {
@@ -215,12 +213,6 @@ func main() {
 				pprof.StartCPUProfile(f)
 				defer f.Close()
 			}
-			var stats io.Closer
-			if *bpfStats && first && i == 0 {
-				if stats, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
-					log.Fatalf("enable BPF stats: %v", err)
-				}
-			}
 			go func() {
 				res, err := s.Run(ctx)
 				if err == nil {
@@ -241,6 +233,14 @@ func main() {
 			if i == 0 {
 				learned = describeLearned(proc)
 			}
+			// Statistics over the measured load only (programs count while
+			// they are on).
+			var stats io.Closer
+			if *bpfStats && i == 0 {
+				if stats, err = bpfstats.Enable(); err != nil {
+					log.Fatal(err)
+				}
+			}
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
 			}
@@ -252,7 +252,7 @@ func main() {
 				pprof.StopCPUProfile()
 			}
 			if stats != nil {
-				printBPFStats(traced[0].Reqs)
+				bpfstats.Print(os.Stdout, "BPF program", traced[0].Reqs)
 				stats.Close()
 			}
 			cancel()
@@ -389,36 +389,6 @@ func startPerf(pid int, file string) func() {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
 	}
-}
-
-// printBPFStats prints the run counts and times of the loaded BPF
-// programs latscope owns (by name), per request.
-func printBPFStats(reqs int) {
-	out, err := exec.Command("bpftool", "prog", "show", "--json").Output()
-	if err != nil {
-		log.Fatalf("bpftool prog show: %v", err)
-	}
-	var progs []struct {
-		Name    string `json:"name"`
-		RunCnt  uint64 `json:"run_cnt"`
-		RunTime uint64 `json:"run_time_ns"`
-	}
-	if err := json.Unmarshal(out, &progs); err != nil {
-		log.Fatalf("bpftool output: %v", err)
-	}
-	sort.Slice(progs, func(i, j int) bool { return progs[i].RunTime > progs[j].RunTime })
-	fmt.Println("| BPF program | runs/request | ns/run | µs/request |")
-	fmt.Println("|---|---:|---:|---:|")
-	var total float64
-	for _, p := range progs {
-		if p.RunCnt == 0 {
-			continue
-		}
-		perReq := float64(p.RunTime) / 1e3 / float64(reqs)
-		total += perReq
-		fmt.Printf("| %s | %.2f | %d | %.2f |\n", p.Name, float64(p.RunCnt)/float64(reqs), p.RunTime/p.RunCnt, perReq)
-	}
-	fmt.Printf("| total | | | %.2f |\n\n", total)
 }
 
 func med(rs []result, f func(result) float64) float64 {
