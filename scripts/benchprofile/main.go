@@ -21,7 +21,7 @@
 //
 // Needs root. Every process it starts is stopped when it ends.
 //
-//	go run ./scripts/benchprofile [-rounds 5] [-seconds 8] [-c 8] [-hz 0,99,999]
+//	go run ./scripts/benchprofile [-rounds 5] [-seconds 8] [-c 8] [-hz 0,99,999] [-rate 2000] [-scenario /work]
 package main
 
 import (
@@ -61,6 +61,7 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent requests")
 	hzList := flag.String("hz", "0,99,999", "sampling rates compared (0: off)")
 	only := flag.String("scenario", "", "run only the scenario whose path starts with this (/work, /ping)")
+	flag.Float64Var(&loadRate, "rate", 0, "requests/s the load generator sends at most (0: as fast as -c allows). Below what every variant sustains, catalog does the same work in the same time in each, and idles alike: its CPU per request is then comparable")
 	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else (the tracer, the load generator, reviews) on CPU 0")
 	flag.Parse()
 	// onCPU1 starts catalog: on CPU 1 alone with -pin.
@@ -248,9 +249,13 @@ type loadResult struct {
 	Errs  int     `json:"errors"`
 }
 
+// loadRate is -rate.
+var loadRate float64
+
 func load(dir, addr, path string, seconds, conc int) loadResult {
 	out, err := exec.Command(filepath.Join(dir, "loadgen"), "-url", "http://"+addr+path, "-ids", "1-50",
-		"-c", strconv.Itoa(conc), "-n", "100000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
+		"-c", strconv.Itoa(conc), "-n", "100000000", "-duration", fmt.Sprintf("%ds", seconds), "-json",
+		"-rate", strconv.FormatFloat(loadRate, 'f', -1, 64)).Output()
 	if err != nil {
 		log.Fatalf("loadgen: %v", err)
 	}

@@ -1,5 +1,8 @@
 // Command loadgen sends GET requests at a fixed concurrency to a URL pattern
-// whose %d is replaced by product ids, cycling over a range. It stops after
+// whose %d is replaced by product ids, cycling over a range; with -rate, at
+// most that many per second (request i starts no earlier than i/rate
+// seconds in: a service compared at one rate does the same work in the
+// same time whatever else slows it). It stops after
 // -n requests or -duration, whichever comes first, and prints requests,
 // errors, requests per second and latency percentiles. It only talks to
 // loopback addresses.
@@ -35,6 +38,7 @@ func main() {
 	flag.IntVar(&cfg.requests, "n", 1000, "stop after this many requests")
 	flag.DurationVar(&cfg.duration, "duration", 30*time.Second, "stop after this long, even if -n is not reached")
 	flag.IntVar(&cfg.concurrency, "c", 8, "requests in flight at once")
+	flag.Float64Var(&cfg.rate, "rate", 0, "requests per second at most (0: as fast as -c allows)")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "deadline of each request")
 	asJSON := flag.Bool("json", false, "print the result as one JSON object")
 	flag.Parse()
@@ -68,12 +72,16 @@ type config struct {
 	requests    int
 	duration    time.Duration
 	concurrency int
+	rate        float64 // requests/s at most; 0: no pacing
 	timeout     time.Duration
 }
 
 func (c config) check() error {
 	if c.requests < 1 || c.duration <= 0 || c.concurrency < 1 || c.timeout <= 0 {
 		return fmt.Errorf("-n, -duration, -c and -timeout must be positive")
+	}
+	if c.rate < 0 {
+		return fmt.Errorf("-rate %v: want requests per second, or 0 for no pacing", c.rate)
 	}
 	if strings.Count(c.pattern, "%d") != 1 {
 		return fmt.Errorf("-url %q must contain %%d exactly once", c.pattern)
@@ -162,6 +170,16 @@ func run(ctx context.Context, cfg config) Result {
 				i := int(next.Add(1) - 1)
 				if i >= cfg.requests {
 					return
+				}
+				if cfg.rate > 0 {
+					at := start.Add(time.Duration(float64(i) * float64(time.Second) / cfg.rate))
+					if d := time.Until(at); d > 0 {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(d):
+						}
+					}
 				}
 				id := cfg.lo + i%(cfg.hi-cfg.lo+1)
 				s := get(ctx, client, fmt.Sprintf(cfg.pattern, id))
