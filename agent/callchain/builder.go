@@ -392,11 +392,25 @@ func (b *Builder) send() {
 	clear(b.batch) // out kept the spans it wants, not the slice
 	b.batch = b.batch[:0]
 	if b.opts.ReuseSpans {
+		// What the batch used lets go of what it pointed to (processes
+		// since gone, attribute values) until the memory is used again.
+		for i := 0; i*blockLen < b.usedSpans; i++ {
+			clear(b.spanBlocks[i][:min(blockLen, b.usedSpans-i*blockLen)])
+		}
+		for i := 0; i*blockLen < b.usedAtt; i++ {
+			clear(b.attrBlocks[i][:min(blockLen, b.usedAtt-i*blockLen)*libAttrs])
+		}
 		b.usedSpans, b.usedAtt = 0, 0
 		// A flush of many pending calls may have needed many blocks:
-		// keep what an ordinary batch needs.
-		b.spanBlocks = b.spanBlocks[:min(len(b.spanBlocks), keptBlocks)]
-		b.attrBlocks = b.attrBlocks[:min(len(b.attrBlocks), keptBlocks)]
+		// keep what an ordinary batch needs, and let the rest go.
+		if len(b.spanBlocks) > keptBlocks {
+			clear(b.spanBlocks[keptBlocks:])
+			b.spanBlocks = b.spanBlocks[:keptBlocks]
+		}
+		if len(b.attrBlocks) > keptBlocks {
+			clear(b.attrBlocks[keptBlocks:])
+			b.attrBlocks = b.attrBlocks[:keptBlocks]
+		}
 	}
 }
 

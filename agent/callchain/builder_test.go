@@ -285,6 +285,21 @@ func TestReuseSpans(t *testing.T) {
 	if len(b.spanBlocks) > keptBlocks || len(b.attrBlocks) > keptBlocks {
 		t.Errorf("after a flush of %d spans, %d span and %d attribute blocks kept, want at most %d", n+blockLen*keptBlocks, len(b.spanBlocks), len(b.attrBlocks), keptBlocks)
 	}
+	// The blocks let go are not reachable through the slices' arrays.
+	for i, blk := range b.spanBlocks[len(b.spanBlocks):cap(b.spanBlocks)] {
+		if blk != nil {
+			t.Fatalf("span block %d past the kept ones still referenced", len(b.spanBlocks)+i)
+		}
+	}
+	for i, blk := range b.attrBlocks[len(b.attrBlocks):cap(b.attrBlocks)] {
+		if blk != nil {
+			t.Fatalf("attribute block %d past the kept ones still referenced", len(b.attrBlocks)+i)
+		}
+	}
+	// Nor does a kept block hold on to the last batch's spans.
+	if s := b.spanBlocks[0][0]; s.Process != nil || s.Attrs != nil {
+		t.Errorf("a kept block's span still points at %v, %d attributes", s.Process, len(s.Attrs))
+	}
 }
 
 // TestDeferred: with Deferred, completed calls wait for Expire and go out

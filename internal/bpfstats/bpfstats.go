@@ -33,7 +33,8 @@ type Program struct {
 }
 
 // Programs returns every loaded program that ran, by run time, largest
-// first.
+// first: on the whole node, so a run should be the only BPF user while
+// statistics are on.
 func Programs() []Program {
 	var out []Program
 	var id ebpf.ProgramID

@@ -28,7 +28,7 @@
 // CPU 0, so that catalog's CPU is its own. Needs root, redis-server and
 // the Jaeger build of internal/jaegertest.
 //
-//	go run ./scripts/benchdemo [-rounds 5] [-seconds 8] [-c 8] [-scenario work,ping] [-bpfstats]
+//	go run ./scripts/benchdemo [-rounds 3] [-seconds 10] [-c 8] [-scenario work,ping] [-bpfstats]
 package main
 
 import (
@@ -89,7 +89,7 @@ func main() {
 	funcs := flag.String("funcs", "main.compute", "user functions latscope traces besides the libraries (comma-separated patterns as in latscope trace --funcs; empty: none)")
 	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else on CPU 0")
 	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
-	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of each scenario's first traced run (bpftool)")
+	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of each scenario's first traced run (kernel BPF statistics)")
 	flag.Parse()
 	var patterns []string
 	if *funcs != "" {

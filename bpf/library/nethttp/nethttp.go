@@ -156,7 +156,7 @@ func decode(probe uint16, p []byte, s *span.Span) {
 				s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ServerPortKey), Value: hp.portValue})
 			}
 		}
-		if hp := hostPorts.Of(r.Remote[:]); hp.host != "" {
+		if hp := peers.Of(r.Remote[:]); hp.host != "" {
 			s.Attrs = append(s.Attrs, span.Attr{Key: string(semconv.ClientAddressKey), Value: hp.hostValue}, span.Attr{Key: string(semconv.ClientPortKey), Value: hp.portValue})
 		}
 		if r.ContentLength > 0 {
@@ -246,7 +246,11 @@ func truncated(s string, full uint64) string {
 var (
 	methods   library.Values[any]
 	hostPorts = library.Values[hostPort]{New: splitHostPort}
-	routes    = library.Values[route]{New: newRoute}
+	// Clients' addresses: an ephemeral port per connection, many more
+	// values than hosts (a table of their own, so they do not push the
+	// hosts out); a keep-alive connection's requests still hit.
+	peers  = library.Values[hostPort]{New: splitHostPort}
+	routes = library.Values[route]{New: newRoute}
 
 	schemeHTTP, schemeHTTPS any = "http", "https"
 	protoVersions               = [...]any{"0", "1", "2", "3"}
