@@ -185,7 +185,7 @@ func (t *Tracer) unregisterAttribution(p *Process) error {
 	if t.sched == nil {
 		return nil
 	}
-	t.attr.RemoveProcess(uint32(p.PID))
+	t.attr.RemoveProcess(uint32(p.PID), callchain.MonoNow())
 	if err := t.sched.Procs.Delete(uint32(p.PID)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
 	}

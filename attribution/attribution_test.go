@@ -259,3 +259,34 @@ func TestTrigger(t *testing.T) {
 		t.Error("a zero threshold made a trigger")
 	}
 }
+
+// A process detached before its last spans were read (they wait in the
+// ring for the next drain) still gets them split; it is forgotten a
+// Retain later, and a new process under its pid is a process of its own.
+func TestRemovedProcessSpansStillSplit(t *testing.T) {
+	c := newCollector(t, 0)
+	c.Add(off(7, 14, 1, 6, 6))
+	c.RemoveProcess(1, ms(11)) // detached at 11 ms; the span below is read after
+	s := sp("GET /sleep", span.KindServer, 7, 0, 0.5, 10, nil)
+	c.Apply([]*span.Span{s})
+	checkSplit(t, s, true, map[span.TimeCategory]float64{span.TimeBlockedSleep: 5, span.TimeOnCPU: 4.5})
+
+	c.Expire(ms(11) + uint64(Retain) - 1)
+	if c.procs[1] == nil {
+		t.Fatal("forgotten before a Retain had passed")
+	}
+	c.Expire(ms(11) + uint64(Retain))
+	if c.procs[1] != nil {
+		t.Fatal("still held a Retain after its removal")
+	}
+
+	// pid 1 again, removed, then registered anew before Expire: the new
+	// one stays.
+	c.AddProcess(1, reasons122, ms(20))
+	c.RemoveProcess(1, ms(21))
+	c.AddProcess(1, reasons122, ms(22))
+	c.Expire(ms(21) + uint64(Retain))
+	if p := c.procs[1]; p == nil || p.gone != 0 {
+		t.Fatalf("the pid's new process: %+v", p)
+	}
+}

@@ -68,6 +68,7 @@ type window struct{ start, end uint64 }
 type proc struct {
 	cats  [256]span.TimeCategory // a park's reason byte → category
 	since uint64                 // registered: deep splits only for spans after
+	gone  uint64                 // removed at (0: traced): forgotten by Expire a Retain later
 	stw   []window               // recent stop-the-world windows, by end
 	gs    map[uint64]*timeline
 }
@@ -109,10 +110,15 @@ func (c *Collector) AddProcess(pid uint32, reasons map[string]uint8, now uint64)
 	c.mu.Unlock()
 }
 
-// RemoveProcess forgets a process.
-func (c *Collector) RemoveProcess(pid uint32) {
+// RemoveProcess forgets a process detached now (CLOCK_MONOTONIC ns), once
+// Expire runs a Retain later: its last spans may still be in the ring
+// buffer, read after the detach (up to a drain interval of them), and
+// split with its records.
+func (c *Collector) RemoveProcess(pid uint32, now uint64) {
 	c.mu.Lock()
-	delete(c.procs, pid)
+	if p := c.procs[pid]; p != nil && p.gone == 0 {
+		p.gone = max(now, 1)
+	}
 	c.mu.Unlock()
 }
 
@@ -210,7 +216,11 @@ func (c *Collector) Expire(now uint64) {
 		return
 	}
 	before := now - uint64(Retain)
-	for _, p := range c.procs {
+	for pid, p := range c.procs {
+		if p.gone != 0 && p.gone <= before {
+			delete(c.procs, pid)
+			continue
+		}
 		for goid, tl := range p.gs {
 			if tl.last <= before {
 				delete(p.gs, goid)
