@@ -85,7 +85,7 @@ const seriesIdle = 10 * time.Minute
 
 // builderDrain is how long a detached process's builder state waits for
 // the ring buffer to be drained of its last calls (the reader drains
-// every PollInterval, 50 ms by default).
+// every nodePoll, 50 ms).
 const builderDrain = time.Second
 
 // discover runs process discovery until ctx is done: exec and exit
