@@ -16,6 +16,8 @@ import (
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+
+	"github.com/latscope/latscope/internal/benchproc"
 )
 
 // loadFuncs are the user functions the agent traces in section 4: with
@@ -167,12 +169,12 @@ func (b *bench) benchLoad() error {
 
 // loadUntraced loads the service with no agent running.
 func (b *bench) loadUntraced(svc *proc, addr string) (loadRun, error) {
-	s0, err := cpuTicks(svc.pid())
+	s0, err := benchproc.CPUTicks(svc.pid())
 	if err != nil {
 		return loadRun{}, err
 	}
 	r := b.load(addr, time.Duration(b.opt.seconds)*time.Second)
-	s1, err := cpuTicks(svc.pid())
+	s1, err := benchproc.CPUTicks(svc.pid())
 	if err != nil {
 		return loadRun{}, err
 	}
@@ -204,8 +206,8 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 	}
 	alloc0, errA := a.metric("go_memstats_alloc_bytes_total")
 	gc0, errB := a.metric("go_gc_duration_seconds_count")
-	a0, err1 := cpuTicks(a.pid())
-	s0, err2 := cpuTicks(svc.pid())
+	a0, err1 := benchproc.CPUTicks(a.pid())
+	s0, err2 := benchproc.CPUTicks(svc.pid())
 	var recv0 uint64
 	if sink != nil {
 		recv0 = sink.spans.Load()
@@ -228,9 +230,9 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 		}
 		b.opt.profileDir = "" // the first round only
 	}
-	s1, err3 := cpuTicks(svc.pid())
+	s1, err3 := benchproc.CPUTicks(svc.pid())
 	st1, err4 := a.drain(sink)
-	a1, err5 := cpuTicks(a.pid())
+	a1, err5 := benchproc.CPUTicks(a.pid())
 	alloc1, errC := a.metric("go_memstats_alloc_bytes_total")
 	gc1, errD := a.metric("go_gc_duration_seconds_count")
 	var recv1 uint64

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -137,26 +136,6 @@ func (b *bench) startService(path string) (*proc, string, error) {
 		p.stop(syscall.SIGKILL, 5*time.Second)
 		return nil, "", fmt.Errorf("service %s printed no address within 10s", path)
 	}
-}
-
-// cpuTicks is utime+stime of pid and all its threads, in clock ticks
-// (USER_HZ, 100 per second).
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, b)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return u + s, nil
 }
 
 // tickUS is one clock tick in µs.

@@ -25,7 +25,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -42,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/latscope/latscope/internal/benchproc"
 	"github.com/latscope/latscope/internal/cpupin"
 
 	"github.com/latscope/latscope/agent"
@@ -323,44 +323,25 @@ func med(rs []result, f func(result) float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-// cpuTicks is utime+stime of pid in clock ticks.
-func cpuTicks(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		log.Fatal(err)
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
-
-// startService starts a demo service on a free loopback port and returns
-// the address it logged.
-func startService(argv []string, args ...string) (*exec.Cmd, string) {
-	bin := argv[len(argv)-1]
-	cmd := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-listen", "127.0.0.1:0"), args...)...)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StderrPipe()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		log.Fatalf("start %s: %v", bin, err)
-	}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if _, a, ok := strings.Cut(sc.Text(), "addr="); ok && strings.Contains(sc.Text(), "msg=listening") {
-			go io.Copy(io.Discard, out)
-			return cmd, strings.Fields(a)[0]
-		}
-	}
-	log.Fatalf("%s did not log its address", bin)
-	return nil, ""
-}
-
 func stop(cmd *exec.Cmd) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
+}
+
+// startService starts a demo service (benchproc.Start) or stops the run.
+func startService(argv []string, args ...string) (*exec.Cmd, string) {
+	cmd, addr, err := benchproc.Start(argv, nil, args...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cmd, addr
+}
+
+// cpuTicks is benchproc.CPUTicks, or stops the run.
+func cpuTicks(pid int) int64 {
+	t, err := benchproc.CPUTicks(pid)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return t
 }
