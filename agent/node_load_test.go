@@ -129,6 +129,11 @@ func TestNodeMetrics(t *testing.T) {
 			t.Errorf("exemplar trace %s: the API answers %d", m[1], code)
 		}
 	}
+	// Each request's server span came through the ring as at least one
+	// call record (72 bytes) with its 8-byte header.
+	if read := metricValue(om, "latscope_events_total", `event="ringbuf_read_bytes"`); read < requests*80 {
+		t.Errorf("latscope_events_total{event=\"ringbuf_read_bytes\"} = %v, want >= %d for %d requests", read, requests*80, requests)
+	}
 	for _, want := range []string{"latscope_events_total{event=\"calls_sent\"}", "latscope_processes_traced 1", "latscope_store_traces", "latscope_agent_process_cpu_seconds_total"} {
 		if !strings.Contains(om, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -158,6 +163,11 @@ func TestNodeRingTooSmall(t *testing.T) {
 		t.Fatal("no lost_ringbuf_full with a 4 KiB ring under load")
 	}
 	t.Logf("lost_ringbuf_full = %v", lost())
+	// The ring filled: the high-water mark says so, within the ring.
+	om := scrape(t, n, false)
+	if hw, size := metricValue(om, "latscope_ringbuf_pending_bytes_highest"), metricValue(om, "latscope_ringbuf_size_bytes"); hw < size/2 || hw > size {
+		t.Errorf("ringbuf_pending_bytes_highest = %v with a %v-byte ring that overflowed: want between half of it and all of it", hw, size)
+	}
 }
 
 // SIGHUP's reload takes new selectors: a newly matching process is

@@ -174,15 +174,17 @@ func (n *Node) snapshot() metrics.Snapshot {
 		}
 	}
 	n.mu.Unlock()
-	size, pending := n.tracer.Ring()
+	ring := n.tracer.Ring()
+	s.Counters = append(s.Counters, metrics.Counter{Name: "ringbuf_read_bytes", Help: "bytes read from the ring buffer, record headers included: its rate sizes --ring-size", Value: ring.Read})
 	s.Gauges = append(s.Gauges,
 		metrics.Gauge{Name: "processes_traced", Help: "processes traced now", Value: float64(traced)},
 		metrics.Gauge{Name: "processes_skipped", Help: "selected processes that cannot be traced, now", Value: float64(skipped)},
 		metrics.Gauge{Name: "executables_traced", Help: "executable files probed (replicas share one)", Value: float64(len(images))},
 		metrics.Gauge{Name: "probes_attached", Help: "probe sites attached", Value: float64(probes)},
 		metrics.Gauge{Name: "probe_links", Help: "kernel links holding the probes", Value: float64(links)},
-		metrics.Gauge{Name: "ringbuf_size_bytes", Help: "ring buffer size", Value: float64(size)},
-		metrics.Gauge{Name: "ringbuf_pending_bytes", Help: "bytes written by the kernel not read yet", Value: float64(pending)},
+		metrics.Gauge{Name: "ringbuf_size_bytes", Help: "ring buffer size", Value: float64(ring.Size)},
+		metrics.Gauge{Name: "ringbuf_pending_bytes", Help: "bytes written by the kernel not read yet", Value: float64(ring.Pending)},
+		metrics.Gauge{Name: "ringbuf_pending_bytes_highest", Help: "most bytes pending when a drain began, since the start: how close the ring came to full (--ring-size)", Value: float64(ring.HighestPending)},
 		metrics.Gauge{Name: "store_bytes", Help: "bytes the trace store accounts for", Value: float64(st.Bytes)},
 		metrics.Gauge{Name: "store_budget_bytes", Help: "the trace store's budget (--store-size)", Value: float64(st.Budget)},
 		metrics.Gauge{Name: "store_traces", Help: "traces in the store", Value: float64(st.Traces)},

@@ -118,9 +118,12 @@ type Tracer struct {
 	deep         deepMode
 	deepDetached atomic.Uint64
 
-	short  uint64    // records too short to be an event (never expected)
-	unsent uint64    // client calls' contexts never seen leaving (SweepPending)
-	swept  time.Time // last SweepPending
+	short uint64 // records too short to be an event (never expected)
+	// ring: what the reader saw of the ring buffer, for sizing it (Ring).
+	ringRead    atomic.Uint64 // bytes read, record headers included
+	ringHighest atomic.Int64  // most bytes pending at the start of a drain
+	unsent      uint64        // client calls' contexts never seen leaving (SweepPending)
+	swept       time.Time     // last SweepPending
 }
 
 // New loads the call tracer.
@@ -298,11 +301,16 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		if done {
 			t.reader.SetDeadline(time.Now())
 		}
+		if pending := int64(t.reader.AvailableBytes()); pending > t.ringHighest.Load() {
+			t.ringHighest.Store(pending)
+		}
+		var read uint64
 		for {
 			err := t.reader.ReadInto(&rec)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
 			}
+			read += uint64(len(rec.RawSample)) + ringHeader
 			if err != nil {
 				return fmt.Errorf("read ring buffer: %w", err)
 			}
@@ -323,6 +331,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 				t.short++
 			}
 		}
+		t.ringRead.Add(read)
 		sink.Tick()
 		if time.Since(t.swept) >= time.Second || done {
 			n, err := t.prop.SweepPending(done)
@@ -451,8 +460,27 @@ func (t *Tracer) forgetGoroutines(pid uint32) error {
 	return errors.Join(errs...)
 }
 
-// Ring returns the ring buffer's size and the bytes the kernel wrote that
-// were not read yet.
-func (t *Tracer) Ring() (size, pending int) {
-	return t.reader.BufferSize(), t.reader.AvailableBytes()
+// RingStats is what the reader knows of the ring buffer; sizes in bytes.
+type RingStats struct {
+	Size    int // the ring's data size (a power of two)
+	Pending int // written by the kernel, not read yet, now
+	// HighestPending is the most that was pending when a drain began,
+	// since the start: against Size, how close the ring came to full
+	// (drops then count as lost_ringbuf_full).
+	HighestPending int
+	Read           uint64 // read so far, each record with its 8-byte header
+}
+
+// ringHeader is the kernel's header before each ring buffer record
+// (struct bpf_ringbuf_hdr: length and page offset).
+const ringHeader = 8
+
+// Ring returns the ring buffer's statistics.
+func (t *Tracer) Ring() RingStats {
+	return RingStats{
+		Size:           t.reader.BufferSize(),
+		Pending:        t.reader.AvailableBytes(),
+		HighestPending: int(t.ringHighest.Load()),
+		Read:           t.ringRead.Load(),
+	}
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// MinDuration drops spans shorter than it (0 = keep all).
 	MinDuration time.Duration `yaml:"minDuration"`
 	// RingSize is the BPF ring buffer's size: a power of two >= 4096.
+	// The default, 4MiB, holds ~0.6 s of 20 000 spans/s (~340 bytes a
+	// span) against the agent's 50 ms drains; its memory counts twice in
+	// the agent's RSS (the kernel maps the ring's pages twice, for
+	// records that wrap around).
 	RingSize ByteSize `yaml:"ringSize"`
 	// MaxGoroutines bounds the goroutines tracked at once per node.
 	MaxGoroutines int `yaml:"maxGoroutines"`
@@ -182,7 +186,7 @@ type Export struct {
 }
 
 // Default returns the default configuration: no selectors, HTTP on
-// 127.0.0.1:7070, a 128MiB store, keep all, inject on, an 8MiB ring,
+// 127.0.0.1:7070, a 128MiB store, keep all, inject on, a 4MiB ring,
 // 16384 goroutines, rescans every 10s, settle returns for 10s, log level
 // info, Kubernetes auto, CPU sampling at 99 Hz into 32MiB.
 func Default() *Config {
@@ -191,7 +195,7 @@ func Default() *Config {
 		Store:          Store{Size: 128 * MiB},
 		Keep:           sampling.Policy{All: true},
 		Inject:         true,
-		RingSize:       8 * MiB,
+		RingSize:       4 * MiB,
 		MaxGoroutines:  16384,
 		RescanInterval: 10 * time.Second,
 		SettleReturns:  10 * time.Second,

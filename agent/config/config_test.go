@@ -38,7 +38,7 @@ func TestDefault(t *testing.T) {
 		{"keep", d.Keep, sampling.Policy{All: true}},
 		{"inject", d.Inject, true},
 		{"minDuration", d.MinDuration, time.Duration(0)},
-		{"ringSize", d.RingSize, 8 * MiB},
+		{"ringSize", d.RingSize, 4 * MiB},
 		{"maxGoroutines", d.MaxGoroutines, 16384},
 		{"rescanInterval", d.RescanInterval, 10 * time.Second},
 		{"settleReturns", d.SettleReturns, 10 * time.Second},

@@ -36,7 +36,7 @@ func TestFlagsDefaults(t *testing.T) {
 	// The defaults shown in -help are the real ones.
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	Bind(fs)
-	for name, want := range map[string]string{"kubernetes": "auto", "node-name": "", "kubeconfig": "", "http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "8MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s", "profile-hz": "99", "profile-size": "32MiB"} {
+	for name, want := range map[string]string{"kubernetes": "auto", "node-name": "", "kubeconfig": "", "http": "127.0.0.1:7070", "store-size": "128MiB", "keep": "all", "ring-size": "4MiB", "max-goroutines": "16384", "rescan": "10s", "settle-returns": "10s", "log-level": "info", "min-duration": "0s", "profile-hz": "99", "profile-size": "32MiB"} {
 		if got := fs.Lookup(name).DefValue; got != want {
 			t.Errorf("--%s default %q, want %q", name, got, want)
 		}

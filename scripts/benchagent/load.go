@@ -40,6 +40,8 @@ type loadRun struct {
 
 	// With OTLP export:
 	exported, received uint64 // spans the agent exported, the sink received
+
+	ringRead uint64 // bytes read from the ring buffer over the window
 }
 
 func (r loadRun) rps() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -115,6 +117,8 @@ func (b *bench) benchLoad() error {
 	svcUS, agentUS := loadRun.svcUSPerRequest, loadRun.agentUSPerSpan
 	allocPerSpan := func(r loadRun) float64 { return r.allocated / float64(r.spans) }
 	gcPerS := func(r loadRun) float64 { return r.gcs / r.elapsed.Seconds() }
+	ringPerSpan := func(r loadRun) float64 { return float64(r.ringRead) / float64(r.spans) }
+	ringHighest := func(r loadRun) float64 { return gauge(r.store, "ringbuf_pending_bytes_highest") / 1024 }
 	printTable(fmt.Sprintf("4. Agent CPU per span: service fixture, --funcs %s (2 spans per request), %d req/s aimed at over %d keep-alive connections, %d s per variant and round", loadFuncs, b.opt.rate, b.opt.conns, b.opt.seconds), []row{
 		{name: "untraced: requests/s", vals: each(untraced, rps), prec: 0},
 		{name: "traced: requests/s", vals: each(traced, rps), prec: 0},
@@ -125,6 +129,8 @@ func (b *bench) benchLoad() error {
 		{name: "traced: agent CPU µs per span (ring → store → metrics)", vals: each(traced, agentUS), prec: 2, goal: "≤ 2 µs", met: atMost(2)},
 		{name: "traced + OTLP: agent CPU µs per span", vals: each(exported, agentUS), prec: 2},
 		{name: "OTLP export: extra agent CPU µs per exported span", vals: otlpExtra, prec: 2, goal: "reported separately"},
+		{name: "traced: ring buffer bytes per span", vals: each(traced, ringPerSpan), prec: 0},
+		{name: "traced: ring buffer most pending at a drain (fill included), KiB", vals: each(traced, ringHighest), prec: 0, goal: fmt.Sprintf("of %.0f KiB", gauge(traced[0].store, "ringbuf_size_bytes")/1024)},
 		{name: "traced: agent heap allocated per span, bytes", vals: each(traced, allocPerSpan), prec: 0},
 		{name: "traced + OTLP: agent heap allocated per span, bytes", vals: each(exported, allocPerSpan), prec: 0},
 		{name: "traced: agent garbage collections per second", vals: each(traced, gcPerS), prec: 1},
@@ -248,6 +254,7 @@ func (b *bench) loadTraced(svc *proc, addr string, env []string, sink *sink, los
 	r.svcTicks, r.agentTicks, r.rss, r.store = s1-s0, a1-a0, rss, st1
 	r.allocated, r.gcs = alloc1-alloc0, gc1-gc0
 	r.spans = counter(st1, "spans_built") - counter(st0, "spans_built")
+	r.ringRead = counter(st1, "ringbuf_read_bytes") - counter(st0, "ringbuf_read_bytes")
 	if r.spans == 0 {
 		return loadRun{}, fmt.Errorf("the agent built no span for %d requests; agent log:\n%s", r.ok, a.log())
 	}
