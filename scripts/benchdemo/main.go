@@ -28,7 +28,17 @@
 // CPU 0, so that catalog's CPU is its own. Needs root, redis-server and
 // the Jaeger build of internal/jaegertest.
 //
-//	go run ./scripts/benchdemo [-rounds 3] [-seconds 10] [-c 8] [-scenario work,ping] [-bpfstats]
+// With -rate a scenario's runs are all held at one request rate (loadgen
+// -rate): on this kind of VM a service's CPU per request depends on its
+// load (waking from idle is charged per request: catalog's /work costs
+// 275 µs a request when it saturates its CPU, 347 µs at 2 000
+// requests/s; /ping 10 µs against 73 µs at 1 000 requests/s).
+// Saturated, the traced variant (held back by CPU 0) idles where the
+// untraced one does not, which counts against it; at a low rate both pay
+// a wake-up per request, which flatters every ratio. A rate a little
+// below the traced variant's saturated rate compares like with like.
+//
+//	go run ./scripts/benchdemo [-rounds 3] [-seconds 10] [-c 8] [-scenario work,ping] [-rate work=2000] [-bpfstats]
 package main
 
 import (
@@ -90,6 +100,18 @@ func main() {
 	pin := flag.Bool("pin", true, "run catalog alone on CPU 1 and everything else on CPU 0")
 	perfData := flag.String("perf", "", "record catalog with perf (call graphs, kernel included) during the first untraced and traced runs of the first scenario, to FILE.untraced and FILE.traced")
 	bpfStats := flag.Bool("bpfstats", false, "print each BPF program's runs and run time per request of each scenario's first traced run (kernel BPF statistics)")
+	rates := map[string]float64{"product": 0, "work": 0, "work1ms": 0, "ping": 0}
+	flag.Func("rate", "`SCENARIO=RPS[,...]`: the request rate a scenario's every run is held at (loadgen -rate; 0, the default = as fast as -c allows). A service's CPU per request depends on its load on this kind of VM (waking from idle is charged per request): saturated, the untraced variant never idles while the traced one, held back by CPU 0, does; at a low rate both pay a wake-up per request, which shrinks every ratio. Pick a rate a little below what the traced variant serves saturated", func(v string) error {
+		for _, kv := range strings.Split(v, ",") {
+			k, n, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			r, err := strconv.ParseFloat(n, 64)
+			if _, known := rates[k]; !ok || !known || err != nil || r < 0 {
+				return fmt.Errorf("%q: want SCENARIO=RPS with a scenario of product, work, work1ms, ping and a rate >= 0", kv)
+			}
+			rates[k] = r
+		}
+		return nil
+	})
 	flag.Parse()
 	var patterns []string
 	if *funcs != "" {
@@ -148,14 +170,14 @@ func main() {
 
 	// load runs the load generator against a catalog at path for seconds;
 	// spans counts what latscope exports, if it runs.
-	load := func(catalog *exec.Cmd, catalogAddr, path string, seconds int, spans *spanCounter) result {
+	load := func(catalog *exec.Cmd, catalogAddr, path string, rate float64, seconds int, spans *spanCounter) result {
 		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
 		var spansBefore uint64
 		if spans != nil {
 			spansBefore = spans.n.Load()
 		}
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
-			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
+			"-c", strconv.Itoa(*conc), "-n", "10000000", "-duration", fmt.Sprintf("%ds", seconds), "-rate", strconv.FormatFloat(rate, 'f', -1, 64), "-json").Output()
 		if err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
@@ -173,7 +195,7 @@ func main() {
 		}
 		return r
 	}
-	measure := func(name, path string, first bool) {
+	measure := func(name, path string, rate float64, first bool) {
 		var untraced, traced, sdk []result
 		var exported, dropped, failed uint64
 		lost := map[string]uint64{}
@@ -184,7 +206,7 @@ func main() {
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".untraced")
 			}
-			untraced = append(untraced, load(catalog, catalogAddr, path, *seconds, nil))
+			untraced = append(untraced, load(catalog, catalogAddr, path, rate, *seconds, nil))
 			if record {
 				stopPerf()
 			}
@@ -229,7 +251,7 @@ func main() {
 			case err := <-done:
 				log.Fatalf("latscope: %v", err)
 			}
-			settle(proc, func() { load(catalog, catalogAddr, path, 2, nil) })
+			settle(proc, func() { load(catalog, catalogAddr, path, rate, 2, nil) })
 			if i == 0 {
 				learned = describeLearned(proc)
 			}
@@ -244,7 +266,7 @@ func main() {
 			if record {
 				stopPerf = startPerf(catalog.Process.Pid, *perfData+".traced")
 			}
-			traced = append(traced, load(catalog, catalogAddr, path, *seconds, counter))
+			traced = append(traced, load(catalog, catalogAddr, path, rate, *seconds, counter))
 			if record {
 				stopPerf()
 			}
@@ -264,13 +286,17 @@ func main() {
 			}
 			e, d, f := exp.Stats()
 			exported, dropped, failed = exported+e, dropped+d, failed+f
-			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path, *seconds, nil))
+			sdk = append(sdk, load(catalogSDK, catalogSDKAddr, path, rate, *seconds, nil))
 		}
 		pinned := "nothing pinned"
 		if *pin {
 			pinned = "catalog alone on CPU 1, the rest on CPU 0"
 		}
-		fmt.Printf("### %s\n\ncatalog, %d concurrent, %d s per run, %d rounds (medians; the variants run in turn each round); %s\n\n", name, *conc, *seconds, *rounds, pinned)
+		paced := "as fast as they are answered"
+		if rate > 0 {
+			paced = fmt.Sprintf("at most %.0f requests/s", rate)
+		}
+		fmt.Printf("### %s\n\ncatalog, %d concurrent, %s, %d s per run, %d rounds (medians; the variants run in turn each round); %s\n\n", name, *conc, paced, *seconds, *rounds, pinned)
 		fmt.Println("| variant | requests/s | p50 ms | p99 ms | catalog CPU µs/request (each run) | × untraced | spans/request | latscope CPU µs/span | Jaeger CPU µs/request | errors |")
 		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		var c0 float64
@@ -303,12 +329,16 @@ func main() {
 		}
 		r1, c1 := row(fmt.Sprintf("latscope (%s, injection %v, OTLP to Jaeger)", what, *inject), traced, true)
 		r2, c2 := row("OTel SDK in-process (otelhttp, otelgrpc, OTLP to Jaeger)", sdk, false)
+		if rate > 0 && min(r0, r1, r2) < 0.97*rate {
+			fmt.Printf("\n**A variant fell short of %.0f requests/s**: its CPU per request is measured at a lower load than the others' (lower the rate with -rate)\n", rate)
+		}
 		fmt.Printf("\nlatscope: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r1-r0)/r0, 100*(c1-c0)/c0)
 		fmt.Printf("OTel SDK: %+.1f%% requests/s, %+.1f%% catalog CPU per request\n", 100*(r2-r0)/r0, 100*(c2-c0)/c0)
 		fmt.Printf("latscope spans: %d exported, %d dropped, %d failed; losses counted by the tracer: %v\n", exported, dropped, failed, lost)
 		fmt.Printf("returns learned per call site: %s\n\n", learned)
 	}
-	scenarios := []struct{ key, name, path string }{
+	type scenario struct{ key, name, path string }
+	scenarios := []scenario{
 		{"product", "GET /product/{id}: SQLite query, gRPC call to pricing, HTTP calls to reviews and inventory, on three goroutines", "/product/%d"},
 		{"work", "GET /work/{id}: ~200 µs of CPU and one GET to reviews (the goal's reference shape)", "/work/%d"},
 		{"work1ms", "GET /work/{id}?rounds=1500: ~1 ms of CPU and one GET to reviews", "/work/%d?rounds=1500"},
@@ -321,7 +351,7 @@ func main() {
 		}
 	}
 	for k := range want {
-		if !slices.ContainsFunc(scenarios, func(sc struct{ key, name, path string }) bool { return sc.key == k }) {
+		if !slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.key == k }) {
 			log.Fatalf("-scenario %q: no such scenario; want product, work, work1ms or ping", k)
 		}
 	}
@@ -331,9 +361,9 @@ func main() {
 			continue
 		}
 		// Warm up caches and connections.
-		load(catalog, catalogAddr, sc.path, *seconds, nil)
-		load(catalogSDK, catalogSDKAddr, sc.path, *seconds, nil)
-		measure(sc.name, sc.path, first)
+		load(catalog, catalogAddr, sc.path, rates[sc.key], *seconds, nil)
+		load(catalogSDK, catalogSDKAddr, sc.path, rates[sc.key], *seconds, nil)
+		measure(sc.name, sc.path, rates[sc.key], first)
 		first = false
 	}
 }
