@@ -31,7 +31,10 @@ type Binary struct {
 	elf      *elf.File
 	loads    []*elf.Prog // PT_LOAD segments
 	textAddr uint64      // .text section address
-	text     []byte      // .text section contents
+	// textSize is .text's size. Its bytes are read from the file when
+	// needed (code, references), not kept: a service's .text is often
+	// tens of MiB, held for as long as the agent traces it.
+	textSize uint64
 	// runtimeText is runtime.text, the address pclntab entries and method
 	// tables count from: .text's start when the Go linker links, further
 	// in when an external linker puts C start-up code first.

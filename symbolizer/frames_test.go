@@ -51,7 +51,7 @@ func TestPCFrames(t *testing.T) {
 					checked++
 				}
 			}
-			if _, ok := b.PCFrames(b.textAddr + uint64(len(b.text)) + 4096); ok {
+			if _, ok := b.PCFrames(b.textAddr + b.textSize + 4096); ok {
 				t.Error("PCFrames past .text: ok")
 			}
 			use, err := b.Lookup("main.inlineUse")

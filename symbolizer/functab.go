@@ -19,12 +19,13 @@ func (b *Binary) readFuncs() error {
 	if text == nil {
 		return newError(b.Path, ErrNotGo, "no .text section")
 	}
-	b.textAddr = text.Addr
-	data, err := b.sectionData(text)
-	if err != nil {
-		return err
+	if text.Type == elf.SHT_NOBITS {
+		return newError(b.Path, ErrCorruptPclntab, "section .text has no file data")
 	}
-	b.text = data
+	if st, err := b.file.Stat(); err == nil && (text.Offset > uint64(st.Size()) || text.Size > uint64(st.Size())-text.Offset) {
+		return newError(b.Path, ErrCorruptPclntab, "section .text extends past the end of the file; the file is truncated")
+	}
+	b.textAddr, b.textSize = text.Addr, text.Size
 
 	pclnAddr, pcdata, err := b.locateTables()
 	if err != nil {
@@ -50,8 +51,8 @@ func (b *Binary) readFuncs() error {
 		}
 	}
 	for _, f := range funcs {
-		if f.End < f.Entry || f.Entry < b.textAddr || f.End-b.textAddr > uint64(len(b.text)) {
-			return newError(b.Path, ErrCorruptPclntab, "function %s [%#x,%#x) lies outside .text [%#x,%#x); rebuild the binary", f.Name, f.Entry, f.End, b.textAddr, b.textAddr+uint64(len(b.text)))
+		if f.End < f.Entry || f.Entry < b.textAddr || f.End-b.textAddr > b.textSize {
+			return newError(b.Path, ErrCorruptPclntab, "function %s [%#x,%#x) lies outside .text [%#x,%#x); rebuild the binary", f.Name, f.Entry, f.End, b.textAddr, b.textAddr+b.textSize)
 		}
 	}
 	sort.SliceStable(funcs, func(i, j int) bool { return funcs[i].Entry < funcs[j].Entry })
@@ -82,7 +83,7 @@ func (b *Binary) findRuntimeText(pclnAddr uint64) (uint64, error) {
 	if b.md != nil {
 		return b.md.text, nil
 	}
-	textEnd := b.textAddr + uint64(len(b.text))
+	textEnd := b.textAddr + b.textSize
 	if v, err := b.pointerAt(pclnAddr + 8 + 2*8); err == nil && v != 0 {
 		if v < b.textAddr || v >= textEnd {
 			return 0, newError(b.Path, ErrCorruptPclntab, "the pclntab header puts the text start at %#x, outside .text [%#x,%#x); rebuild the binary", v, b.textAddr, textEnd)

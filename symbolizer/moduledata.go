@@ -222,7 +222,7 @@ func (b *Binary) checkModuledata(a uint64, byAddr map[uint64]pclnHeader) (*modul
 	text, err1 := b.pointerAt(a + mdText)
 	etext, err2 := b.pointerAt(a + mdEtext)
 	// etext may stop short of the section end (trailing padding).
-	textEnd := b.textAddr + uint64(len(b.text))
+	textEnd := b.textAddr + b.textSize
 	if err1 != nil || err2 != nil || text < b.textAddr || etext <= text || etext > textEnd {
 		return nil, false
 	}

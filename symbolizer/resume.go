@@ -407,19 +407,29 @@ func (b *Binary) references() *refs {
 		for i := range b.Funcs {
 			entries[b.Funcs[i].Entry] = true
 		}
-		t := b.text
-		for p := 0; p+5 <= len(t); p++ {
-			switch {
-			case t[p] == 0xe8:
-				next := b.textAddr + uint64(p) + 5
-				if to := next + uint64(int64(int32(le.Uint32(t[p+1:])))); entries[to] {
-					r.calls[to] = append(r.calls[to], b.textAddr+uint64(p))
-				}
-			case p+7 <= len(t) && t[p+1] == 0x8d && (t[p] == 0x48 || t[p] == 0x4c) && t[p+2]&0xc7 == 0x05:
-				// LEAQ disp32(RIP), reg: REX.W (48 or 4C) 8D, ModRM mod=00 rm=101.
-				next := b.textAddr + uint64(p) + 7
-				if to := next + uint64(int64(int32(le.Uint32(t[p+3:])))); entries[to] {
-					r.lea[to] = b.textAddr + uint64(p)
+		// .text is read in chunks (it is not kept: Binary.textSize), each
+		// with the 6 bytes after it, so a pattern starting in one chunk
+		// is seen whole.
+		const chunk, tail = 1 << 20, 6
+		for start := uint64(0); start < b.textSize; start += chunk {
+			n := min(chunk+tail, b.textSize-start)
+			t, err := b.readAt(b.textAddr+start, int(n))
+			if err != nil {
+				r.err = err
+				return
+			}
+			for p := 0; p < min(chunk, len(t)) && p+5 <= len(t); p++ {
+				at := b.textAddr + start + uint64(p)
+				switch {
+				case t[p] == 0xe8:
+					if to := at + 5 + uint64(int64(int32(le.Uint32(t[p+1:])))); entries[to] {
+						r.calls[to] = append(r.calls[to], at)
+					}
+				case p+7 <= len(t) && t[p+1] == 0x8d && (t[p] == 0x48 || t[p] == 0x4c) && t[p+2]&0xc7 == 0x05:
+					// LEAQ disp32(RIP), reg: REX.W (48 or 4C) 8D, ModRM mod=00 rm=101.
+					if to := at + 7 + uint64(int64(int32(le.Uint32(t[p+3:])))); entries[to] {
+						r.lea[to] = at
+					}
 				}
 			}
 		}

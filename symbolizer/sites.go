@@ -88,12 +88,12 @@ func (b *Binary) Sites(f *Func) (*Sites, error) {
 	return s, nil
 }
 
-// code returns the bytes of f from .text.
+// code returns the bytes of f, read from the file's .text.
 func (b *Binary) code(f *Func) ([]byte, error) {
-	if f.Entry < b.textAddr || f.End < f.Entry || f.End-b.textAddr > uint64(len(b.text)) {
+	if f.Entry < b.textAddr || f.End < f.Entry || f.End-b.textAddr > b.textSize {
 		return nil, newError(b.Path, ErrCorruptPclntab, "function %s [%#x,%#x) is outside .text", f.Name, f.Entry, f.End)
 	}
-	return b.text[f.Entry-b.textAddr : f.End-b.textAddr], nil
+	return b.readAt(f.Entry, int(f.End-f.Entry))
 }
 
 // decode disassembles code linearly. ENDBR64, which x86asm cannot decode,
