@@ -31,11 +31,15 @@ func moduleVersion() string {
 // semantic-convention keys where they exist, then Attrs. Every attribute
 // costs the agent and the trace store per span; facts only latscope's own
 // analysis needs (the CPU, the depth) stay in the span model.
-func (s *Span) Attributes() []Attr {
-	a := []Attr{
-		{string(semconv.ThreadIDKey), int64(s.EndTID)},
-		{KeyGoroutineID, int64(s.GoID)},
-	}
+func (s *Span) Attributes() []Attr { return s.AppendAttributes(nil) }
+
+// AppendAttributes appends the span's exported attributes (Attributes)
+// to a and returns the extended slice, for a caller that reuses a.
+func (s *Span) AppendAttributes(a []Attr) []Attr {
+	a = append(a,
+		Attr{string(semconv.ThreadIDKey), int64(s.EndTID)},
+		Attr{KeyGoroutineID, int64(s.GoID)},
+	)
 	if s.Function != "" {
 		a = append(a, Attr{string(semconv.CodeFunctionNameKey), s.Function})
 	}
@@ -57,7 +61,7 @@ func (s *Span) Attributes() []Attr {
 		a = append(a, Attr{KeyParentMissing, true})
 	}
 	if s.Time != nil {
-		a = append(a, s.Time.attributes()...)
+		a = s.Time.appendAttributes(a)
 	}
 	return append(a, s.Attrs...)
 }

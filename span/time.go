@@ -96,17 +96,16 @@ func (t *TimeSplit) Largest() TimeCategory {
 	return best
 }
 
-// attributes are the split's span attributes: every category of a full
-// split, else the measured ones that are not zero.
-func (t *TimeSplit) attributes() []Attr {
-	out := make([]Attr, 0, NumTimeCategories)
+// appendAttributes appends the split's span attributes to a: every
+// category of a full split, else the measured ones that are not zero.
+func (t *TimeSplit) appendAttributes(a []Attr) []Attr {
 	for i, v := range t.NS {
 		c := TimeCategory(i)
 		if t.Full || v != 0 && (c == TimeGCSTW || c == TimeGCAssist) {
-			out = append(out, Attr{c.Key(), v})
+			a = append(a, Attr{c.Key(), v})
 		}
 	}
-	return out
+	return a
 }
 
 // SetTimeAttr applies a latscope.time.* attribute read back from an
