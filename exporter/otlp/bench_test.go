@@ -11,6 +11,7 @@ import (
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -65,8 +66,8 @@ func benchExport(b *testing.B, copying bool) {
 		off := (sent / batch % 8) * batch
 		// No more than a few batches ahead of the sender: the queue
 		// would drop what does not fit.
-		for e.Queued() > 4*batch {
-			time.Sleep(20 * time.Microsecond)
+		for e.Queued() > 2*batch {
+			time.Sleep(200 * time.Microsecond)
 		}
 		sink.Export(spans[off : off+n])
 		sent += n
@@ -167,7 +168,7 @@ func startCountingReceiver(tb testing.TB) *countingReceiver {
 		tb.Fatal(err)
 	}
 	r := &countingReceiver{addr: l.Addr().String()}
-	srv := grpc.NewServer(grpc.ForceServerCodec(countingCodec{}))
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(countingCodec{}))
 	srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
 		HandlerType: (*any)(nil),
@@ -195,17 +196,23 @@ type countingCodec struct{}
 
 func (countingCodec) Name() string { return "proto" }
 
-func (countingCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+func (countingCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := proto.Marshal(v.(proto.Message))
+	return mem.BufferSlice{mem.SliceBuffer(b)}, err
+}
 
-func (countingCodec) Unmarshal(data []byte, v any) error {
+func (countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	b := buf.ReadOnlyData()
 	c, ok := v.(*wireCount)
 	if !ok {
-		return proto.Unmarshal(data, v.(proto.Message))
+		return proto.Unmarshal(b, v.(proto.Message))
 	}
-	c.bytes = len(data)
+	c.bytes = len(b)
 	// ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans
 	// = 2, ScopeSpans.spans = 2.
-	wireFields(data, 1, func(rs []byte) {
+	wireFields(b, 1, func(rs []byte) {
 		wireFields(rs, 2, func(ss []byte) {
 			wireFields(ss, 2, func([]byte) { c.spans++ })
 		})

@@ -2,8 +2,10 @@
 // OpenTelemetry Go exporters, configured like any OpenTelemetry component
 // by the standard OTEL_EXPORTER_OTLP_* environment variables.
 //
-// Spans are queued (bounded; drops are counted, never silent), sent in
-// batches, and retried with backoff by the exporters themselves.
+// Export encodes spans into OTLP's protobuf form at once (encode.go:
+// cheaper than building the proto messages) and queues them in batches
+// (bounded; drops are counted, never silent); the exporters' clients
+// send each batch and retry it with backoff.
 package otlp
 
 import (
@@ -19,16 +21,15 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/latscope/latscope/span"
 )
 
 // Options tune batching; zero values take the defaults.
 type Options struct {
-	QueueSize    int           // spans waiting to be sent; default 65536
+	// QueueSize: spans waiting to be sent besides the batch being
+	// filled, in whole batches (rounded up to BatchSize); default 65536.
+	QueueSize    int
 	BatchSize    int           // spans per export; default 512
 	BatchTimeout time.Duration // longest a span waits for its batch; default 1s
 	// Log, if set, is told of failed exports, at most once a minute
@@ -36,19 +37,30 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// Exporter is a span.Exporter sending OTLP.
+// Exporter is a span.Exporter sending OTLP. Export encodes the spans
+// before it returns: it keeps nothing of them, so its caller may reuse
+// their memory (callchain.Options.ReuseSpans).
 type Exporter struct {
 	client otlptrace.Client
 	opts   Options
-	queue  chan *span.Span
-	done   chan struct{}
 
+	mu        sync.Mutex // guards what Export fills and the resources
+	fill      *batch     // the batch Export adds to
+	closed    bool
+	resources map[*span.Process][]byte // ResourceSpans.resource fields
+	attrs     []span.Attr              // Export's, reused
+
+	// full holds the batches waiting for the sender: the queue.
+	full  chan *batch
+	spare chan *batch // sent batches, for reuse
+	stop  chan struct{}
+	done  chan struct{}
+
+	queued   atomic.Int64 // spans in fill and full
 	dropped  atomic.Uint64
 	exported atomic.Uint64
 	failed   atomic.Uint64
 
-	mu        sync.Mutex
-	resources map[*span.Process]*resourcepb.Resource
 	closeOnce sync.Once
 	// saidFailed: when the log last heard of a failed export (the send
 	// loop's only).
@@ -91,22 +103,82 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	if err := client.Start(ctx); err != nil {
 		return nil, fmt.Errorf("create OTLP exporter: %w", err)
 	}
-	e := &Exporter{client: client, opts: opts, queue: make(chan *span.Span, opts.QueueSize), done: make(chan struct{}), resources: map[*span.Process]*resourcepb.Resource{}}
+	e := &Exporter{
+		client: client, opts: opts, fill: newBatch(), resources: map[*span.Process][]byte{},
+		// The queue holds whole batches: QueueSize rounded up, plus the
+		// one being filled.
+		full:  make(chan *batch, (opts.QueueSize+opts.BatchSize-1)/opts.BatchSize),
+		spare: make(chan *batch, spareBatches),
+		stop:  make(chan struct{}), done: make(chan struct{}),
+	}
 	go e.loop()
 	return e, nil
 }
 
-// Export queues spans; when the queue is full they are dropped and
-// counted (Stats).
+// spareBatches bounds the sent batches kept for reuse (each holds its
+// encoded spans' buffers): the steady state needs two or three; the rest
+// of a burst's go to the garbage collector.
+const spareBatches = 4
+
+// Export encodes spans into the batch being filled and queues full
+// batches for the sender; when the queue is full (or the exporter
+// closed) spans are dropped and counted (Stats). Nil spans are skipped.
 func (e *Exporter) Export(spans []*span.Span) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, s := range spans {
-		select {
-		case e.queue <- s:
-		default:
-			e.dropped.Add(1)
+		if s == nil {
+			continue
 		}
+		if e.closed || e.fill.n >= e.opts.BatchSize && !e.handOff() {
+			e.dropped.Add(1)
+			continue
+		}
+		e.attrs = s.AppendAttributes(e.attrs[:0])
+		if err := e.fill.add(s, e.attrs, e.resource); err != nil {
+			// A resource protobuf could not encode: counted as failed,
+			// as its batch would have been.
+			e.failed.Add(1)
+			e.lastErr.Store(err)
+			continue
+		}
+		e.queued.Add(1)
 	}
+	clear(e.attrs) // holds no span's values until the next call
 	return nil
+}
+
+// handOff queues the full batch being filled and starts another, or
+// reports that the queue is full. Under mu.
+func (e *Exporter) handOff() bool {
+	select {
+	case e.full <- e.fill:
+	default:
+		return false
+	}
+	select {
+	case e.fill = <-e.spare:
+	default:
+		e.fill = newBatch()
+	}
+	return true
+}
+
+// takeFill returns the batch being filled, if it holds spans, and starts
+// another.
+func (e *Exporter) takeFill() *batch {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fill.n == 0 {
+		return nil
+	}
+	b := e.fill
+	select {
+	case e.fill = <-e.spare:
+	default:
+		e.fill = newBatch()
+	}
+	return b
 }
 
 // Stats returns spans exported, dropped at the full queue, and lost
@@ -115,11 +187,15 @@ func (e *Exporter) Stats() (exported, dropped, failed uint64) {
 	return e.exported.Load(), e.dropped.Load(), e.failed.Load()
 }
 
-// Close sends what is queued, then shuts the exporter down. Later calls
-// return the same result.
+// Close sends what is queued, then shuts the exporter down; spans
+// exported after it are dropped (counted). Later calls return the same
+// result.
 func (e *Exporter) Close() error {
 	e.closeOnce.Do(func() {
-		close(e.queue)
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		close(e.stop)
 		<-e.done
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -137,154 +213,83 @@ func (e *Exporter) Close() error {
 	return err
 }
 
+// loop sends the full batches as they come, and the one being filled
+// every BatchTimeout; on Close, everything queued.
 func (e *Exporter) loop() {
 	defer close(e.done)
-	batch := make([]*span.Span, 0, e.opts.BatchSize)
-	timer := time.NewTimer(e.opts.BatchTimeout)
-	defer timer.Stop()
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		e.send(batch)
-		batch = batch[:0]
-	}
+	tick := time.NewTicker(e.opts.BatchTimeout)
+	defer tick.Stop()
 	for {
 		select {
-		case s, ok := <-e.queue:
-			if !ok {
-				flush()
-				return
+		case b := <-e.full:
+			e.send(b)
+		case <-tick.C:
+			if b := e.takeFill(); b != nil {
+				e.send(b)
 			}
-			batch = append(batch, s)
-			if len(batch) >= e.opts.BatchSize {
-				flush()
+		case <-e.stop:
+			// Closed: Export hands off no more batches.
+			for drained := false; !drained; {
+				select {
+				case b := <-e.full:
+					e.send(b)
+				default:
+					drained = true
+				}
 			}
-		case <-timer.C:
-			flush()
-			timer.Reset(e.opts.BatchTimeout)
+			if b := e.takeFill(); b != nil {
+				e.send(b)
+			}
+			return
 		}
 	}
 }
 
-func (e *Exporter) send(batch []*span.Span) {
+func (e *Exporter) send(b *batch) {
+	e.queued.Add(-int64(b.n))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := e.client.UploadTraces(ctx, e.resourceSpans(batch)); err != nil {
-		e.failed.Add(uint64(len(batch)))
-		e.lastErr.Store(fmt.Errorf("export %d spans: %w", len(batch), err))
+	// UploadTraces marshals the request before it returns (the gRPC and
+	// HTTP clients alike, retries included): b is free again after it.
+	err := e.client.UploadTraces(ctx, b.request())
+	cancel()
+	if err != nil {
+		e.failed.Add(uint64(b.n))
+		e.lastErr.Store(fmt.Errorf("export %d spans: %w", b.n, err))
 		if e.opts.Log != nil && time.Since(e.saidFailed) >= time.Minute {
 			e.saidFailed = time.Now()
-			e.opts.Log.Warn("OTLP export failed: spans lost after the exporter's retries (counted; said at most once a minute)", "spans", len(batch), "failed_so_far", e.failed.Load(), "err", err)
+			e.opts.Log.Warn("OTLP export failed: spans lost after the exporter's retries (counted; said at most once a minute)", "spans", b.n, "failed_so_far", e.failed.Load(), "err", err)
 		}
-		return
+	} else {
+		e.exported.Add(uint64(b.n))
 	}
-	e.exported.Add(uint64(len(batch)))
-}
-
-var scope = &commonpb.InstrumentationScope{Name: span.Scope.Name, Version: span.Scope.Version}
-
-// resourceSpans builds the OTLP request body straight from latscope's
-// spans, one ResourceSpans per process. (Going through the SDK's
-// ReadOnlySpan and the exporter's transform instead cost about as much as
-// the gRPC marshalling: boxed attributes, resources hashed per span.)
-func (e *Exporter) resourceSpans(batch []*span.Span) []*tracepb.ResourceSpans {
-	var out []*tracepb.ResourceSpans
-	byProc := map[*span.Process]*tracepb.ScopeSpans{}
-	spans := make([]tracepb.Span, len(batch))
-	for i, s := range batch {
-		ss, ok := byProc[s.Process]
-		if !ok {
-			ss = &tracepb.ScopeSpans{Scope: scope}
-			byProc[s.Process] = ss
-			out = append(out, &tracepb.ResourceSpans{Resource: e.resource(s.Process), ScopeSpans: []*tracepb.ScopeSpans{ss}})
-		}
-		protoSpan(&spans[i], s)
-		ss.Spans = append(ss.Spans, &spans[i])
-	}
-	return out
-}
-
-// protoSpan fills p with s. Kinds and status codes share OpenTelemetry's
-// numbering.
-func protoSpan(p *tracepb.Span, s *span.Span) {
-	traceID, spanID := s.TraceID, s.SpanID
-	p.TraceId = traceID[:]
-	p.SpanId = spanID[:]
-	if !s.ParentID.IsZero() {
-		parentID := s.ParentID
-		p.ParentSpanId = parentID[:]
-	}
-	// The W3C flags of the parent context (sampled) and whether it came
-	// from another process, as the SDK's exporter sets them.
-	p.Flags = uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
-	if s.RemoteParent {
-		p.Flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
-	}
-	p.Name = s.Name
-	p.Kind = tracepb.Span_SpanKind(s.Kind)
-	p.StartTimeUnixNano = uint64(max(0, s.Start.UnixNano()))
-	p.EndTimeUnixNano = uint64(max(0, s.End.UnixNano()))
-	p.Attributes = keyValues(s.Attributes())
-	switch s.Status {
-	case span.StatusError:
-		p.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: s.StatusMessage}
-	case span.StatusOK:
-		p.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK}
+	b.reset()
+	select {
+	case e.spare <- b:
+	default:
 	}
 }
 
-func (e *Exporter) resource(p *span.Process) *resourcepb.Resource {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// resource returns the ResourceSpans.resource field of p's spans. Under
+// mu.
+func (e *Exporter) resource(p *span.Process) ([]byte, error) {
 	if r, ok := e.resources[p]; ok {
-		return r
+		return r, nil
 	}
-	var attrs []span.Attr
-	if p != nil {
-		attrs = p.Attributes()
+	r, err := resourceField(p)
+	if err != nil {
+		return nil, fmt.Errorf("OTLP resource of process %v: %w", p, err)
 	}
-	attrs = append(attrs, span.Attr{Key: "telemetry.distro.name", Value: "latscope"}, span.Attr{Key: "telemetry.distro.version", Value: span.Scope.Version})
-	r := &resourcepb.Resource{Attributes: keyValues(attrs)}
 	// A node agent sees processes come and go: the cache is rebuilt
 	// rather than kept for every process ever traced.
 	if len(e.resources) >= maxResources {
 		clear(e.resources)
 	}
 	e.resources[p] = r
-	return r
+	return r, nil
 }
 
 // maxResources bounds the resource cache (one entry per traced process).
 const maxResources = 4096
 
-// Queued is the number of spans waiting in the queue.
-func (e *Exporter) Queued() int { return len(e.queue) }
-
-// keyValues converts attributes, allocating the values of one span
-// together.
-func keyValues(in []span.Attr) []*commonpb.KeyValue {
-	kvs := make([]commonpb.KeyValue, len(in))
-	vals := make([]commonpb.AnyValue, len(in))
-	out := make([]*commonpb.KeyValue, len(in))
-	for i, a := range in {
-		v := &vals[i]
-		switch x := a.Value.(type) {
-		case string:
-			v.Value = &commonpb.AnyValue_StringValue{StringValue: x}
-		case int64:
-			v.Value = &commonpb.AnyValue_IntValue{IntValue: x}
-		case int:
-			v.Value = &commonpb.AnyValue_IntValue{IntValue: int64(x)}
-		case float64:
-			v.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: x}
-		case bool:
-			v.Value = &commonpb.AnyValue_BoolValue{BoolValue: x}
-		default:
-			v.Value = &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint(x)}
-		}
-		kvs[i] = commonpb.KeyValue{Key: a.Key, Value: v}
-		out[i] = &kvs[i]
-	}
-	return out
-}
+// Queued is the number of spans waiting to be sent.
+func (e *Exporter) Queued() int { return int(e.queued.Load()) }

@@ -1,16 +1,30 @@
 package otlp
 
 import (
+	"compress/gzip"
 	"context"
+	"encoding/pem"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/latscope/latscope/span"
 )
@@ -19,13 +33,48 @@ import (
 // it is sent.
 type collector struct {
 	collectorpb.UnimplementedTraceServiceServer
+	// hold, if set, holds the first export until it is closed; holding
+	// is closed when it does.
+	hold, holding chan struct{}
+	holdOnce      sync.Once
+
 	mu       sync.Mutex
 	received []*tracepb.ResourceSpans
+	fail     bool   // answer InvalidArgument, receiving nothing (but the held export)
+	encoding string // of the last request: its compression
+	auth     string // and authorization
 }
 
-func (c *collector) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
+// HandleRPC notes the compression of a request (grpc-encoding is not in
+// the handler's metadata).
+func (c *collector) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if h, ok := s.(*stats.InHeader); ok && h.Compression != "" {
+		c.mu.Lock()
+		c.encoding = h.Compression
+		c.mu.Unlock()
+	}
+}
+
+func (c *collector) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c *collector) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c *collector) HandleConn(context.Context, stats.ConnStats)                       {}
+
+func (c *collector) Export(ctx context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
+	held := false
+	if c.hold != nil {
+		c.holdOnce.Do(func() { held = true })
+		if held {
+			close(c.holding)
+			<-c.hold
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.fail && !held {
+		return nil, status.Error(codes.InvalidArgument, "refused by the test")
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	c.auth = strings.Join(md.Get("authorization"), ",")
 	c.received = append(c.received, req.ResourceSpans...)
 	return &collectorpb.ExportTraceServiceResponse{}, nil
 }
@@ -36,8 +85,8 @@ func startCollector(t *testing.T) (*collector, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &collector{}
-	srv := grpc.NewServer()
+	c := &collector{holding: make(chan struct{})}
+	srv := grpc.NewServer(grpc.StatsHandler(c))
 	collectorpb.RegisterTraceServiceServer(srv, c)
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
@@ -146,4 +195,166 @@ func attr(kvs []*commonpb.KeyValue, key string) *commonpb.AnyValue {
 		}
 	}
 	return nil
+}
+
+// TestExportConfigured: the OTEL_EXPORTER_OTLP_* settings still apply
+// (protocol, TLS with the given certificate, gzip, headers), and what a
+// receiver decodes with the official types equals the request built from
+// the official messages (protoRequest), every span kind, status and
+// attribute type included.
+func TestExportConfigured(t *testing.T) {
+	spans := encodeCases()
+	want := &collectorpb.ExportTraceServiceRequest{ResourceSpans: protoRequest(spans, map[*span.Process]*resourcepb.Resource{})}
+
+	t.Run("grpc", func(t *testing.T) {
+		c, addr := startCollector(t)
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+		t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+		t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+		t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken")
+		exportAll(t, spans)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !proto.Equal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: c.received}, want) {
+			t.Errorf("received\n%v\nwant\n%v", c.received, want)
+		}
+		if c.encoding != "gzip" || c.auth != "Bearer t0ken" {
+			t.Errorf("grpc-encoding %q, authorization %q: compression or headers not applied", c.encoding, c.auth)
+		}
+	})
+
+	t.Run("http/protobuf", func(t *testing.T) {
+		var (
+			mu   sync.Mutex
+			got  collectorpb.ExportTraceServiceRequest
+			seen []string
+		)
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body := io.Reader(r.Body)
+			if r.Header.Get("Content-Encoding") == "gzip" {
+				zr, err := gzip.NewReader(r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				body = zr
+			}
+			b, err := io.ReadAll(body)
+			var req collectorpb.ExportTraceServiceRequest
+			if err == nil {
+				err = proto.Unmarshal(b, &req)
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			got.ResourceSpans = append(got.ResourceSpans, req.ResourceSpans...)
+			seen = append(seen, r.URL.Path, r.Header.Get("Content-Encoding"), r.Header.Get("Authorization"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/x-protobuf")
+		}))
+		defer srv.Close()
+		cert := filepath.Join(t.TempDir(), "ca.pem")
+		if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+		t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", cert)
+		t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+		t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken")
+		exportAll(t, spans)
+		mu.Lock()
+		defer mu.Unlock()
+		if !proto.Equal(&got, want) {
+			t.Errorf("received\n%v\nwant\n%v", &got, want)
+		}
+		if len(seen) != 3 || seen[0] != "/v1/traces" || seen[1] != "gzip" || seen[2] != "Bearer t0ken" {
+			t.Errorf("requests (path, encoding, authorization): %q", seen)
+		}
+	})
+}
+
+// exportAll exports spans in one batch and closes the exporter, which
+// must have exported every one.
+func exportAll(t *testing.T, spans []*span.Span) {
+	t.Helper()
+	e, err := New(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Export(spans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if exported, dropped, failed := e.Stats(); exported != uint64(len(spans)) || dropped+failed != 0 {
+		t.Fatalf("stats: exported %d of %d, dropped %d, failed %d", exported, len(spans), dropped, failed)
+	}
+}
+
+// TestExportCounts: spans beyond the full queue are dropped, spans of a
+// failed export are failed, spans after Close are dropped: all counted,
+// and every span is counted once.
+func TestExportCounts(t *testing.T) {
+	c, addr := startCollector(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	spans := benchSpans(40)
+
+	// The receiver holds the first export until released: the queue
+	// (2 batches of 2) and the batch being filled take 6 spans, the
+	// export held 2 more; at least 12 of 20 are dropped.
+	c.hold = make(chan struct{})
+	e, err := New(context.Background(), Options{QueueSize: 4, BatchSize: 2, BatchTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Export(spans[:2])
+	e.Export(spans[2:3]) // hands the first batch to the sender
+	waitHeld(t, c)
+	e.Export(spans[3:20])
+	if q := e.Queued(); q != 6 {
+		t.Errorf("Queued() = %d, want 6 (two full batches and one being filled)", q)
+	}
+	// Exports but the held one fail from now on; they are not retried
+	// (InvalidArgument).
+	c.mu.Lock()
+	c.fail = true
+	c.mu.Unlock()
+	close(c.hold)
+	if err := e.Close(); err == nil || !strings.Contains(err.Error(), "12 spans dropped at the full queue, 6 lost to failed exports") {
+		t.Errorf("Close: %v", err)
+	}
+	e.Export(spans[20:]) // after Close
+	exported, dropped, failed := e.Stats()
+	if exported != 2 || dropped != 12+20 || failed != 6 {
+		t.Errorf("stats: exported %d dropped %d failed %d, want 2, 32, 6", exported, dropped, failed)
+	}
+	c.mu.Lock()
+	if n := countSpans(c.received); n != 2 {
+		t.Errorf("receiver got %d spans, want 2", n)
+	}
+	c.mu.Unlock()
+}
+
+func waitHeld(t *testing.T, c *collector) {
+	t.Helper()
+	select {
+	case <-c.holding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the exporter sent nothing")
+	}
+}
+
+func countSpans(rss []*tracepb.ResourceSpans) int {
+	n := 0
+	for _, rs := range rss {
+		for _, ss := range rs.ScopeSpans {
+			n += len(ss.Spans)
+		}
+	}
+	return n
 }
