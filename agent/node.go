@@ -149,9 +149,10 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 		return nil, err
 	}
 	n.wall = n.tracer.MonoToWall() // the tracer's: records of every kind line up with spans
-	// Every sink copies what it keeps (the OTLP sampler through
-	// span.Copying): the builder reuses span memory. The spans of a drain
-	// of the ring go out together, at its Tick (Expire).
+	// Every sink copies what it keeps (the OTLP sampler the spans it
+	// holds; the OTLP exporter encodes them in Export): the builder reuses
+	// span memory. The spans of a drain of the ring go out together, at
+	// its Tick (Expire).
 	n.builder = callchain.New(n.emit, n.wall, callchain.Options{Libraries: libraryDecoders(), Salt: n.tracer.IDSalt(), ReuseSpans: true, Deferred: true})
 	n.trigger = attribution.NewTrigger(cfg.Attribution.Auto, func(d time.Duration, reason string) {
 		if _, err := n.tracer.StartDeep(d, reason); err != nil {
@@ -179,7 +180,7 @@ func StartNodeWith(cfg *config.Config, opts NodeOptions) (n *Node, err error) {
 			return nil, err
 		}
 		n.sampler = sampling.NewWaiting(policy, n.otlp, sampling.DefaultDecisionWait)
-		n.sinks = append(n.sinks, span.Copying(n.sampler)) // it holds spans until it decides
+		n.sinks = append(n.sinks, n.sampler)
 		log.Info("exporting spans over OTLP", "endpoint", otlpEndpoint(), "keep", policy.String())
 	}
 

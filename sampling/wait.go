@@ -24,7 +24,13 @@ const MaxHeldSpans = 200_000
 // Waiting is an Exporter that holds each trace's spans until no new one
 // has arrived for wait, then decides on all of them at once, and passes
 // the kept ones on. Spans of a trace arriving after its decision follow
-// it at once. Close decides what it holds. Safe for concurrent use.
+// it at once, and with a policy that keeps all, every span does: nothing
+// is held. Close decides what it holds. Safe for concurrent use.
+//
+// What it holds are copies (span.Span.Clone): its caller may reuse the
+// spans' memory once Export returns (callchain.Options.ReuseSpans), as
+// long as next keeps nothing of the spans it is passed either (the OTLP
+// exporter encodes them in Export).
 type Waiting struct {
 	e    *Exporter
 	wait time.Duration
@@ -70,7 +76,7 @@ func (w *Waiting) Export(spans []*span.Span) error {
 	w.mu.Lock()
 	for _, s := range spans {
 		if h := w.held[s.TraceID]; h != nil {
-			h.spans = append(h.spans, s)
+			h.spans = append(h.spans, s.Clone())
 			h.last = now
 			w.heldSpans++
 			continue
@@ -79,7 +85,7 @@ func (w *Waiting) Export(spans []*span.Span) error {
 			late = append(late, s)
 			continue
 		}
-		w.held[s.TraceID] = &heldTrace{spans: []*span.Span{s}, last: now}
+		w.held[s.TraceID] = &heldTrace{spans: []*span.Span{s.Clone()}, last: now}
 		w.heldSpans++
 	}
 	var early []*span.Span

@@ -87,3 +87,43 @@ func (c *collect) len() int {
 	defer c.mu.Unlock()
 	return len(c.spans)
 }
+
+// Waiting holds copies: its caller reuses span memory once Export returns
+// (the node agent's builder). With a policy that keeps all it holds
+// nothing: spans reach next before Export returns, uncopied.
+func TestWaitingCopiesWhatItHolds(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	mem := span.Span{TraceID: span.TraceID{1}, SpanID: span.SpanID{1}, Name: "GET /a", Start: t0, End: t0.Add(time.Millisecond),
+		Status: span.StatusError, Attrs: make([]span.Attr, 0, 4)}
+	mem.Attrs = append(mem.Attrs, span.Attr{Key: "http.route", Value: "/a"})
+
+	p, _ := ParsePolicy("errors")
+	got := &collect{}
+	w := NewWaiting(p, got, time.Hour)
+	w.Export([]*span.Span{&mem})
+	// The caller reuses the span and its attribute slots.
+	mem.TraceID, mem.Name, mem.Status = span.TraceID{2}, "GET /b", span.StatusUnset
+	mem.Attrs = append(mem.Attrs[:0], span.Attr{Key: "http.route", Value: "/b"})
+	w.Export([]*span.Span{&mem})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.spans) != 1 {
+		t.Fatalf("%d spans kept, want the error trace's one", len(got.spans))
+	}
+	if s := got.spans[0]; s.TraceID != (span.TraceID{1}) || s.Name != "GET /a" || s.Attrs[0].Value != "/a" || s == &mem {
+		t.Errorf("held span now %v %q %v: its memory was the caller's", s.TraceID, s.Name, s.Attrs)
+	}
+
+	all, _ := ParsePolicy("all")
+	got = &collect{}
+	w = NewWaiting(all, got, time.Hour)
+	defer w.Close()
+	w.Export([]*span.Span{&mem})
+	if got.len() != 1 || got.spans[0] != &mem {
+		t.Errorf("policy all: %d spans passed on at once, want the caller's one", got.len())
+	}
+	if st := w.Stats(); st.HeldSpans != 0 {
+		t.Errorf("policy all holds %d spans", st.HeldSpans)
+	}
+}

@@ -131,32 +131,8 @@ type Attr struct {
 // several batches (a goroutine can outlive the call that started it).
 // Export may keep the spans but not the slice: the caller reuses it. A
 // caller that also reuses the spans' memory (the node agent's builder)
-// wraps an exporter that keeps them in Copying.
+// passes them only to exporters that copy what they keep (Clone).
 type Exporter interface {
 	Export(spans []*Span) error
 	Close() error
 }
-
-// Copying returns an Exporter that hands e copies of the spans (Clone),
-// for an e that keeps spans when its caller reuses their memory after
-// Export returns (callchain.Options.ReuseSpans).
-func Copying(e Exporter) Exporter { return &copying{e: e} }
-
-type copying struct {
-	e     Exporter
-	batch []*Span
-}
-
-func (c *copying) Export(spans []*Span) error {
-	c.batch = c.batch[:0]
-	for _, s := range spans {
-		if s != nil {
-			c.batch = append(c.batch, s.Clone())
-		}
-	}
-	err := c.e.Export(c.batch)
-	clear(c.batch)
-	return err
-}
-
-func (c *copying) Close() error { return c.e.Close() }

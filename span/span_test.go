@@ -1,32 +1,34 @@
 package span
 
-import "testing"
+import (
+	"reflect"
+	"testing"
+)
 
-type keeper struct{ kept []*Span }
-
-func (k *keeper) Export(s []*Span) error { k.kept = append(k.kept, s...); return nil }
-func (k *keeper) Close() error           { return nil }
-
-// TestCopying: what an exporter behind Copying keeps survives its
-// producer reusing the spans' memory.
-func TestCopying(t *testing.T) {
-	k := &keeper{}
-	e := Copying(k)
+// TestClone: a clone survives its producer reusing the span's memory and
+// its attribute slots.
+func TestClone(t *testing.T) {
 	mem := Span{Name: "GET /a", Attrs: make([]Attr, 0, 4)}
 	mem.Attrs = append(mem.Attrs, Attr{Key: "http.route", Value: "/a"})
-	e.Export([]*Span{&mem, nil})
-	// The producer reuses the span and its attribute slots.
+	c := mem.Clone()
 	mem.Name = "GET /b"
-	mem.Attrs = mem.Attrs[:0]
-	mem.Attrs = append(mem.Attrs, Attr{Key: "http.route", Value: "/b"})
-	e.Export([]*Span{&mem})
-	if len(k.kept) != 2 {
-		t.Fatalf("kept %d spans, want 2 (nil skipped)", len(k.kept))
+	mem.Attrs = append(mem.Attrs[:0], Attr{Key: "http.route", Value: "/b"})
+	if c.Name != "GET /a" || c.Attrs[0].Value != "/a" {
+		t.Errorf("clone now %q %v: its memory was shared", c.Name, c.Attrs)
 	}
-	if s := k.kept[0]; s.Name != "GET /a" || s.Attrs[0].Value != "/a" {
-		t.Errorf("first span now %q %v: its memory was shared", s.Name, s.Attrs)
+}
+
+// TestAppendAttributes: appended to a reused slice, the attributes are
+// Attributes', after what the slice held.
+func TestAppendAttributes(t *testing.T) {
+	s := &Span{GoID: 7, ParentGoID: 3, StartTID: 1, EndTID: 2, Function: "main.f", File: "main.go", Line: 9, Kind: KindInternal,
+		Unwound: true, Orphan: true, Time: &TimeSplit{NS: [NumTimeCategories]int64{TimeGCSTW: 5}}, Attrs: []Attr{{Key: "k", Value: "v"}}}
+	prefix := []Attr{{Key: "kept", Value: true}}
+	got := s.AppendAttributes(prefix)
+	if !reflect.DeepEqual(got[0], prefix[0]) || !reflect.DeepEqual(got[1:], s.Attributes()) {
+		t.Errorf("AppendAttributes = %v, want %v after %v", got, s.Attributes(), prefix)
 	}
-	if s := k.kept[1]; s.Name != "GET /b" || s.Attrs[0].Value != "/b" {
-		t.Errorf("second span %q %v", s.Name, s.Attrs)
+	if n := len(s.Attributes()); n != 11 {
+		t.Errorf("%d attributes, want 11 (thread, goroutine, function, file, line, start thread, parent goroutine, unwound, parent missing, gc_stw, k)", n)
 	}
 }

@@ -49,7 +49,7 @@ type Options struct {
 	// ReuseSpans: the spans handed to out, and their Attrs, are valid only
 	// until out returns; the builder reuses their memory for the next
 	// batch. For an out whose consumers copy what they keep
-	// (span.Copying): the spans are then not garbage (~560 bytes each
+	// (span.Span.Clone): the spans are then not garbage (~560 bytes each
 	// with a library's attributes, at the node agent's rate most of its
 	// allocation).
 	ReuseSpans bool

@@ -224,7 +224,7 @@ func TestLibraryRecordsKept(t *testing.T) {
 }
 
 // TestReuseSpans: with ReuseSpans each batch's spans are whole and right
-// while out runs (copied there, as span.Copying does), later batches
+// while out runs (copied there, as span.Span.Clone does), later batches
 // reuse the memory, and a big flush does not keep its blocks for good.
 func TestReuseSpans(t *testing.T) {
 	decode := func(probe uint16, raw []byte, s *span.Span) {
