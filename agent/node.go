@@ -349,12 +349,14 @@ const nodePoll = 50 * time.Millisecond
 // programs' user side, parsed binaries, builder state, metrics, and room
 // for garbage (~180 bytes per span: the builder reuses span memory; at
 // 20k spans/s ~1.5 collections a second). OTLP export adds exportSet:
-// its queue and its marshalling's garbage (~3 KB per exported span, ~9
-// collections a second; with 8 MiB less the heap sat at the limit,
-// collected 76 times a second; scripts/benchagent).
+// its batches in the steady state (the one filled, the one sent and up
+// to four spares, ~210 KiB each for 512 net/http spans) and ~60 bytes of
+// garbage per exported span. (It was 16 MiB while the exporter made ~3 KB
+// of garbage per span; a queue that fills while the collector is away
+// grows the live heap, and the limit with it.)
 const (
 	workingSet = 32 << 20
-	exportSet  = 16 << 20
+	exportSet  = 4 << 20
 )
 
 // memoryLimit keeps the Go runtime's soft memory limit
