@@ -55,7 +55,9 @@ func Reasons() []Reason {
 type Stats struct {
 	// TracesKept counts kept traces by the rule that kept them. A trace
 	// whose decision was evicted and whose later spans arrive is decided
-	// (and counted) again.
+	// (and counted) again. With the policy all nothing is decided: a trace
+	// is counted at each of its local roots (spans without a parent or
+	// with a remote one), so once per process of the node it crosses.
 	TracesKept map[Reason]uint64 `json:"tracesKept"`
 	// TracesDropped counts traces no rule kept.
 	TracesDropped uint64 `json:"tracesDropped"`
@@ -175,6 +177,19 @@ func (e *Exporter) filter(spans []*span.Span) []*span.Span {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.policy.All {
+		// Every span goes on: there is nothing to decide, and remembering
+		// the decisions would keep DefaultDecisions trace ids alive for
+		// nothing (~5 MiB). A trace is counted at its local roots, so one
+		// that crosses two processes of the node counts twice.
+		for _, s := range spans {
+			if s.ParentID.IsZero() || s.RemoteParent {
+				e.stats.TracesKept[ReasonAll]++
+			}
+		}
+		e.stats.SpansKept += uint64(len(spans))
+		return spans
+	}
 
 	// Group by trace, keeping first-seen order.
 	ids := e.ids[:0]
