@@ -20,6 +20,8 @@ import (
 var fieldsJSON []byte
 
 // FieldTable is fields.json: module → version → "pkg.Type.Field" → offset.
+// The standard library ("std") is keyed by Go release, with the
+// GOEXPERIMENTs that change a layout latscope reads (StdTableKey).
 type FieldTable map[string]map[string]map[string]uint64
 
 var (
@@ -101,11 +103,11 @@ func (b *Binary) ModuleVersion(module string) (version string, ok bool) {
 // moduleVersion returns the version b uses of module and its table key.
 func (b *Binary) moduleVersion(module string) (version, key string, err error) {
 	if module == "std" {
-		minor, ok := goMinor(b.GoVersion)
+		key, ok := StdTableKey(b.GoVersion)
 		if !ok {
 			return "", "", newError(b.Path, ErrUnsupportedGoVersion, "cannot parse Go version %q", b.GoVersion)
 		}
-		return b.GoVersion, "go1." + strconv.Itoa(minor), nil
+		return b.GoVersion, key, nil
 	}
 	if b.Build != nil {
 		for _, d := range b.Build.Deps {
@@ -256,6 +258,7 @@ func versionLess(a, b string) bool {
 
 func versionParts(v string) []int {
 	v = strings.TrimPrefix(strings.TrimPrefix(v, "go"), "v")
+	v, _, _ = strings.Cut(v, "+") // "go1.24+noswissmap": a build of go1.24
 	var out []int
 	for _, p := range strings.Split(v, ".") {
 		n, _ := strconv.Atoi(strings.SplitN(p, "-", 2)[0])

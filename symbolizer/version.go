@@ -2,7 +2,9 @@ package symbolizer
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // minGoMinor is the oldest Go 1.x release latscope supports: 1.21 added
@@ -20,4 +22,43 @@ func goMinor(v string) (int, bool) {
 	}
 	n, err := strconv.Atoi(m[1])
 	return n, err == nil
+}
+
+// layoutExperiments are the GOEXPERIMENTs that change the layout of
+// memory latscope's probes read (a library's struct fields or the
+// runtime's maps): a build with one has fields.json rows of its own.
+// noswissmap (Go 1.24, 1.25) keeps the maps of Go ≤ 1.23 (runtime.hmap
+// and its buckets); mapsplitgroup (Go 1.27) puts a Swiss table group's 8
+// keys before its 8 elements instead of interleaving them.
+var layoutExperiments = []string{"noswissmap", "mapsplitgroup"}
+
+// GoExperiments returns the GOEXPERIMENTs a Go version string names: the
+// runtime's version records those that differ from the release's
+// defaults, as "go1.24.9 X:noswissmap" (Go ≤ 1.26) or
+// "go1.27.3-X:mapsplitgroup,jsonv2" (Go 1.27).
+func GoExperiments(v string) []string {
+	i := strings.Index(v, "X:")
+	if i < 0 {
+		return nil
+	}
+	list, _, _ := strings.Cut(v[i+2:], " ")
+	return strings.Split(list, ",")
+}
+
+// StdTableKey returns the fields.json row of the standard library a
+// binary built with Go version v reads: "go1.NN", then "+EXPERIMENT" for
+// each of layoutExperiments it was built with ("go1.24+noswissmap").
+func StdTableKey(v string) (string, bool) {
+	minor, ok := goMinor(v)
+	if !ok {
+		return "", false
+	}
+	key := "go1." + strconv.Itoa(minor)
+	exps := GoExperiments(v)
+	for _, e := range layoutExperiments {
+		if slices.Contains(exps, e) {
+			key += "+" + e
+		}
+	}
+	return key, true
 }

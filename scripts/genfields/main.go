@@ -1,6 +1,7 @@
 // Command genfields regenerates symbolizer/fields.json: for every
 // instrumented library (agent.Libraries) it builds the library's Linker
-// program with every supported Go toolchain ("std" libraries; third-party
+// program with every supported Go toolchain ("std" libraries, and the
+// builds whose GOEXPERIMENT changes a layout the probes read; third-party
 // modules: with each tabled module version, built with the local Go or,
 // for a release that no longer builds with it, the newest toolchain that
 // does), reads the offsets of the library's Fields from DWARF and writes
@@ -32,6 +33,11 @@ import (
 
 // toolchains are the latest patch releases of every supported Go minor.
 var toolchains = []string{"go1.21.13", "go1.22.12", "go1.23.12", "go1.24.9", "go1.25.4", "local", "go1.27.3"}
+
+// experimentBuilds are the standard library's further rows: a release
+// built with a GOEXPERIMENT that changes a layout the probes read (the
+// runtime's maps), "toolchain+experiment" (symbolizer.StdTableKey).
+var experimentBuilds = []string{"go1.24.9+noswissmap", "go1.25.4+noswissmap", "go1.27.3+mapsplitgroup"}
 
 func main() {
 	out := flag.String("o", "symbolizer/fields.json", "table to write")
@@ -72,7 +78,7 @@ func main() {
 		}
 		own := fieldsOf(lib, lib.Module)
 		if len(own) > 0 && lib.Module == "std" {
-			for _, tc := range toolchains {
+			for _, tc := range append(toolchains[:len(toolchains):len(toolchains)], experimentBuilds...) {
 				key, row, err := measure(lib.Linker, tc, "", "", own)
 				if err != nil {
 					fail(lib.Name+" with "+tc, err)
@@ -168,7 +174,8 @@ func measure(src, toolchain, module, version string, fields []string) (string, m
 		return "", nil, err
 	}
 	bin := filepath.Join(dir, "probe")
-	env := append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+	toolchain, experiment, _ := strings.Cut(toolchain, "+")
+	env := append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOEXPERIMENT="+experiment, "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
 	steps := [][]string{{"build", "-o", bin, "."}}
 	if module != "" {
 		steps = [][]string{{"get", module + "@" + version}, {"mod", "tidy"}, {"build", "-o", bin, "."}}
@@ -203,6 +210,9 @@ func measure(src, toolchain, module, version string, fields []string) (string, m
 		}
 		row[name] = offs[0]
 	}
-	minor := strings.Join(strings.SplitN(b.GoVersion, ".", 3)[:2], ".")
-	return minor, row, nil
+	key, ok := symbolizer.StdTableKey(b.GoVersion)
+	if !ok {
+		return "", nil, fmt.Errorf("cannot parse Go version %q", b.GoVersion)
+	}
+	return key, row, nil
 }
