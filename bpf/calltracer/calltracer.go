@@ -170,6 +170,7 @@ var Stats = [TracerTracerStatSTAT_MAX]Stat{
 	TracerTracerStatSTAT_RET_SITE_LATE:        {"return_site_late", true, "calls from a call site met after their function's own RET probes were detached, made before the agent probed it: closed late, flagged"},
 	TracerTracerStatSTAT_STREAM_START_UNSEEN:  {"stream_end_without_start", true, "gRPC client streams that ended without their start seen (opened before latscope attached, or while more were open than its stream table holds): no client span"},
 	TracerTracerStatSTAT_INJECT_SOCKET_BUSY:   {"propagation_socket_busy", true, "connections another socket program owns (a second latscope injecting on this node?): requests on them get no traceparent"},
+	TracerTracerStatSTAT_INCOMING_UNREAD:      {"propagation_incoming_unread", true, "incoming HTTP/1 requests whose headers latscope could not look through to the end for a traceparent: a header map larger than it reads per request (32 buckets or groups: requests with more than ~100 headers), or one it could not read; none of the headers looked at was a traceparent. If such a request carried one, its server span started a new trace"},
 	TracerTracerStatSTAT_DB_SERVER_UNKNOWN:    {"db_server_unknown", false, "database/sql calls on a connection whose driver latscope cannot read (not one COMPATIBILITY.md lists, wrapped, or its struct offsets unknown: see the log): spans without server.address, server.port, db.namespace"},
 }
 

@@ -189,7 +189,8 @@ const (
 	TracerTracerStatSTAT_INJECT_TLS           TracerTracerStat = 27
 	TracerTracerStatSTAT_INJECT_NO_CONN       TracerTracerStat = 28
 	TracerTracerStatSTAT_INJECT_CONN_UNKNOWN  TracerTracerStat = 29
-	TracerTracerStatSTAT_MAX                  TracerTracerStat = 30
+	TracerTracerStatSTAT_INCOMING_UNREAD      TracerTracerStat = 30
+	TracerTracerStatSTAT_MAX                  TracerTracerStat = 31
 )
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.

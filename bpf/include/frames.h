@@ -88,6 +88,7 @@ enum tracer_stat {
 	STAT_INJECT_TLS,             /* outgoing requests over TLS: encrypted at the socket, no traceparent */
 	STAT_INJECT_NO_CONN,         /* client calls that ended before their request reached a connection */
 	STAT_INJECT_CONN_UNKNOWN,    /* outgoing requests whose socket could not be found */
+	STAT_INCOMING_UNREAD,        /* incoming requests whose headers were not all looked through for a traceparent */
 	STAT_MAX,
 };
 

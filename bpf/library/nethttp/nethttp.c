@@ -66,6 +66,25 @@ enum nethttp_field {
 	F_H2I_META_FIELDS,        /* net/http/internal/http2.MetaHeadersFrame.Fields (Go >= 1.27) */
 	F_HPACK_FIELD_NAME,       /* hpack.HeaderField.Name string */
 	F_HPACK_FIELD_VALUE,      /* hpack.HeaderField.Value string */
+	/*
+	 * An HTTP/1 request's header map and the runtime's map layout: a
+	 * binary has one layout's offsets, the other's read 0 (see
+	 * header_traceparents).
+	 */
+	F_REQUEST_HEADER,         /* net/http.Request.Header Header (map[string][]string) */
+	F_HMAP_COUNT,             /* runtime.hmap.count int (classic maps) */
+	F_HMAP_FLAGS,             /* runtime.hmap.flags uint8 */
+	F_HMAP_B,                 /* runtime.hmap.B uint8 */
+	F_HMAP_BUCKETS,           /* runtime.hmap.buckets unsafe.Pointer */
+	F_HMAP_OLDBUCKETS,        /* runtime.hmap.oldbuckets unsafe.Pointer */
+	F_HMAP_NEVACUATE,         /* runtime.hmap.nevacuate uintptr */
+	F_MAP_USED,               /* internal/runtime/maps.Map.used uint64 (Swiss tables) */
+	F_MAP_DIR_PTR,            /* internal/runtime/maps.Map.dirPtr unsafe.Pointer */
+	F_MAP_DIR_LEN,            /* internal/runtime/maps.Map.dirLen int */
+	F_TABLE_GROUPS,           /* internal/runtime/maps.table.groups groupsReference */
+	F_GROUPS_DATA,            /* internal/runtime/maps.groupsReference.data unsafe.Pointer */
+	F_GROUPS_LENGTH_MASK,     /* internal/runtime/maps.groupsReference.lengthMask uint64 */
+	F_GROUP_ELEMS,            /* a map[string][]string group's elems: GOEXPERIMENT=mapsplitgroup only */
 	F_FIELD_MAX,
 };
 
@@ -148,14 +167,6 @@ struct {
 	__type(value, struct client_call);
 } client_ctx SEC(".maps");
 
-/* The traceparent header lines read on a goroutine, until its request is served. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct gkey);
-	__type(value, struct received);
-} incoming SEC(".maps");
-
 /*
  * The traceparent fields of an HTTP/2 request, read on the connection's
  * serving goroutine (by its goid) until the request's response writer
@@ -176,14 +187,6 @@ struct {
 	__type(value, struct received);
 } incoming_h2 SEC(".maps");
 
-/* A zeroed received, to insert from (too big for the stack beside a line). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct received);
-} received_zero SEC(".maps");
-
 /* Where an HTTP/2 request's fields are gathered. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -192,80 +195,270 @@ struct {
 	__type(value, struct received);
 } received_scratch SEC(".maps");
 
-/*
- * Where net/textproto.readMIMEHeader's call to
- * func (r *Reader) readContinuedLineSlice(lim int64, validateFirstLine func([]byte) error) ([]byte, error)
- * has just returned (a call-return site, emulated): RAX, RBX = the header
- * line's bytes and length. Every "traceparent:" line is counted (two
- * or more make the request's context invalid, W3C) and a valid value
- * kept for the goroutine, which serves the request next (HTTP/1:
- * conn.serve reads and serves on one goroutine). Only lines as long as a
- * name and a value (with whitespace) are read: reading every line's name
- * cost ~100 ns per line (10 per request, measured with scripts/propcost),
- * and a traceparent line of another length is malformed anyway.
- */
-#define TP_LINE_MIN (12 + TRACEPARENT_LEN)   /* "traceparent:" and a value */
-#define TP_LINE_MAX 80                       /* with whitespace around it */
+/* ---- HTTP/1 server: incoming traceparent, from the request's Header ---- */
 
-SEC("uprobe")
-int header_line(struct pt_regs *ctx)
+/*
+ * An HTTP/1 request's header lines are in req.Header by the time it is
+ * served: a map[string][]string net/textproto.readMIMEHeader filled, keys
+ * canonical (a "traceparent" line of any case is a value of
+ * "Traceparent"), each key's values in the order of their lines, trimmed
+ * of the whitespace around them. server_entry reads the map where it
+ * lies, as the runtime laid it out: a key cannot be hashed here (the
+ * seed is random per map), so its buckets or groups are read through,
+ * one bpf_probe_read_user each, until "Traceparent" shows up or every
+ * entry has been looked at (the map's count), at most HDR_SCAN_MAX of
+ * them. readMIMEHeader sizes the map for the header lines it finds
+ * buffered: 8 buckets hold up to 48 headers (classic maps: 6 entries a
+ * bucket on average, 6.5 from Go 1.22), 8 groups 56 (Swiss tables: 7 of
+ * 8 slots), 16 twice as many, so ~100 headers are read through (a head
+ * longer than its 4 KiB buffer, or split across reads, makes the map
+ * grow: a classic map's old buckets are read too). A map holding more
+ * entries than were looked at, none of them "Traceparent", is counted
+ * (STAT_INCOMING_UNREAD), as is one that could not be read.
+ *
+ * The element type is []string, the key a string: 16 bytes (data, len)
+ * and 24 bytes (data, len, cap) on 64-bit targets, 8-aligned, so neither
+ * layout has padding (checked against each release's DWARF by
+ * TestHeaderMapLayout):
+ * - classic maps (Go <= 1.23; 1.24 and 1.25 built with
+ *   GOEXPERIMENT=noswissmap), runtime.hmap: 2^B buckets of tophash[8]
+ *   (a slot is full when its tophash is at least minTopHash, 5), keys[8],
+ *   elems[8], then the overflow bucket's pointer. While the map grows,
+ *   oldbuckets holds the entries not moved yet: the buckets from
+ *   nevacuate on are read after the new ones (a moved entry's tophash
+ *   says evacuated, < 5: nothing is seen twice).
+ * - Swiss tables (Go >= 1.24), internal/runtime/maps.Map: a map of at
+ *   most 8 entries is one group at dirPtr (dirLen 0); a larger one has
+ *   a directory of dirLen tables, each an array of lengthMask + 1 groups.
+ *   A group is a control word, byte i for slot i (full when its high bit
+ *   is clear; 0x80 empty, 0xfe deleted), then 8 slots of key, element; or
+ *   keys[8] then elems[8] (GOEXPERIMENT=mapsplitgroup, Go 1.27), the same
+ *   offsets as a classic bucket's. A table holds up to 1024 slots, so a
+ *   second table means over 800 headers: only the first is read.
+ */
+#define HDR_SLOTS 8
+#define HDR_KEY_SIZE 16  /* string */
+#define HDR_ELEM_SIZE 24 /* []string */
+#define BUCKET_KEYS 8
+#define BUCKET_ELEMS (BUCKET_KEYS + HDR_SLOTS * HDR_KEY_SIZE)       /* 136 */
+#define BUCKET_OVERFLOW (BUCKET_ELEMS + HDR_SLOTS * HDR_ELEM_SIZE)  /* 328 */
+#define BUCKET_SIZE (BUCKET_OVERFLOW + 8)                           /* 336 */
+#define GROUP_SLOT (HDR_KEY_SIZE + HDR_ELEM_SIZE)                   /* 40 */
+#define GROUP_SIZE (8 + HDR_SLOTS * GROUP_SLOT)                     /* 328 */
+#define MIN_TOPHASH 5
+#define SAME_SIZE_GROW 8 /* hmap.flags: growing into as many buckets (too many overflows) */
+#define CTRL_FREE 0x80   /* a Swiss control byte's high bit: empty or deleted */
+#define HDR_SCAN_MAX 32  /* buckets or groups read per request */
+#define MAP_HEADER 48    /* bytes of hmap / maps.Map read: the smaller's size */
+
+enum hdr_layout {
+	HDR_CLASSIC = 1,
+	HDR_SWISS,       /* slots of key, element */
+	HDR_SWISS_SPLIT, /* keys, then elements */
+};
+
+struct hdr_scan {
+	__u8 block[BUCKET_SIZE]; /* the bucket or group read */
+	__u64 next;  /* the bucket to read next (an overflow), 0: the array's next */
+	__u64 arr;   /* buckets or groups */
+	__u64 n;     /* in arr */
+	__u64 i;     /* arr's next */
+	__u64 old;   /* classic, while growing: the old buckets, after arr */
+	__u64 old_i; /* the first old bucket that may not be evacuated */
+	__u64 old_n;
+	__u64 count; /* entries in the map */
+	__u64 seen;  /* full slots looked at */
+	struct {
+		__u64 data;
+		__u64 len;
+	} values;    /* the Traceparent key's []string */
+	__u8 layout;
+	__u8 found;
+	__u8 failed; /* something could not be read */
+	__u8 _pad[5];
+	struct received in;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hdr_scan);
+} hdr_scratch SEC(".maps");
+
+struct hdr_walk {
+	struct hdr_scan *s;
+};
+
+/* A canonical key "Traceparent" at data (its length, 11, checked). */
+static __always_inline int is_traceparent_key(__u64 data)
 {
-	__u64 len = GO_PARAM2(ctx);
-	if (len < TP_LINE_MIN || len > TP_LINE_MAX)
-		return 0;
-	__u8 line[TP_LINE_MAX] = {};
-	if (bpf_probe_read_user(line, len, (void *)GO_PARAM1(ctx)))
-		return 0;
-	const char name[] = "traceparent:";
+	const char want[] = "Traceparent";
+	__u8 b[11];
+	if (bpf_probe_read_user(b, sizeof(b), (void *)data))
+		return -1;
 #pragma unroll
-	for (int i = 0; i < 12; i++) {
-		__u8 c = line[i];
-		if (c >= 'A' && c <= 'Z')
-			c += 'a' - 'A';
-		if (c != name[i])
+	for (int i = 0; i < 11; i++)
+		if (b[i] != want[i])
 			return 0;
+	return 1;
+}
+
+/* Reads the next bucket or group and looks at its full slots; 1 stops. */
+static long hdr_block(__u64 it, void *arg)
+{
+	struct hdr_scan *s = ((struct hdr_walk *)arg)->s;
+	__u64 at = s->next;
+	if (!at && s->i >= s->n && s->old) {
+		s->arr = s->old;
+		s->n = s->old_n;
+		s->i = s->old_i;
+		s->old = 0;
 	}
-	struct gkey key = {};
-	if (current_gkey(ctx, &key))
-		return 0;
-	struct received *in = bpf_map_lookup_elem(&incoming, &key);
-	if (!in) {
-		__u32 zero = 0;
-		struct received *z = bpf_map_lookup_elem(&received_zero, &zero);
-		if (!z || bpf_map_update_elem(&incoming, &key, z, BPF_NOEXIST))
-			return 0;
-		in = bpf_map_lookup_elem(&incoming, &key);
-		if (!in)
-			return 0;
+	if (!at && s->i < s->n) {
+		at = s->arr + s->i * (s->layout == HDR_CLASSIC ? BUCKET_SIZE : GROUP_SIZE);
+		s->i++;
 	}
-	if (in->lines < 255)
-		in->lines++;
-	int v = 12;
+	if (!at)
+		return 1;
+	int classic = s->layout == HDR_CLASSIC, interleaved = s->layout == HDR_SWISS;
+	if (bpf_probe_read_user(s->block, classic ? BUCKET_SIZE : GROUP_SIZE, (void *)at)) {
+		s->failed = 1;
+		return 1;
+	}
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
-		if (line[v] == ' ' || line[v] == '\t')
-			v++;
+	for (int j = 0; j < HDR_SLOTS; j++) {
+		__u8 c = s->block[j];
+		if (classic ? c < MIN_TOPHASH : (c & CTRL_FREE))
+			continue;
+		s->seen++;
+		__u32 k = interleaved ? 8 + j * GROUP_SLOT : BUCKET_KEYS + j * HDR_KEY_SIZE;
+		__u32 e = interleaved ? 8 + j * GROUP_SLOT + HDR_KEY_SIZE : BUCKET_ELEMS + j * HDR_ELEM_SIZE;
+		__u64 key_data, key_len;
+		__builtin_memcpy(&key_data, &s->block[k], 8);
+		__builtin_memcpy(&key_len, &s->block[k + 8], 8);
+		if (key_len != 11)
+			continue;
+		int tp = is_traceparent_key(key_data);
+		if (tp < 0)
+			s->failed = 1;
+		if (tp > 0) {
+			__builtin_memcpy(&s->values, &s->block[e], sizeof(s->values));
+			s->found = 1;
+			return 1;
+		}
 	}
-	/* The value, then only whitespace to the line's end. */
-	if (len < (__u64)v + TRACEPARENT_LEN)
-		return 0;
-	if (len > (__u64)v + TRACEPARENT_LEN + 4)
-		return 0;
-	for (int i = 0; i < 4; i++) {
-		__u64 at = v + TRACEPARENT_LEN + i;
-		if (at >= len || at >= TP_LINE_MAX)
-			break;
-		if (line[at] != ' ' && line[at] != '\t')
-			return 0;
+	s->next = 0;
+	if (classic)
+		__builtin_memcpy(&s->next, &s->block[BUCKET_OVERFLOW], 8);
+	return s->seen >= s->count;
+}
+
+/* A word of the map header in s->block at off (a field offset); 0 if out of it. */
+static __always_inline __u64 header_word(struct hdr_scan *s, __u64 off)
+{
+	__u64 v = 0;
+	if (off <= MAP_HEADER - 8)
+		__builtin_memcpy(&v, &s->block[off & 63], 8);
+	return v;
+}
+
+struct tp_values {
+	__u64 data, len;
+	struct received *in;
+};
+
+/* The i-th Traceparent value: kept when valid, until RECV_MAX are. */
+static long tp_value(__u64 i, void *arg)
+{
+	struct tp_values *t = arg;
+	struct received *in = t->in;
+	if (i >= t->len || in->n >= RECV_MAX)
+		return 1;
+	struct {
+		__u64 data;
+		__u64 len;
+	} v = {};
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)(t->data + i * 16))) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 1;
 	}
+	__u8 b[TRACEPARENT_LEN];
 	struct trace_ctx tc = {};
-	if (v > 16 || parse_traceparent(line + v, &tc) || in->n >= RECV_MAX)
+	if (v.len != TRACEPARENT_LEN || bpf_probe_read_user(b, sizeof(b), (void *)v.data) || parse_traceparent(b, &tc))
 		return 0;
-	__u32 i = in->n & (RECV_MAX - 1);
-	in->v[i].trace_hi = tc.trace_hi;
-	in->v[i].trace_lo = tc.trace_lo;
-	in->v[i].span_id = tc.span_id;
+	__u32 k = in->n & (RECV_MAX - 1);
+	in->v[k].trace_hi = tc.trace_hi;
+	in->v[k].trace_lo = tc.trace_lo;
+	in->v[k].span_id = tc.span_id;
 	in->n++;
+	return 0;
+}
+
+/*
+ * The traceparent values of HTTP/1 request req, as the lines carried
+ * them (received: every line counted in lines, the valid values kept);
+ * 0 when it has none, or its headers could not be looked through
+ * (counted).
+ */
+static __always_inline struct received *header_traceparents(struct lib_fields *fl, void *req)
+{
+	__u32 zero = 0;
+	struct hdr_scan *s = bpf_map_lookup_elem(&hdr_scratch, &zero);
+	void *m = (void *)read_ptr(req, FIELD(fl, F_REQUEST_HEADER));
+	if (!s || !m)
+		return 0;
+	if (FIELD(fl, F_HMAP_BUCKETS))
+		s->layout = HDR_CLASSIC;
+	else if (FIELD(fl, F_MAP_DIR_PTR))
+		s->layout = FIELD(fl, F_GROUP_ELEMS) ? HDR_SWISS_SPLIT : HDR_SWISS;
+	else
+		goto unread; /* neither layout's offsets: not a release latscope knows */
+	if (bpf_probe_read_user(s->block, MAP_HEADER, m))
+		goto unread;
+	s->next = s->old = s->old_i = s->old_n = s->seen = 0;
+	s->i = 0;
+	s->found = s->failed = 0;
+	if (s->layout == HDR_CLASSIC) {
+		__u8 b = s->block[FIELD(fl, F_HMAP_B) & 63], flags = s->block[FIELD(fl, F_HMAP_FLAGS) & 63];
+		s->count = header_word(s, FIELD(fl, F_HMAP_COUNT));
+		s->arr = header_word(s, FIELD(fl, F_HMAP_BUCKETS));
+		s->n = s->arr ? 1ULL << (b & 31) : 0;
+		s->old = header_word(s, FIELD(fl, F_HMAP_OLDBUCKETS));
+		s->old_n = flags & SAME_SIZE_GROW ? s->n : s->n >> 1;
+		s->old_i = header_word(s, FIELD(fl, F_HMAP_NEVACUATE));
+	} else {
+		s->count = header_word(s, FIELD(fl, F_MAP_USED));
+		s->arr = header_word(s, FIELD(fl, F_MAP_DIR_PTR));
+		s->n = s->arr ? 1 : 0;
+		if (s->arr && header_word(s, FIELD(fl, F_MAP_DIR_LEN))) {
+			/* A directory: its first table's groups{data, lengthMask}. */
+			__u64 tab = read_ptr((void *)s->arr, 0);
+			__u64 g[2] = {};
+			__u64 d = FIELD(fl, F_GROUPS_DATA), mask = FIELD(fl, F_GROUPS_LENGTH_MASK);
+			if (!tab || d > 8 || mask > 8 ||
+			    bpf_probe_read_user(g, sizeof(g), (void *)(tab + FIELD(fl, F_TABLE_GROUPS))))
+				goto unread;
+			s->arr = g[d / 8];
+			s->n = g[mask / 8] + 1;
+		}
+	}
+	if (!s->count)
+		return 0; /* no header at all */
+	struct hdr_walk w = {.s = s};
+	bpf_loop(HDR_SCAN_MAX, hdr_block, &w, 0);
+	if (!s->found) {
+		if (s->failed || s->seen < s->count)
+			stat_inc(STAT_INCOMING_UNREAD);
+		return 0;
+	}
+	__builtin_memset(&s->in, 0, sizeof(s->in));
+	s->in.lines = s->values.len < 255 ? s->values.len : 255;
+	struct tp_values t = {.data = s->values.data, .len = s->values.len, .in = &s->in};
+	bpf_loop(255, tp_value, &t, 0);
+	return &s->in;
+unread:
+	stat_inc(STAT_INCOMING_UNREAD);
 	return 0;
 }
 
@@ -295,10 +488,14 @@ int server_entry(struct pt_regs *ctx)
 	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), arg, PUSH_NEW_CHAIN, &gs);
 	if (!call_id || !fl || !gs)
 		return 0;
-	struct gkey key = {.pid = bpf_get_current_pid_tgid() >> 32, .goid = gs->goid};
-	/* HTTP/1: read on this goroutine; HTTP/2: on the connection's, kept by rw. */
-	struct handkey rk2 = {.pid = key.pid, .kind = HAND_OBJECT, .id = (__u64)rw};
-	struct received *in = proto == 2 ? bpf_map_lookup_elem(&incoming_h2, &rk2) : bpf_map_lookup_elem(&incoming, &key);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	/* HTTP/1: in the request's Header; HTTP/2: read on the connection's goroutine, kept by rw. */
+	struct handkey rk2 = {.pid = pid, .kind = HAND_OBJECT, .id = (__u64)rw};
+	struct received *in = 0;
+	if (proto == 2)
+		in = bpf_map_lookup_elem(&incoming_h2, &rk2);
+	else if (proto == 1 && gs->depth == 1)
+		in = header_traceparents(fl, req);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
 	if (in && gs->depth == 1) {
 		/* One valid traceparent: continue the caller's trace. Two or more: W3C says start anew. */
@@ -313,15 +510,13 @@ int server_entry(struct pt_regs *ctx)
 			}
 		}
 		/* Its client calls tell a forwarded copy of these by them. */
-		struct rootkey rk = {.pid = key.pid, .call_id = call_id};
+		struct rootkey rk = {.pid = pid, .call_id = call_id};
 		if (inject_enabled && gs->root_call_id == call_id &&
 		    bpf_map_update_elem(&received_by_root, &rk, in, BPF_ANY) == 0)
 			gs->frames[(gs->depth - 1) & (MAX_DEPTH - 1)].arg |= ARG_RECEIVED;
 	}
 	if (in && proto == 2)
 		bpf_map_delete_elem(&incoming_h2, &rk2);
-	else if (in)
-		bpf_map_delete_elem(&incoming, &key);
 	if (!r)
 		return 0;
 	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));

@@ -46,8 +46,8 @@ var Library = &library.Library{
 		{Symbol: "net/http.(*http2serverConn).processHeaders", Callee: "net/http.(*http2serverConn).newWriterAndRequest", Returned: "h2_request_writer"},
 		{Symbol: "net/http/internal/http2.(*serverConn).processHeaders", Callee: "net/http/internal/http2.(*serverConn).newWriterAndRequest", Calling: "h2_request_fields"},
 		{Symbol: "net/http/internal/http2.(*serverConn).processHeaders", Callee: "net/http/internal/http2.(*serverConn).newWriterAndRequest", Returned: "h2_request_writer"},
-		// Incoming traceparent: each raw header line as it is read.
-		{Symbol: "net/textproto.readMIMEHeader", Callee: "net/textproto.(*Reader).readContinuedLineSlice", Returned: "header_line"},
+		// Incoming traceparent, HTTP/1: server_entry reads the request's
+		// Header map, no probe of its own.
 	},
 	Fields: fields(),
 	Linker: linker,
@@ -120,9 +120,30 @@ func fields() []string {
 		NethttpNethttpFieldF_H2I_META_FIELDS:   "?net/http/internal/http2.MetaHeadersFrame.Fields",
 		NethttpNethttpFieldF_HPACK_FIELD_NAME:  "vendor/golang.org/x/net/http2/hpack.HeaderField.Name",
 		NethttpNethttpFieldF_HPACK_FIELD_VALUE: "vendor/golang.org/x/net/http2/hpack.HeaderField.Value",
+		// An HTTP/1 request's Header, and the runtime's maps: classic
+		// (Go <= 1.23, GOEXPERIMENT=noswissmap) or Swiss tables (Go >= 1.24).
+		NethttpNethttpFieldF_REQUEST_HEADER:     "net/http.Request.Header",
+		NethttpNethttpFieldF_HMAP_COUNT:         "?runtime.hmap.count",
+		NethttpNethttpFieldF_HMAP_FLAGS:         "?runtime.hmap.flags",
+		NethttpNethttpFieldF_HMAP_B:             "?runtime.hmap.B",
+		NethttpNethttpFieldF_HMAP_BUCKETS:       "?runtime.hmap.buckets",
+		NethttpNethttpFieldF_HMAP_OLDBUCKETS:    "?runtime.hmap.oldbuckets",
+		NethttpNethttpFieldF_HMAP_NEVACUATE:     "?runtime.hmap.nevacuate",
+		NethttpNethttpFieldF_MAP_USED:           "?internal/runtime/maps.Map.used",
+		NethttpNethttpFieldF_MAP_DIR_PTR:        "?internal/runtime/maps.Map.dirPtr",
+		NethttpNethttpFieldF_MAP_DIR_LEN:        "?internal/runtime/maps.Map.dirLen",
+		NethttpNethttpFieldF_TABLE_GROUPS:       "?internal/runtime/maps.table.groups",
+		NethttpNethttpFieldF_GROUPS_DATA:        "?internal/runtime/maps.groupsReference.data",
+		NethttpNethttpFieldF_GROUPS_LENGTH_MASK: "?internal/runtime/maps.groupsReference.lengthMask",
+		NethttpNethttpFieldF_GROUP_ELEMS:        "?" + HeaderGroupType + ".elems",
 	}
 	return library.FieldNames(byEnum, NethttpNethttpFieldF_FIELD_MAX)
 }
+
+// HeaderGroupType is the DWARF name of a Swiss table group of an
+// http.Header (map[string][]string): its fields are ctrl and slots, or,
+// with GOEXPERIMENT=mapsplitgroup (Go 1.27), ctrl, keys and elems.
+const HeaderGroupType = "noalg.map.group[string][]string"
 
 func decode(probe uint16, p []byte, s *span.Span) {
 	switch NethttpNethttpProbe(probe) {

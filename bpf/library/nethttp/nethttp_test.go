@@ -1,6 +1,7 @@
 package nethttp
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -54,5 +55,34 @@ func TestDecodeServer(t *testing.T) {
 				t.Errorf("status code %v (%v), want %v (%v)", got, s.Status, tc.status, tc.spanCode)
 			}
 		})
+	}
+}
+
+// An HTTP/1 request's incoming traceparent costs no probe of its own:
+// server_entry reads it from the request's Header map. Nothing hooks
+// net/textproto, whose header reading runs once per line, on every
+// server request and every client's response.
+func TestNoHeaderLineProbe(t *testing.T) {
+	spec, err := LoadNethttp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := spec.Programs["header_line"]; ok {
+		t.Error("the object still has a header_line program")
+	}
+	for _, m := range []string{"incoming", "received_zero"} {
+		if _, ok := spec.Maps[m]; ok {
+			t.Errorf("the object still has map %s", m)
+		}
+	}
+	for _, p := range Library.Probes {
+		if strings.HasPrefix(p.Symbol, "net/textproto.") || strings.HasPrefix(p.Callee, "net/textproto.") {
+			t.Errorf("probe %+v hooks net/textproto", p)
+		}
+		for _, prog := range []string{p.Entry, p.Exit, p.Calling, p.Returned} {
+			if _, ok := spec.Programs[prog]; prog != "" && !ok {
+				t.Errorf("probe %s: program %s not in the object", p.Symbol, prog)
+			}
+		}
 	}
 }

@@ -138,6 +138,30 @@ type NethttpHandkey struct {
 	Id   uint64
 }
 
+type NethttpHdrScan struct {
+	_      structs.HostLayout
+	Block  [336]uint8
+	Next   uint64
+	Arr    uint64
+	N      uint64
+	I      uint64
+	Old    uint64
+	OldI   uint64
+	OldN   uint64
+	Count  uint64
+	Seen   uint64
+	Values struct {
+		_    structs.HostLayout
+		Data uint64
+		Len  uint64
+	}
+	Layout uint8
+	Found  uint8
+	Failed uint8
+	Pad    [5]uint8
+	In     NethttpReceived
+}
+
 type NethttpHpackScan struct {
 	_       structs.HostLayout
 	Block   [1024]uint8
@@ -209,7 +233,21 @@ const (
 	NethttpNethttpFieldF_H2I_META_FIELDS        NethttpNethttpField = 40
 	NethttpNethttpFieldF_HPACK_FIELD_NAME       NethttpNethttpField = 41
 	NethttpNethttpFieldF_HPACK_FIELD_VALUE      NethttpNethttpField = 42
-	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 43
+	NethttpNethttpFieldF_REQUEST_HEADER         NethttpNethttpField = 43
+	NethttpNethttpFieldF_HMAP_COUNT             NethttpNethttpField = 44
+	NethttpNethttpFieldF_HMAP_FLAGS             NethttpNethttpField = 45
+	NethttpNethttpFieldF_HMAP_B                 NethttpNethttpField = 46
+	NethttpNethttpFieldF_HMAP_BUCKETS           NethttpNethttpField = 47
+	NethttpNethttpFieldF_HMAP_OLDBUCKETS        NethttpNethttpField = 48
+	NethttpNethttpFieldF_HMAP_NEVACUATE         NethttpNethttpField = 49
+	NethttpNethttpFieldF_MAP_USED               NethttpNethttpField = 50
+	NethttpNethttpFieldF_MAP_DIR_PTR            NethttpNethttpField = 51
+	NethttpNethttpFieldF_MAP_DIR_LEN            NethttpNethttpField = 52
+	NethttpNethttpFieldF_TABLE_GROUPS           NethttpNethttpField = 53
+	NethttpNethttpFieldF_GROUPS_DATA            NethttpNethttpField = 54
+	NethttpNethttpFieldF_GROUPS_LENGTH_MASK     NethttpNethttpField = 55
+	NethttpNethttpFieldF_GROUP_ELEMS            NethttpNethttpField = 56
+	NethttpNethttpFieldF_FIELD_MAX              NethttpNethttpField = 57
 )
 
 type NethttpNethttpProbe uint32
@@ -370,7 +408,6 @@ type NethttpProgramSpecs struct {
 	H2ClientHeaders *ebpf.ProgramSpec `ebpf:"h2_client_headers"`
 	H2RequestFields *ebpf.ProgramSpec `ebpf:"h2_request_fields"`
 	H2RequestWriter *ebpf.ProgramSpec `ebpf:"h2_request_writer"`
-	HeaderLine      *ebpf.ProgramSpec `ebpf:"header_line"`
 	RequestWrite    *ebpf.ProgramSpec `ebpf:"request_write"`
 	ServerEntry     *ebpf.ProgramSpec `ebpf:"server_entry"`
 	ServerExit      *ebpf.ProgramSpec `ebpf:"server_exit"`
@@ -389,10 +426,10 @@ type NethttpMapSpecs struct {
 	H2FieldsScratch *ebpf.MapSpec `ebpf:"h2_fields_scratch"`
 	H2Reading       *ebpf.MapSpec `ebpf:"h2_reading"`
 	Handoffs        *ebpf.MapSpec `ebpf:"handoffs"`
+	HdrScratch      *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	Hits            *ebpf.MapSpec `ebpf:"hits"`
 	HpackEncoders   *ebpf.MapSpec `ebpf:"hpack_encoders"`
 	HpackScratch    *ebpf.MapSpec `ebpf:"hpack_scratch"`
-	Incoming        *ebpf.MapSpec `ebpf:"incoming"`
 	IncomingH2      *ebpf.MapSpec `ebpf:"incoming_h2"`
 	LibOffsets      *ebpf.MapSpec `ebpf:"lib_offsets"`
 	Links           *ebpf.MapSpec `ebpf:"links"`
@@ -400,7 +437,6 @@ type NethttpMapSpecs struct {
 	Procs           *ebpf.MapSpec `ebpf:"procs"`
 	ReceivedByRoot  *ebpf.MapSpec `ebpf:"received_by_root"`
 	ReceivedScratch *ebpf.MapSpec `ebpf:"received_scratch"`
-	ReceivedZero    *ebpf.MapSpec `ebpf:"received_zero"`
 	RetSites        *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -462,10 +498,10 @@ type NethttpMaps struct {
 	H2FieldsScratch *ebpf.Map `ebpf:"h2_fields_scratch"`
 	H2Reading       *ebpf.Map `ebpf:"h2_reading"`
 	Handoffs        *ebpf.Map `ebpf:"handoffs"`
+	HdrScratch      *ebpf.Map `ebpf:"hdr_scratch"`
 	Hits            *ebpf.Map `ebpf:"hits"`
 	HpackEncoders   *ebpf.Map `ebpf:"hpack_encoders"`
 	HpackScratch    *ebpf.Map `ebpf:"hpack_scratch"`
-	Incoming        *ebpf.Map `ebpf:"incoming"`
 	IncomingH2      *ebpf.Map `ebpf:"incoming_h2"`
 	LibOffsets      *ebpf.Map `ebpf:"lib_offsets"`
 	Links           *ebpf.Map `ebpf:"links"`
@@ -473,7 +509,6 @@ type NethttpMaps struct {
 	Procs           *ebpf.Map `ebpf:"procs"`
 	ReceivedByRoot  *ebpf.Map `ebpf:"received_by_root"`
 	ReceivedScratch *ebpf.Map `ebpf:"received_scratch"`
-	ReceivedZero    *ebpf.Map `ebpf:"received_zero"`
 	RetSites        *ebpf.Map `ebpf:"ret_sites"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 }
@@ -489,10 +524,10 @@ func (m *NethttpMaps) Close() error {
 		m.H2FieldsScratch,
 		m.H2Reading,
 		m.Handoffs,
+		m.HdrScratch,
 		m.Hits,
 		m.HpackEncoders,
 		m.HpackScratch,
-		m.Incoming,
 		m.IncomingH2,
 		m.LibOffsets,
 		m.Links,
@@ -500,7 +535,6 @@ func (m *NethttpMaps) Close() error {
 		m.Procs,
 		m.ReceivedByRoot,
 		m.ReceivedScratch,
-		m.ReceivedZero,
 		m.RetSites,
 		m.Stats,
 	)
@@ -544,7 +578,6 @@ type NethttpPrograms struct {
 	H2ClientHeaders *ebpf.Program `ebpf:"h2_client_headers"`
 	H2RequestFields *ebpf.Program `ebpf:"h2_request_fields"`
 	H2RequestWriter *ebpf.Program `ebpf:"h2_request_writer"`
-	HeaderLine      *ebpf.Program `ebpf:"header_line"`
 	RequestWrite    *ebpf.Program `ebpf:"request_write"`
 	ServerEntry     *ebpf.Program `ebpf:"server_entry"`
 	ServerExit      *ebpf.Program `ebpf:"server_exit"`
@@ -558,7 +591,6 @@ func (p *NethttpPrograms) Close() error {
 		p.H2ClientHeaders,
 		p.H2RequestFields,
 		p.H2RequestWriter,
-		p.HeaderLine,
 		p.RequestWrite,
 		p.ServerEntry,
 		p.ServerExit,
