@@ -350,13 +350,16 @@ const nodePoll = 50 * time.Millisecond
 // for garbage (~180 bytes per span: the builder reuses span memory; at
 // 20k spans/s ~1.5 collections a second). OTLP export adds exportSet:
 // its batches in the steady state (the one filled, the one sent and up
-// to four spares, ~210 KiB each for 512 net/http spans) and ~60 bytes of
-// garbage per exported span. (It was 16 MiB while the exporter made ~3 KB
-// of garbage per span; a queue that fills while the collector is away
-// grows the live heap, and the limit with it.)
+// to four spares, ~210 KiB each for 512 net/http spans), ~60 bytes of
+// garbage per exported span, and gRPC's marshal buffer (~210 KiB a
+// batch, from a pool every collection empties: with 4 MiB the collector
+// ran 11-15 times a second and export cost 5-7 µs a span; with 8 MiB
+// 0.4 a second and 2.2 µs, benchagent -sections 4). (It was 16 MiB while
+// the exporter made ~3 KB of garbage per span; a queue that fills while
+// the collector is away grows the live heap, and the limit with it.)
 const (
 	workingSet = 32 << 20
-	exportSet  = 4 << 20
+	exportSet  = 8 << 20
 )
 
 // memoryLimit keeps the Go runtime's soft memory limit
