@@ -131,8 +131,11 @@ func TestNodeMetrics(t *testing.T) {
 	}
 	// Each request's server span came through the ring as at least one
 	// call record (72 bytes) with its 8-byte header.
-	if read := metricValue(om, "latscope_events_total", `event="ringbuf_read_bytes"`); read < requests*80 {
-		t.Errorf("latscope_events_total{event=\"ringbuf_read_bytes\"} = %v, want >= %d for %d requests", read, requests*80, requests)
+	if read := metricValue(om, "latscope_ringbuf_read_bytes_total"); read < requests*80 {
+		t.Errorf("latscope_ringbuf_read_bytes_total = %v, want >= %d for %d requests", read, requests*80, requests)
+	}
+	if strings.Contains(om, `event="ringbuf_read_bytes"`) {
+		t.Error("bytes counted among latscope_events_total")
 	}
 	for _, want := range []string{"latscope_events_total{event=\"calls_sent\"}", "latscope_processes_traced 1", "latscope_store_traces", "latscope_agent_process_cpu_seconds_total"} {
 		if !strings.Contains(om, want) {

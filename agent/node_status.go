@@ -175,7 +175,7 @@ func (n *Node) snapshot() metrics.Snapshot {
 	}
 	n.mu.Unlock()
 	ring := n.tracer.Ring()
-	s.Counters = append(s.Counters, metrics.Counter{Name: "ringbuf_read_bytes", Help: "bytes read from the ring buffer, record headers included: its rate sizes --ring-size", Value: ring.Read})
+	s.Counters = append(s.Counters, metrics.Counter{Name: "ringbuf_read_bytes", Help: "bytes read from the ring buffer, record headers included: its rate sizes --ring-size", Value: ring.Read, Standalone: true})
 	s.Gauges = append(s.Gauges,
 		metrics.Gauge{Name: "processes_traced", Help: "processes traced now", Value: float64(traced)},
 		metrics.Gauge{Name: "processes_skipped", Help: "selected processes that cannot be traced, now", Value: float64(skipped)},

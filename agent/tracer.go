@@ -468,7 +468,10 @@ type RingStats struct {
 	// since the start: against Size, how close the ring came to full
 	// (drops then count as lost_ringbuf_full).
 	HighestPending int
-	Read           uint64 // read so far, each record with its 8-byte header
+	// Read is the bytes read so far, each record with its 8-byte header;
+	// the kernel's padding of records to 8 bytes and records a program
+	// reserved then discarded are not counted.
+	Read uint64
 }
 
 // ringHeader is the kernel's header before each ring buffer record

@@ -25,6 +25,10 @@ type Counter struct {
 	// Loss marks a count of lost data (dropped events, spans, traces):
 	// exposed as latscope_lost_total rather than latscope_events_total.
 	Loss bool `json:"loss"`
+	// Standalone marks a count of something other than events (bytes):
+	// exposed as its own metric, latscope_<Name>_total, with Help, so
+	// that summing the events family adds no bytes.
+	Standalone bool `json:"standalone,omitempty"`
 }
 
 // Gauge is a current value of the agent's (processes_attached,
@@ -41,6 +45,7 @@ type Gauge struct {
 // NewAgentCollector returns a collector of the agent's own metrics. On
 // each scrape it calls snapshot once and exposes:
 //   - each Loss counter as latscope_lost_total{reason="<Name>"},
+//   - each Standalone counter as latscope_<Name>_total, with its Help,
 //   - each other counter as latscope_events_total{event="<Name>"},
 //   - each gauge as latscope_<Name>, with the gauge's Help.
 //
@@ -76,6 +81,15 @@ func (c *agentCollector) Describe(chan<- *prometheus.Desc) {}
 func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.snapshot()
 	for _, n := range snap.Counters {
+		if n.Standalone {
+			desc := prometheus.NewDesc("latscope_"+n.Name+"_total", n.Help, nil, nil)
+			if !validName(n.Name) {
+				ch <- prometheus.NewInvalidMetric(desc, fmt.Errorf("agent counter %q: a counter name must match [a-z_][a-z0-9_]*; rename the counter where the agent's snapshot is built", n.Name))
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(n.Value))
+			continue
+		}
 		desc, label := c.events, "event"
 		if n.Loss {
 			desc, label = c.lost, "reason"

@@ -23,6 +23,7 @@ func TestAgentCollector(t *testing.T) {
 				{Name: "calls_sent", Help: "calls the kernel sent", Value: 10},
 				{Name: "lost_ringbuf_full", Help: "ring buffer full", Value: 3, Loss: true},
 				{Name: "spans_built", Value: 7},
+				{Name: "ringbuf_read_bytes", Help: "Bytes read from the ring buffer.", Value: 4096, Standalone: true},
 			},
 			Gauges: []Gauge{
 				{Name: "processes_attached", Help: "Processes with probes attached.", Value: 2},
@@ -33,7 +34,8 @@ func TestAgentCollector(t *testing.T) {
 			"latscope_events_total{event=\"calls_sent\"} 10\nlatscope_events_total{event=\"spans_built\"} 7\n" +
 			lostHeader + "latscope_lost_total{reason=\"lost_ringbuf_full\"} 3\n" +
 			"# HELP latscope_processes_attached Processes with probes attached.\n# TYPE latscope_processes_attached gauge\nlatscope_processes_attached 2\n" +
-			"# HELP latscope_ringbuf_pending_bytes Bytes waiting in the ring buffer.\n# TYPE latscope_ringbuf_pending_bytes gauge\nlatscope_ringbuf_pending_bytes 4096\n",
+			"# HELP latscope_ringbuf_pending_bytes Bytes waiting in the ring buffer.\n# TYPE latscope_ringbuf_pending_bytes gauge\nlatscope_ringbuf_pending_bytes 4096\n" +
+			"# HELP latscope_ringbuf_read_bytes_total Bytes read from the ring buffer.\n# TYPE latscope_ringbuf_read_bytes_total counter\nlatscope_ringbuf_read_bytes_total 4096\n",
 	}, {
 		// The next scrape: values moved, a loss reason appeared, a gauge
 		// went away and one without help came.

@@ -183,7 +183,7 @@ func (e *Exporter) filter(spans []*span.Span) []*span.Span {
 		// nothing (~5 MiB). A trace is counted at its local roots, so one
 		// that crosses two processes of the node counts twice.
 		for _, s := range spans {
-			if s.ParentID.IsZero() || s.RemoteParent {
+			if s != nil && (s.ParentID.IsZero() || s.RemoteParent) {
 				e.stats.TracesKept[ReasonAll]++
 			}
 		}

@@ -75,6 +75,9 @@ func (w *Waiting) Export(spans []*span.Span) error {
 	var late []*span.Span
 	w.mu.Lock()
 	for _, s := range spans {
+		if s == nil {
+			continue
+		}
 		if h := w.held[s.TraceID]; h != nil {
 			h.spans = append(h.spans, s.Clone())
 			h.last = now

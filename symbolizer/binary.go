@@ -258,6 +258,9 @@ func (b *Binary) Vaddr(off uint64) (uint64, error) {
 // readAt reads n bytes at virtual address vaddr from the file image of
 // one PT_LOAD segment.
 func (b *Binary) readAt(vaddr uint64, n int) ([]byte, error) {
+	if b.file == nil {
+		return nil, newError(b.Path, ErrClosed, "read %d bytes at %#x of a closed binary", n, vaddr)
+	}
 	var off uint64
 	found := false
 	for _, p := range b.loads {

@@ -20,6 +20,7 @@ var (
 	ErrNotMapped            = errors.New("address not in any loadable segment")
 	ErrProcessGone          = errors.New("process not found")
 	ErrPermission           = errors.New("permission denied")
+	ErrClosed               = errors.New("binary closed: machine code is read from the file, which Close released")
 )
 
 // Error is the error type returned by this package. It names the binary,
