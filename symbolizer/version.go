@@ -34,8 +34,8 @@ var layoutExperiments = []string{"noswissmap", "mapsplitgroup"}
 
 // GoExperiments returns the GOEXPERIMENTs a Go version string names: the
 // runtime's version records those that differ from the release's
-// defaults, as "go1.24.9 X:noswissmap" (Go ≤ 1.26) or
-// "go1.27.3-X:mapsplitgroup,jsonv2" (Go 1.27).
+// defaults, as "go1.24.9 X:noswissmap" (Go 1.21–1.25) or
+// "go1.27.3-X:mapsplitgroup" (from Go 1.26: go.dev/issue/75953).
 func GoExperiments(v string) []string {
 	i := strings.Index(v, "X:")
 	if i < 0 {
@@ -56,8 +56,18 @@ func StdTableKey(v string) (string, bool) {
 	key := "go1." + strconv.Itoa(minor)
 	exps := GoExperiments(v)
 	for _, e := range layoutExperiments {
-		if slices.Contains(exps, e) {
-			key += "+" + e
+		// The experiment's inverse too: a release that turns one on by
+		// default records its opt-out ("nomapsplitgroup"), a layout no
+		// row describes, so such a build finds no row (DWARF, else the
+		// library is off and says so) rather than the release's row.
+		inverse, ok := strings.CutPrefix(e, "no")
+		if !ok {
+			inverse = "no" + e
+		}
+		for _, name := range []string{e, inverse} {
+			if slices.Contains(exps, name) {
+				key += "+" + name
+			}
 		}
 	}
 	return key, true

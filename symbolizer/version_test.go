@@ -7,7 +7,7 @@ import (
 
 // A binary's standard-library offsets row: its Go release, then the
 // GOEXPERIMENTs that change a layout latscope reads, as the runtime's
-// version string records them (" X:" until Go 1.26, "-X:" from 1.27);
+// version string records them (" X:" up to Go 1.25.4, "-X:" from 1.26.8);
 // other experiments share the release's row.
 func TestStdTableKey(t *testing.T) {
 	for _, tc := range []struct{ version, key string }{
@@ -18,7 +18,10 @@ func TestStdTableKey(t *testing.T) {
 		{"go1.27.3-X:mapsplitgroup", "go1.27+mapsplitgroup"},
 		{"go1.27.3-X:nogreenteagc,mapsplitgroup", "go1.27+mapsplitgroup"},
 		{"devel go1.28-abcdef X:noswissmap", "go1.28+noswissmap"},
-		{"go1.24.9 X:swissmap", "go1.24"}, // what a default build means
+		// An experiment's inverse is a layout of its own, which no row
+		// has (a release that turned mapsplitgroup on by default).
+		{"go1.28.1-X:nomapsplitgroup", "go1.28+nomapsplitgroup"},
+		{"go1.24.9 X:swissmap", "go1.24+swissmap"},
 		{"gccgo", ""},
 	} {
 		key, ok := StdTableKey(tc.version)

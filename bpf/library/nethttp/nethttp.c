@@ -234,7 +234,9 @@ struct {
  *   is clear; 0x80 empty, 0xfe deleted), then 8 slots of key, element; or
  *   keys[8] then elems[8] (GOEXPERIMENT=mapsplitgroup, Go 1.27), the same
  *   offsets as a classic bucket's. A table holds up to 1024 slots, so a
- *   second table means over 800 headers: only the first is read.
+ *   second table means a size hint of ~900 header lines: only the first
+ *   is read (and only 32 of its groups). net/http sizes the map by the
+ *   header lines it has buffered, duplicates counted.
  */
 #define HDR_SLOTS 8
 #define HDR_KEY_SIZE 16  /* string */
@@ -363,6 +365,9 @@ static __always_inline __u64 header_word(struct hdr_scan *s, __u64 off)
 	return v;
 }
 
+/* Traceparent values looked at per request (each one or two reads). */
+#define TP_VALUES_MAX 16
+
 struct tp_values {
 	__u64 data, len;
 	struct received *in;
@@ -385,7 +390,13 @@ static long tp_value(__u64 i, void *arg)
 	}
 	__u8 b[TRACEPARENT_LEN];
 	struct trace_ctx tc = {};
-	if (v.len != TRACEPARENT_LEN || bpf_probe_read_user(b, sizeof(b), (void *)v.data) || parse_traceparent(b, &tc))
+	if (v.len != TRACEPARENT_LEN)
+		return 0;
+	if (bpf_probe_read_user(b, sizeof(b), (void *)v.data)) {
+		stat_inc(STAT_LIB_READ_FAILED);
+		return 0;
+	}
+	if (parse_traceparent(b, &tc))
 		return 0;
 	__u32 k = in->n & (RECV_MAX - 1);
 	in->v[k].trace_hi = tc.trace_hi;
@@ -455,7 +466,9 @@ static __always_inline struct received *header_traceparents(struct lib_fields *f
 	__builtin_memset(&s->in, 0, sizeof(s->in));
 	s->in.lines = s->values.len < 255 ? s->values.len : 255;
 	struct tp_values t = {.data = s->values.data, .len = s->values.len, .in = &s->in};
-	bpf_loop(255, tp_value, &t, 0);
+	/* Two values or more already start a new trace: the first few are
+	 * enough to keep RECV_MAX valid ones (proxies' forwarded copies). */
+	bpf_loop(TP_VALUES_MAX, tp_value, &t, 0);
 	return &s->in;
 unread:
 	stat_inc(STAT_INCOMING_UNREAD);
