@@ -36,7 +36,10 @@ func startSleep(t *testing.T, exe string) *exec.Cmd {
 }
 
 // waitExec waits until pid runs exe (the child between fork and exec
-// still runs the test binary).
+// still runs the test binary) and its arguments are in place: the kernel
+// switches /proc/PID/exe before the loader sets up the new arguments, so
+// for a moment cmdline reads empty (the agent learns of an exec from the
+// sched_process_exec tracepoint, after both).
 func waitExec(t *testing.T, pid int, exe string) {
 	t.Helper()
 	want, err := filepath.EvalSymlinks(exe)
@@ -45,7 +48,9 @@ func waitExec(t *testing.T, pid int, exe string) {
 	}
 	for i := 0; ; i++ {
 		if got, _ := os.Readlink(procPath(pid, "exe")); got == want {
-			return
+			if args, _ := os.ReadFile(procPath(pid, "cmdline")); len(args) > 0 {
+				return
+			}
 		}
 		if i == 5000 {
 			t.Fatalf("process %d never ran %s", pid, want)
