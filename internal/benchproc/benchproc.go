@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/exec"
 	"strconv"
@@ -64,4 +65,24 @@ func CPUTicks(pid int) (int64, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return u + s, nil
+}
+
+// MustStart is Start for a script that cannot go on without the service:
+// an error ends the run (log.Fatal).
+func MustStart(argv, env []string, args ...string) (*exec.Cmd, string) {
+	cmd, addr, err := Start(argv, env, args...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cmd, addr
+}
+
+// MustCPUTicks is CPUTicks for a script: an error ends the run
+// (log.Fatal).
+func MustCPUTicks(pid int) int64 {
+	t, err := CPUTicks(pid)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return t
 }

@@ -94,15 +94,15 @@ func main() {
 	if out, err := build.CombinedOutput(); err != nil {
 		log.Fatalf("build demo: %v\n%s", err, out)
 	}
-	reviews, reviewsAddr := startService([]string{filepath.Join(bin, "reviews")}, "-delay", "0")
+	reviews, reviewsAddr := benchproc.MustStart([]string{filepath.Join(bin, "reviews")}, nil, "-delay", "0")
 	defer stop(reviews)
 	// /work and /ping call neither pricing nor inventory: nothing listens there.
-	catalog, catalogAddr := startService(onCPU1(filepath.Join(bin, "catalog")), "-pricing", "127.0.0.1:1", "-reviews", "http://"+reviewsAddr, "-inventory", "http://127.0.0.1:1")
+	catalog, catalogAddr := benchproc.MustStart(onCPU1(filepath.Join(bin, "catalog")), nil, "-pricing", "127.0.0.1:1", "-reviews", "http://"+reviewsAddr, "-inventory", "http://127.0.0.1:1")
 	defer stop(catalog)
 	pid := catalog.Process.Pid
 
 	load := func(path string, seconds int) result {
-		before := cpuTicks(pid)
+		before := benchproc.MustCPUTicks(pid)
 		out, err := exec.Command(filepath.Join(bin, "loadgen"), "-url", "http://"+catalogAddr+path, "-ids", "1-50",
 			"-c", strconv.Itoa(*conc), "-n", "100000000", "-duration", fmt.Sprintf("%ds", seconds), "-json").Output()
 		if err != nil {
@@ -112,7 +112,7 @@ func main() {
 		if err := json.Unmarshal(out, &r); err != nil {
 			log.Fatalf("loadgen output %q: %v", out, err)
 		}
-		r.cpuUS = float64(cpuTicks(pid)-before) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
+		r.cpuUS = float64(benchproc.MustCPUTicks(pid)-before) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
 		return r
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -326,22 +326,4 @@ func med(rs []result, f func(result) float64) float64 {
 func stop(cmd *exec.Cmd) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
-}
-
-// startService starts a demo service (benchproc.Start) or stops the run.
-func startService(argv []string, args ...string) (*exec.Cmd, string) {
-	cmd, addr, err := benchproc.Start(argv, nil, args...)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return cmd, addr
-}
-
-// cpuTicks is benchproc.CPUTicks, or stops the run.
-func cpuTicks(pid int) int64 {
-	t, err := benchproc.CPUTicks(pid)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return t
 }

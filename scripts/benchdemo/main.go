@@ -157,21 +157,21 @@ func main() {
 	redis := start("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	defer stop(redis)
 	time.Sleep(300 * time.Millisecond)
-	pricing, pricingAddr := startService([]string{filepath.Join(bin, "pricing")}, nil, "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
+	pricing, pricingAddr := benchproc.MustStart([]string{filepath.Join(bin, "pricing")}, nil, "-redis", "127.0.0.1:"+strconv.Itoa(redisPort))
 	defer stop(pricing)
-	reviews, reviewsAddr := startService([]string{filepath.Join(bin, "reviews")}, nil, "-delay", "0")
+	reviews, reviewsAddr := benchproc.MustStart([]string{filepath.Join(bin, "reviews")}, nil, "-delay", "0")
 	defer stop(reviews)
-	inventory, inventoryAddr := startService([]string{filepath.Join(bin, "inventory")}, nil, "-reviews", "http://"+reviewsAddr)
+	inventory, inventoryAddr := benchproc.MustStart([]string{filepath.Join(bin, "inventory")}, nil, "-reviews", "http://"+reviewsAddr)
 	defer stop(inventory)
-	catalog, catalogAddr := startService(onCPU1(filepath.Join(bin, "catalog")), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
+	catalog, catalogAddr := benchproc.MustStart(onCPU1(filepath.Join(bin, "catalog")), nil, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalog)
-	catalogSDK, catalogSDKAddr := startService(onCPU1(filepath.Join(bin, "catalog-otel")), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
+	catalogSDK, catalogSDKAddr := benchproc.MustStart(onCPU1(filepath.Join(bin, "catalog-otel")), []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_SERVICE_NAME=catalog-otel"}, "-pricing", pricingAddr, "-reviews", "http://"+reviewsAddr, "-inventory", "http://"+inventoryAddr)
 	defer stop(catalogSDK)
 
 	// load runs the load generator against a catalog at path for seconds;
 	// spans counts what latscope exports, if it runs.
 	load := func(catalog *exec.Cmd, catalogAddr, path string, rate float64, seconds int, spans *spanCounter) result {
-		before, self, jaegerBefore := cpuTicks(catalog.Process.Pid), cpuTicks(os.Getpid()), cpuTicks(jaeger.Pid())
+		before, self, jaegerBefore := benchproc.MustCPUTicks(catalog.Process.Pid), benchproc.MustCPUTicks(os.Getpid()), benchproc.MustCPUTicks(jaeger.Pid())
 		var spansBefore uint64
 		if spans != nil {
 			spansBefore = spans.n.Load()
@@ -185,10 +185,10 @@ func main() {
 		if err := json.Unmarshal(out, &r); err != nil {
 			log.Fatalf("loadgen output %q: %v", out, err)
 		}
-		ticks := cpuTicks(catalog.Process.Pid) - before
+		ticks := benchproc.MustCPUTicks(catalog.Process.Pid) - before
 		r.cpuUS = float64(ticks) * 1e6 / 100 / float64(r.Reqs) // USER_HZ = 100
-		r.agentUS = float64(cpuTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
-		r.jaegerUS = float64(cpuTicks(jaeger.Pid())-jaegerBefore) * 1e6 / 100 / float64(r.Reqs)
+		r.agentUS = float64(benchproc.MustCPUTicks(os.Getpid())-self) * 1e6 / 100 / float64(r.Reqs)
+		r.jaegerUS = float64(benchproc.MustCPUTicks(jaeger.Pid())-jaegerBefore) * 1e6 / 100 / float64(r.Reqs)
 		if spans != nil {
 			time.Sleep(200 * time.Millisecond) // the last requests' spans reach the exporters
 			r.spans = float64(spans.n.Load()-spansBefore) / float64(r.Reqs)
@@ -454,22 +454,4 @@ func start(name string, args ...string) *exec.Cmd {
 func stop(cmd *exec.Cmd) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
-}
-
-// startService starts a demo service (benchproc.Start) or stops the run.
-func startService(argv, env []string, args ...string) (*exec.Cmd, string) {
-	cmd, addr, err := benchproc.Start(argv, env, args...)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return cmd, addr
-}
-
-// cpuTicks is benchproc.CPUTicks, or stops the run.
-func cpuTicks(pid int) int64 {
-	t, err := benchproc.CPUTicks(pid)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return t
 }

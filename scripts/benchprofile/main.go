@@ -171,15 +171,15 @@ func measure(dir string, catalog *exec.Cmd, addr, path string, hz int, warm time
 	load(dir, addr, path, int(warm.Seconds()), conc)
 	step("measuring")
 
-	cat0, ag0 := cpuTicks(catalog.Process.Pid), cpuTicks(agent.Process.Pid)
+	cat0, ag0 := benchproc.MustCPUTicks(catalog.Process.Pid), benchproc.MustCPUTicks(agent.Process.Pid)
 	rt0, _ := progRuntime(prog)
 	sent0 := counter(url, "cpu_samples_sent")
 	lg := load(dir, addr, path, seconds, conc)
 	rt1, _ := progRuntime(prog)
 	r := run{rps: lg.RPS, p99ms: lg.P99ms}
 	n := float64(lg.Reqs)
-	r.catalogUS = float64(cpuTicks(catalog.Process.Pid)-cat0) * 1e4 / n // USER_HZ = 100
-	r.agentUS = float64(cpuTicks(agent.Process.Pid)-ag0) * 1e4 / n
+	r.catalogUS = float64(benchproc.MustCPUTicks(catalog.Process.Pid)-cat0) * 1e4 / n // USER_HZ = 100
+	r.agentUS = float64(benchproc.MustCPUTicks(agent.Process.Pid)-ag0) * 1e4 / n
 	r.progUS = float64(rt1-rt0) / 1e3 / n
 	r.samples = float64(counter(url, "cpu_samples_sent")-sent0) / n
 	for name, v := range losses(url) {
@@ -438,21 +438,10 @@ func stopAll() {
 	}
 }
 
-// startService starts a demo service (benchproc.Start) or stops the run.
+// startService starts a demo service (benchproc.MustStart) and keeps it
+// to stop at the end.
 func startService(argv []string, args ...string) (*exec.Cmd, string) {
-	cmd, addr, err := benchproc.Start(argv, nil, args...)
-	if err != nil {
-		log.Fatal(err)
-	}
+	cmd, addr := benchproc.MustStart(argv, nil, args...)
 	procs = append(procs, cmd)
 	return cmd, addr
-}
-
-// cpuTicks is benchproc.CPUTicks, or stops the run.
-func cpuTicks(pid int) int64 {
-	t, err := benchproc.CPUTicks(pid)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return t
 }
