@@ -348,7 +348,7 @@ const nodePoll = 50 * time.Millisecond
 // workingSet is the least heap the agent gets besides its stores:
 // programs' user side, parsed binaries, builder state, metrics, and room
 // for garbage (~180 bytes per span: the builder reuses span memory; at
-// 20k spans/s ~1.5 collections a second). OTLP export adds exportSet:
+// 20k spans/s ~0.7 collections a second). OTLP export adds exportSet:
 // its batches in the steady state (the one filled, the one sent and up
 // to four spares, ~210 KiB each for 512 net/http spans), ~60 bytes of
 // garbage per exported span, and gRPC's marshal buffer (~210 KiB a

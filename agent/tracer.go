@@ -310,10 +310,10 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
 			}
-			read += uint64(len(rec.RawSample)) + ringHeader
 			if err != nil {
 				return fmt.Errorf("read ring buffer: %w", err)
 			}
+			read += uint64(len(rec.RawSample)) + ringHeader
 			if t.cfg.Record != nil {
 				if err := calltracer.WriteRecord(t.cfg.Record, rec.RawSample); err != nil {
 					return fmt.Errorf("record: %w", err)
