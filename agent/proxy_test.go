@@ -2,10 +2,16 @@ package agent_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/latscope/latscope/agent"
 	"github.com/latscope/latscope/internal/fixture"
@@ -135,4 +141,59 @@ func startBackend(t *testing.T, bin string) string {
 		t.Fatalf("backend said %q: %v", line, err)
 	}
 	return addr
+}
+
+// A request latscope changed on its way out (a traceparent line inserted,
+// forwarded copies replaced and removed) leaves in one TCP segment, as
+// it would untraced: tcp_bpf sends each piece of a message it holds with
+// a send of its own, so on a TCP_NODELAY socket (Go's default) a message
+// split by the change would reach the backend in three segments, each
+// processed and woken for. The backend here is the test's own server,
+// which reads each connection's data segment count (TCP_INFO) per
+// request.
+func TestChangedRequestOneSegment(t *testing.T) {
+	fixture.RequireRoot(t)
+	bin := fixture.Build(t, "proxyapp", "local", fixture.Stripped)
+	type connKey struct{}
+	var mu sync.Mutex
+	segs := map[*net.TCPConn]uint32{} // data segments in, as of the connection's last request
+	var split []string
+	srv := &http.Server{
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := r.Context().Value(connKey{}).(*net.TCPConn)
+			raw, err := c.SyscallConn()
+			var info *unix.TCPInfo
+			if err == nil {
+				raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+			}
+			mu.Lock()
+			if err != nil {
+				split = append(split, fmt.Sprintf("%s: TCP_INFO: %v", r.URL.Path, err))
+			} else if n := info.Data_segs_in - segs[c]; n != 1 {
+				split = append(split, fmt.Sprintf("%s: came in %d data segments", r.URL.Path, n))
+			}
+			if err == nil {
+				segs[c] = info.Data_segs_in
+			}
+			mu.Unlock()
+			fmt.Fprint(w, strings.Join(r.Header.Values("Traceparent"), ","))
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	tr, out := traceRun(t, agent.Config{Inject: true}, nil, bin, "backend", ln.Addr().String())
+	if n := strings.Count(out, "\n"); n != 12 {
+		t.Fatalf("proxyapp answered %d requests, want 12:\n%s", n, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range split {
+		t.Error(s)
+	}
+	checkCounters(t, tr.res, map[string]uint64{"propagation_injected": 2, "propagation_replaced": 6, "propagation_already_present": 4, "propagation_failed": 0})
 }

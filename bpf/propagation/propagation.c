@@ -127,6 +127,24 @@ static __always_inline void put_traceparent(__u8 *out, struct trace_ctx *tc)
 	put_hex(out + 53, tc->flags, 2);
 }
 
+/*
+ * tcp_bpf sends each scatterlist element of a message with a send of its
+ * own, none flagged MSG_MORE: on a TCP_NODELAY socket (Go's default)
+ * each leaves as a segment of its own, which the peer receives, acks and
+ * is woken for. A push or pop inside an element splits it (a push in
+ * three), so after changing a message its first JOIN_MAX bytes are
+ * copied back into one element: a page and a copy, far cheaper than two
+ * more segments. Should that fail the message goes out as it is, split
+ * but whole.
+ */
+#define JOIN_MAX 16384
+
+static __always_inline void msg_join(struct sk_msg_md *msg)
+{
+	__u32 n = msg->size;
+	bpf_msg_pull_data(msg, 0, n < JOIN_MAX ? n : JOIN_MAX, 0);
+}
+
 /* ---- HTTP/1 ---- */
 
 /*
@@ -325,7 +343,9 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 			stat_inc(STAT_INJECT_PRESENT); /* the application's own */
 			return;
 		}
-		stat_inc(replace_copies(msg, &c, &sc->p.tc) ? STAT_INJECT_FAILED : STAT_INJECT_REPLACED);
+		int err = replace_copies(msg, &c, &sc->p.tc);
+		msg_join(msg);
+		stat_inc(err ? STAT_INJECT_FAILED : STAT_INJECT_REPLACED);
 		return;
 	}
 
@@ -341,19 +361,31 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 #define LINE_LEN 70
 
 	__u32 at = c.line_end;
-	if (bpf_msg_push_data(msg, at, LINE_LEN, 0) || bpf_msg_pull_data(msg, at, at + LINE_LEN, 0)) {
+	if (at >= HEAD_MAX || bpf_msg_push_data(msg, at, LINE_LEN, 0)) {
 		stat_inc(STAT_INJECT_FAILED);
 		return;
 	}
+	/* One element from the start (msg_join), else at least the line's. */
+	msg_join(msg);
 	data = (void *)(long)msg->data;
 	end = (void *)(long)msg->data_end;
-	if (data + LINE_LEN > end) {
+	if (data + at + LINE_LEN > end) {
+		if (bpf_msg_pull_data(msg, at, at + LINE_LEN, 0)) {
+			stat_inc(STAT_INJECT_FAILED);
+			return;
+		}
+		data = (void *)(long)msg->data;
+		end = (void *)(long)msg->data_end;
+		at = 0;
+	}
+	__u8 *d = data + (at & (HEAD_MAX - 1));
+	if ((void *)(d + LINE_LEN) > end) {
 		stat_inc(STAT_INJECT_FAILED);
 		return;
 	}
 #pragma unroll
 	for (int i = 0; i < LINE_LEN; i++)
-		((__u8 *)data)[i] = l[i];
+		d[i] = l[i];
 	stat_inc(STAT_INJECTED);
 }
 
@@ -613,6 +645,8 @@ static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u
 	}
 	/* Last frame first: an insert moves only what follows it. */
 	bpf_loop(w.n, inject_one, &w, 0);
+	if (w.n)
+		msg_join(msg);
 	return 0;
 }
 
