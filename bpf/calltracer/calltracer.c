@@ -54,8 +54,7 @@ static __always_inline int link_goroutine(void *newg)
 	if (!pc)
 		return 0;
 	struct gkey child = {.pid = parent.pid};
-	if (bpf_probe_read_user(&child.goid, sizeof(child.goid), newg + pc->goid_off) ||
-	    bpf_probe_read_user(&parent.goid, sizeof(parent.goid), newg + pc->parent_goid_off)) {
+	if (read_words(newg, pc->goid_off, pc->parent_goid_off, &child.goid, &parent.goid)) {
 		stat_inc(STAT_READ_G_FAILED);
 		return 0;
 	}
@@ -69,6 +68,8 @@ static __always_inline int link_goroutine(void *newg)
 		l.trace_lo = ps->trace_lo;
 		__u32 d = ps->depth;
 		if (d > 0 && d <= MAX_DEPTH) {
+			if (root_keep_live(ps, parent.pid))
+				return 0; /* the link could not expire: none */
 			struct frame *f = &ps->frames[(d - 1) & (MAX_DEPTH - 1)];
 			l.parent_call_id = f->call_id;
 			l.parent_goid = parent.goid;

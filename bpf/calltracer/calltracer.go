@@ -107,7 +107,7 @@ func Configure(spec *ebpf.CollectionSpec, opts Options) error {
 func (o *TracerObjects) SharedMaps() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		"events": o.Events, "procs": o.Procs, "goroutines": o.Goroutines, "links": o.Links,
-		"live_roots": o.LiveRoots, "gstate_scratch": o.GstateScratch,
+		"live_roots": o.LiveRoots, "gstate_scratch": o.GstateScratch, "words_scratch": o.WordsScratch,
 		"stats": o.Stats, "call_seq": o.CallSeq, "hits": o.Hits,
 		"lib_offsets": o.LibOffsets, "ret_sites": o.RetSites,
 	}

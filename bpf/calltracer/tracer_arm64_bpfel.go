@@ -65,6 +65,8 @@ type TracerGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -193,6 +195,11 @@ const (
 	TracerTracerStatSTAT_MAX                  TracerTracerStat = 31
 )
 
+type TracerWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadTracer returns the embedded CollectionSpec for Tracer.
 func LoadTracer() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_TracerBytes)
@@ -257,6 +264,7 @@ type TracerMapSpecs struct {
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // TracerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -310,6 +318,7 @@ type TracerMaps struct {
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *TracerMaps) Close() error {
@@ -325,6 +334,7 @@ func (m *TracerMaps) Close() error {
 		m.Procs,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -46,10 +46,7 @@ static __always_inline struct lib_fields *lib_fields(void)
 
 static __always_inline void lib_submit(void *r)
 {
-	__u64 wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-			     ? BPF_RB_FORCE_WAKEUP
-			     : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(r, wake);
+	bpf_ringbuf_submit(r, ring_wake(&events, wakeup_bytes));
 }
 
 /* Reads a pointer-sized field at base+off; 0 on failure (counted). */

@@ -260,10 +260,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	}
 	if (n > (long)sizeof(b->stack))
 		n = sizeof(b->stack);
-	__u64 wake = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) >= sample_wakeup_bytes
-			     ? BPF_RB_FORCE_WAKEUP
-			     : BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&samples, b, sizeof(struct cpu_sample) + n, wake)) {
+	if (bpf_ringbuf_output(&samples, b, sizeof(struct cpu_sample) + n, ring_wake(&samples, sample_wakeup_bytes))) {
 		profile_stat_inc(PROFILE_RINGBUF_FULL);
 		return 0;
 	}

@@ -47,6 +47,8 @@ type ProfileGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -128,6 +130,11 @@ const (
 	ProfileSampleFlagsSAMPLE_SPAWNED ProfileSampleFlags = 2
 )
 
+type ProfileWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadProfile returns the embedded CollectionSpec for Profile.
 func LoadProfile() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_ProfileBytes)
@@ -191,6 +198,7 @@ type ProfileMapSpecs struct {
 	SampleScratch *ebpf.MapSpec `ebpf:"sample_scratch"`
 	Samples       *ebpf.MapSpec `ebpf:"samples"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // ProfileVariableSpecs contains global variables before they are loaded into the kernel.
@@ -251,6 +259,7 @@ type ProfileMaps struct {
 	SampleScratch *ebpf.Map `ebpf:"sample_scratch"`
 	Samples       *ebpf.Map `ebpf:"samples"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *ProfileMaps) Close() error {
@@ -269,6 +278,7 @@ func (m *ProfileMaps) Close() error {
 		m.SampleScratch,
 		m.Samples,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -42,6 +42,8 @@ type PropagationGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -174,6 +176,11 @@ type PropagationSockkey struct {
 	RemotePort uint32
 }
 
+type PropagationWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadPropagation returns the embedded CollectionSpec for Propagation.
 func LoadPropagation() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_PropagationBytes)
@@ -243,6 +250,7 @@ type PropagationMapSpecs struct {
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
 	Sockets        *ebpf.MapSpec `ebpf:"sockets"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // PropagationVariableSpecs contains global variables before they are loaded into the kernel.
@@ -306,6 +314,7 @@ type PropagationMaps struct {
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
 	Sockets        *ebpf.Map `ebpf:"sockets"`
 	Stats          *ebpf.Map `ebpf:"stats"`
+	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *PropagationMaps) Close() error {
@@ -329,6 +338,7 @@ func (m *PropagationMaps) Close() error {
 		m.RetSites,
 		m.Sockets,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

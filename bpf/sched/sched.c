@@ -194,9 +194,7 @@ static __always_inline void send(__u8 kind, __u8 reason, __u32 pid, __u64 goid, 
 	e->start = start;
 	e->mid = mid;
 	e->end = end;
-	__u64 wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										  : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, wake);
+	bpf_ringbuf_submit(e, ring_wake(&events, wakeup_bytes));
 	sstat_inc(SSTAT_SENT);
 }
 

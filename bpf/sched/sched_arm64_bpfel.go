@@ -50,6 +50,8 @@ type SchedGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -163,6 +165,11 @@ type SchedToff struct {
 	Pad     [3]uint8
 }
 
+type SchedWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadSched returns the embedded CollectionSpec for Sched.
 func LoadSched() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_SchedBytes)
@@ -233,6 +240,7 @@ type SchedMapSpecs struct {
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	StwOpen       *ebpf.MapSpec `ebpf:"stw_open"`
 	Toff          *ebpf.MapSpec `ebpf:"toff"`
+	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // SchedVariableSpecs contains global variables before they are loaded into the kernel.
@@ -295,6 +303,7 @@ type SchedMaps struct {
 	Stats         *ebpf.Map `ebpf:"stats"`
 	StwOpen       *ebpf.Map `ebpf:"stw_open"`
 	Toff          *ebpf.Map `ebpf:"toff"`
+	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *SchedMaps) Close() error {
@@ -316,6 +325,7 @@ func (m *SchedMaps) Close() error {
 		m.Stats,
 		m.StwOpen,
 		m.Toff,
+		m.WordsScratch,
 	)
 }
 

@@ -112,6 +112,8 @@ type DbsqlGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -194,6 +196,11 @@ type DbsqlServer struct {
 	Ns      [128]uint8
 }
 
+type DbsqlWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadDbsql returns the embedded CollectionSpec for Dbsql.
 func LoadDbsql() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_DbsqlBytes)
@@ -258,6 +265,7 @@ type DbsqlMapSpecs struct {
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // DbsqlVariableSpecs contains global variables before they are loaded into the kernel.
@@ -320,6 +328,7 @@ type DbsqlMaps struct {
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *DbsqlMaps) Close() error {
@@ -335,6 +344,7 @@ func (m *DbsqlMaps) Close() error {
 		m.Procs,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -67,6 +67,8 @@ type GoredisGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -160,6 +162,11 @@ type GoredisServer struct {
 	Db      int64
 }
 
+type GoredisWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadGoredis returns the embedded CollectionSpec for Goredis.
 func LoadGoredis() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_GoredisBytes)
@@ -223,6 +230,7 @@ type GoredisMapSpecs struct {
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // GoredisVariableSpecs contains global variables before they are loaded into the kernel.
@@ -283,6 +291,7 @@ type GoredisMaps struct {
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *GoredisMaps) Close() error {
@@ -298,6 +307,7 @@ func (m *GoredisMaps) Close() error {
 		m.Procs,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -149,6 +149,8 @@ type GrpcGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -304,6 +306,11 @@ type GrpcTraceCtx struct {
 	Pad     [6]uint8
 }
 
+type GrpcWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadGrpc returns the embedded CollectionSpec for Grpc.
 func LoadGrpc() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_GrpcBytes)
@@ -381,6 +388,7 @@ type GrpcMapSpecs struct {
 	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // GrpcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -449,6 +457,7 @@ type GrpcMaps struct {
 	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
 	Stats          *ebpf.Map `ebpf:"stats"`
+	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *GrpcMaps) Close() error {
@@ -471,6 +480,7 @@ func (m *GrpcMaps) Close() error {
 		m.ReceivedByRoot,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -73,6 +73,8 @@ type HertzGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -251,6 +253,11 @@ type HertzTraceCtx struct {
 	Pad     [6]uint8
 }
 
+type HertzWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadHertz returns the embedded CollectionSpec for Hertz.
 func LoadHertz() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_HertzBytes)
@@ -319,6 +326,7 @@ type HertzMapSpecs struct {
 	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // HertzVariableSpecs contains global variables before they are loaded into the kernel.
@@ -384,6 +392,7 @@ type HertzMaps struct {
 	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
 	Stats          *ebpf.Map `ebpf:"stats"`
+	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *HertzMaps) Close() error {
@@ -403,6 +412,7 @@ func (m *HertzMaps) Close() error {
 		m.ReceivedByRoot,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 

@@ -105,6 +105,8 @@ type NethttpGstate struct {
 	_            structs.HostLayout
 	Depth        uint32
 	Overflow     uint32
+	RootLive     uint32
+	Pad          uint32
 	Goid         uint64
 	ParentGoid   uint64
 	ParentCallId uint64
@@ -360,6 +362,11 @@ type NethttpServerResponse struct {
 	Pad      [7]uint8
 }
 
+type NethttpWordsBuf struct {
+	_ structs.HostLayout
+	B [256]uint8
+}
+
 // LoadNethttp returns the embedded CollectionSpec for Nethttp.
 func LoadNethttp() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_NethttpBytes)
@@ -439,6 +446,7 @@ type NethttpMapSpecs struct {
 	ReceivedScratch *ebpf.MapSpec `ebpf:"received_scratch"`
 	RetSites        *ebpf.MapSpec `ebpf:"ret_sites"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	WordsScratch    *ebpf.MapSpec `ebpf:"words_scratch"`
 }
 
 // NethttpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -511,6 +519,7 @@ type NethttpMaps struct {
 	ReceivedScratch *ebpf.Map `ebpf:"received_scratch"`
 	RetSites        *ebpf.Map `ebpf:"ret_sites"`
 	Stats           *ebpf.Map `ebpf:"stats"`
+	WordsScratch    *ebpf.Map `ebpf:"words_scratch"`
 }
 
 func (m *NethttpMaps) Close() error {
@@ -537,6 +546,7 @@ func (m *NethttpMaps) Close() error {
 		m.ReceivedScratch,
 		m.RetSites,
 		m.Stats,
+		m.WordsScratch,
 	)
 }
 
