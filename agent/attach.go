@@ -39,6 +39,11 @@ type TracedFunc struct {
 	ID    uint32
 	Func  *symbolizer.Func
 	Sites *symbolizer.Sites
+	// Entries are the probed entry sites: for a library's function
+	// Sites.Entry (its program reads the arguments); for the call
+	// tracer's, Sites.CallEntry, or where that would be single-stepped
+	// and every call is direct, its callers' CALLs (CallEntries).
+	Entries []symbolizer.Site
 	// Exits are the probed return sites: in its callers (resume sites) or
 	// its own exit paths' chosen sites.
 	Exits  []symbolizer.ResumeSite
@@ -537,8 +542,19 @@ func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryP
 			}
 		}
 	}
-	tf := TracedFunc{ID: uint32(len(im.funcs)), Func: f, Sites: sites, Exits: exits, Inline: inl}
-	cookie, err := calltracer.Cookie(tf.ID, sites.Entry.SPDelta, 0)
+	entries := []symbolizer.Site{sites.Entry}
+	if entryProg == t.objs.CallEntry { // it reads no argument register
+		entries[0] = sites.CallEntry
+		if !sites.CallEntry.Emulated && !own && len(callers) == 0 && !t.cfg.NaiveSites {
+			if calls, err := im.bin.CallEntries(f); err == nil {
+				entries = calls
+			} else {
+				t.log.Debug("entry single-stepped", "func", f.Name, "reason", err)
+			}
+		}
+	}
+	tf := TracedFunc{ID: uint32(len(im.funcs)), Func: f, Sites: sites, Entries: entries, Exits: exits, Inline: inl}
+	cookie, err := calltracer.Cookie(tf.ID, entries[0].SPDelta, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name, err)
 	}
@@ -547,7 +563,9 @@ func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryP
 		l = &learning{id: tf.ID, name: f.Name, results: results, exitProg: exitProg, probed: map[uint64]bool{}, answers: map[uint64]uint8{}, last: time.Now()}
 		cookie = calltracer.Learn(cookie)
 	}
-	b.add(entryProg, sites.Entry, cookie, f.Name)
+	for _, e := range entries {
+		b.add(entryProg, e, cookie, f.Name)
+	}
 	tf.Cookies = append(tf.Cookies, cookie)
 	for i, exit := range exits {
 		cookie, err := calltracer.Cookie(tf.ID, exit.SPDelta, uint16(i+1))
@@ -580,7 +598,7 @@ func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryP
 // naive returns the sites a straightforward tracer would use: the first
 // byte and every RET, both single-stepped by the kernel.
 func naive(s *symbolizer.Sites) *symbolizer.Sites {
-	n := &symbolizer.Sites{Entry: s.NaiveEntry, NaiveEntry: s.NaiveEntry}
+	n := &symbolizer.Sites{Entry: s.NaiveEntry, NaiveEntry: s.NaiveEntry, CallEntry: s.NaiveEntry}
 	for _, e := range s.Exits {
 		e.Chosen = e.Ret
 		n.Exits = append(n.Exits, e)

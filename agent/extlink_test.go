@@ -159,8 +159,13 @@ func probePlan(p *agent.Process) []string {
 			exits = append(exits, fmt.Sprintf("%s shared=%v", site(e.Addr, e.Insn, e.Emulated), e.Shared))
 		}
 		sort.Strings(exits)
+		entries := make([]string, 0, len(f.Entries))
+		for _, e := range f.Entries {
+			entries = append(entries, site(e.Addr, e.Insn, e.Emulated))
+		}
+		sort.Strings(entries)
 		out = append(out, fmt.Sprintf("%s: entry %s; inline known=%v %q; exits %s", f.Func.Name,
-			site(f.Sites.Entry.Addr, f.Sites.Entry.Insn, f.Sites.Entry.Emulated), f.Inline.Known, f.Inline.Callers, strings.Join(exits, ", ")))
+			strings.Join(entries, ", "), f.Inline.Known, f.Inline.Callers, strings.Join(exits, ", ")))
 	}
 	sort.Strings(out)
 	return out

@@ -371,6 +371,7 @@ func (r *resumer) clobbersResult(reg x86asm.Reg) bool {
 // that ResumeSites must know about.
 type refs struct {
 	calls    map[uint64][]uint64 // entry → CALL rel32 (E8 disp32) addresses aimed at it
+	jumps    map[uint64][]uint64 // entry → JMP rel32 (E9 disp32) addresses aimed at it (tail calls)
 	lea      map[uint64]uint64   // entry → a LEAQ disp32(RIP) loading it
 	data     map[uint64]string   // entry → where a pointer to it is stored
 	textOffs map[uint64]uint64   // entry → address of a word holding its text offset (method tables)
@@ -400,7 +401,7 @@ func (r *refs) word(vaddr uint64) (uint32, bool) {
 // reference only costs a function its cheap exits.
 func (b *Binary) references() *refs {
 	b.refsOnce.Do(func() {
-		r := &refs{calls: map[uint64][]uint64{}, lea: map[uint64]uint64{}, data: map[uint64]string{}, textOffs: map[uint64]uint64{}}
+		r := &refs{calls: map[uint64][]uint64{}, jumps: map[uint64][]uint64{}, lea: map[uint64]uint64{}, data: map[uint64]string{}, textOffs: map[uint64]uint64{}}
 		b.refs = r
 		entries := make(map[uint64]bool, len(b.Funcs))
 		r.entries = entries
@@ -424,6 +425,10 @@ func (b *Binary) references() *refs {
 				case t[p] == 0xe8:
 					if to := at + 5 + uint64(int64(int32(le.Uint32(t[p+1:])))); entries[to] {
 						r.calls[to] = append(r.calls[to], at)
+					}
+				case t[p] == 0xe9:
+					if to := at + 5 + uint64(int64(int32(le.Uint32(t[p+1:])))); entries[to] {
+						r.jumps[to] = append(r.jumps[to], at)
 					}
 				case p+7 <= len(t) && t[p+1] == 0x8d && (t[p] == 0x48 || t[p] == 0x4c) && t[p+2]&0xc7 == 0x05:
 					// LEAQ disp32(RIP), reg: REX.W (48 or 4C) 8D, ModRM mod=00 rm=101.
@@ -475,6 +480,65 @@ func (b *Binary) references() *refs {
 // entry (candidates: see references).
 func (b *Binary) callsTo(entry uint64) []uint64 { return b.references().calls[entry] }
 
+// isInsn reports whether an instruction of op starts at addr, decoding
+// the function holding it (the references index byte patterns).
+func (b *Binary) isInsn(addr uint64, op x86asm.Op) bool {
+	f := b.funcAt(addr)
+	if f == nil {
+		return false
+	}
+	code, err := b.code(f)
+	if err != nil {
+		return true // cannot tell: count it
+	}
+	insns := decode(f.Entry, code)
+	i := indexAt(insns, addr)
+	return i >= 0 && insns[i].inst.Op == op
+}
+
+func (b *Binary) funcName(addr uint64) string {
+	if f := b.funcAt(addr); f != nil {
+		return f.Name
+	}
+	return "code outside any function"
+}
+
+// CallEntries returns every call to f as an entry site: its callers'
+// CALL instructions (emulated; SPDelta -8, the return address not pushed
+// yet), for a probe that reads no argument register. An error wrapping
+// ErrNotResumable when f may be called otherwise than by a direct CALL
+// (ResumeSites): a probe at its calls would miss those.
+func (b *Binary) CallEntries(f *Func) ([]Site, error) {
+	if _, err := b.ResumeSites(f, 0); err != nil {
+		return nil, err
+	}
+	var sites []Site
+	for _, at := range b.callsTo(f.Entry) {
+		caller := b.funcAt(at)
+		if caller == nil {
+			continue
+		}
+		code, err := b.code(caller)
+		if err != nil {
+			return nil, err
+		}
+		insns := decode(caller.Entry, code)
+		i := indexAt(insns, at)
+		if i < 0 || insns[i].inst.Op != x86asm.CALL {
+			continue // the bytes at the address were not a CALL instruction
+		}
+		s, err := b.site(insns[i], -8)
+		if err != nil {
+			return nil, err
+		}
+		sites = append(sites, s)
+	}
+	if len(sites) == 0 {
+		return nil, fmt.Errorf("%s: %w: no direct call to it", f.Name, ErrNotResumable)
+	}
+	return sites, nil
+}
+
 // addressTaken reports (as an error saying where) any way f can be called
 // other than by a direct CALL: its address loaded by a LEA in the code (a
 // func value, a go or defer statement), stored in data (itabs, closures,
@@ -488,6 +552,15 @@ func (b *Binary) addressTaken(f *Func, methodTables bool) error {
 	}
 	if at, ok := r.lea[f.Entry]; ok {
 		return fmt.Errorf("its address is loaded at %#x (a func value)", at)
+	}
+	for _, at := range r.jumps[f.Entry] {
+		// f's own morestack path jumps back to its entry: not a call.
+		if at >= f.Entry && at < f.End {
+			continue
+		}
+		if b.isInsn(at, x86asm.JMP) {
+			return fmt.Errorf("%s jumps to it at %#x (a tail call: it returns to that function's caller)", b.funcName(at), at)
+		}
 	}
 	if where, ok := r.data[f.Entry]; ok {
 		return fmt.Errorf("its address is stored in %s (an itab, closure or method value)", where)

@@ -2,6 +2,7 @@ package symbolizer
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -139,5 +140,29 @@ func TestKeepsResults(t *testing.T) {
 				t.Errorf("%s with %d results: keeps %v, want %v", tc.name, results, got, want)
 			}
 		}
+	}
+}
+
+// A function another one jumps to (a tail call: its return goes to that
+// function's caller, where no call of it was seen) is not resumable, nor
+// are its calls its only entries. runtime.morestack_noctxt jumps to
+// runtime.morestack in every release; a function's own morestack path
+// jumping back to its entry is no such call.
+func TestTailJumpRefused(t *testing.T) {
+	for _, tc := range fixture.Matrix() {
+		t.Run(tc, func(t *testing.T) {
+			b := openFixture(t, tc, fixture.Default)
+			f, err := b.Lookup("runtime.morestack")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.ResumeSites(f, 0)
+			if !errors.Is(err, ErrNotResumable) || !strings.Contains(err.Error(), "runtime.morestack_noctxt jumps to it") {
+				t.Errorf("ResumeSites(runtime.morestack) = %v, want refused for morestack_noctxt's jump", err)
+			}
+			if _, err := b.CallEntries(f); !errors.Is(err, ErrNotResumable) {
+				t.Errorf("CallEntries(runtime.morestack) = %v, want ErrNotResumable", err)
+			}
+		})
 	}
 }

@@ -33,6 +33,15 @@ type ExitPath struct {
 type Sites struct {
 	Entry      Site // runs once per call; after the stack-bound check when there is one
 	NaiveEntry Site // the function's first instruction (after ENDBR64)
+	// CallEntry is where a probe that reads no argument register (only
+	// SP, the g register and BP, which Go code never allocates) sees each
+	// call: Entry, unless Entry would be single-stepped (~10 µs a hit on
+	// a VM, against ~0.5 µs emulated) and the straight-line code from it
+	// reaches an instruction the kernel emulates first, as a frameless
+	// leaf's first branch: no branch lands before it and nothing before
+	// it moves SP, so it runs once per call with SP as at entry
+	// (SPDelta 0). Argument registers may have been overwritten there.
+	CallEntry Site
 	// Exits has one path per RET or tail jump. It is empty, without error,
 	// for functions that never return (they end in a call to a function
 	// such as runtime.gopanic or runtime.throw).
@@ -70,8 +79,16 @@ func (b *Binary) Sites(f *Func) (*Sites, error) {
 		return nil, err
 	}
 	s.Entry = s.NaiveEntry
+	entry := 0
 	if i := b.afterStackCheck(insns, f); i > 0 && i < len(insns) {
 		if s.Entry, err = b.site(insns[i], 0); err != nil {
+			return nil, err
+		}
+		entry = i
+	}
+	s.CallEntry = s.Entry
+	if i := emulatedFrom(insns, entry, targets, f); i > entry && !s.Entry.Emulated {
+		if s.CallEntry, err = b.site(insns[i], 0); err != nil {
 			return nil, err
 		}
 	}
@@ -172,6 +189,44 @@ func isExit(in insn, f *Func) bool {
 	case x86asm.JMP:
 		a, ok := in.target()
 		return ok && (a < f.Entry || a >= f.End)
+	}
+	return false
+}
+
+// straightLineWindow bounds the search for an emulated instruction
+// after the entry: a leaf's first block is a few instructions long.
+const straightLineWindow = 32
+
+// emulatedFrom returns the index of the first instruction the kernel
+// emulates on the straight-line path from insns[from], or -1: the path
+// ends at a branch or exit it does not emulate, at an instruction that
+// writes SP, or where a branch lands (code there also runs for other
+// reasons than entering the function).
+func emulatedFrom(insns []insn, from int, targets map[uint64]bool, f *Func) int {
+	for i := from; i < len(insns) && i < from+straightLineWindow; i++ {
+		in := insns[i]
+		if targets[in.addr] || isExit(in, f) {
+			return -1
+		}
+		if emulated(in.raw) {
+			return i
+		}
+		if in.isBranch() || writesSP(in) {
+			return -1
+		}
+	}
+	return -1
+}
+
+// writesSP reports whether in changes the stack pointer.
+func writesSP(in insn) bool {
+	switch in.inst.Op {
+	case x86asm.PUSH, x86asm.POP, x86asm.PUSHF, x86asm.POPF, x86asm.PUSHFQ, x86asm.POPFQ,
+		x86asm.ENTER, x86asm.LEAVE, x86asm.CALL, x86asm.RET:
+		return true
+	}
+	if r, ok := in.inst.Args[0].(x86asm.Reg); ok {
+		return r == x86asm.RSP || r == x86asm.ESP || r == x86asm.SP
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -67,6 +68,75 @@ func TestSites(t *testing.T) {
 							t.Errorf("%s: candidates %+v, want RET, POPQ BP (8), ADDQ $n,SP (8+n)", tt.name, e.Candidates)
 						}
 					}
+				}
+			})
+		}
+	}
+}
+
+// A frameless leaf's first instruction is single-stepped. A probe that
+// reads no argument sees its calls at the first emulated instruction of
+// its straight-line entry (tiny: the jump into its loop), or, when there
+// is none but every call is a direct CALL (perimeter), at those CALLs,
+// with SP 8 above the callee's first instruction; where neither exists
+// (area, reached through an interface) it stays at the entry.
+func TestCallEntry(t *testing.T) {
+	checked := 0 // layouts where perimeter's calls are all known
+	defer func() {
+		if checked == 0 {
+			t.Error("no layout had main.(*circle).perimeter's calls all known: CallEntries untested")
+		}
+	}()
+	for _, tc := range fixture.Matrix() {
+		for _, mode := range allModes {
+			t.Run(tc+"/"+string(mode), func(t *testing.T) {
+				b := openFixture(t, tc, mode)
+				sites := func(name string) (*Func, *Sites) {
+					f, err := b.Lookup(name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					s, err := b.Sites(f)
+					if err != nil {
+						t.Fatalf("Sites(%s): %v", name, err)
+					}
+					return f, s
+				}
+				f, s := sites("main.tiny")
+				if s.Entry.Emulated || !s.CallEntry.Emulated || s.CallEntry.Addr <= f.Entry || s.CallEntry.SPDelta != 0 ||
+					!strings.HasPrefix(s.CallEntry.Insn, "J") {
+					t.Errorf("main.tiny: entry %q, call entry %+v; want a jump after the entry, emulated, SPDelta 0", s.Entry.Insn, s.CallEntry)
+				}
+				if _, err := b.CallEntries(f); err == nil {
+					t.Errorf("main.tiny is called through a func value: CallEntries should refuse")
+				}
+				for _, name := range []string{"main.middle", "main.(*circle).area"} {
+					if _, s := sites(name); s.CallEntry != s.Entry {
+						t.Errorf("%s: call entry %+v, want the entry %+v", name, s.CallEntry, s.Entry)
+					}
+				}
+				f, _ = sites("main.(*circle).area")
+				if _, err := b.CallEntries(f); err == nil {
+					t.Errorf("main.(*circle).area is called through an interface: CallEntries should refuse")
+				}
+				f, s = sites("main.(*circle).perimeter")
+				if s.CallEntry.Emulated {
+					t.Fatalf("main.(*circle).perimeter: call entry %q emulated: the fixture no longer tests CallEntries", s.CallEntry.Insn)
+				}
+				calls, err := b.CallEntries(f)
+				if _, rerr := b.ResumeSites(f, 0); rerr != nil {
+					// Some layouts leave doubt whether an interface may call it.
+					if !errors.Is(err, ErrNotResumable) {
+						t.Errorf("CallEntries(main.(*circle).perimeter) = %v where ResumeSites refuses (%v)", err, rerr)
+					}
+					return
+				}
+				checked++
+				if err != nil || len(calls) != 1 {
+					t.Fatalf("CallEntries(main.(*circle).perimeter) = %+v, %v; want its one call", calls, err)
+				}
+				if c := calls[0]; !c.Emulated || c.SPDelta != -8 || c.Insn != "CALL main.(*circle).perimeter(SB)" || b.FuncAt(c.Addr).Name != "main.shapes" {
+					t.Errorf("call entry %+v in %s, want main.shapes' CALL, emulated, SPDelta -8", c, b.FuncAt(c.Addr).Name)
 				}
 			})
 		}

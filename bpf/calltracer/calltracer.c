@@ -128,7 +128,10 @@ int goroutine_exit(struct pt_regs *ctx)
 		return 0;
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &key);
 	if (!gs) {
-		bpf_map_delete_elem(&links, &key); /* linked, never traced */
+		/* Linked, never traced? (Most goroutines are neither: a lookup
+		 * takes no lock, a delete does.) */
+		if (bpf_map_lookup_elem(&links, &key))
+			bpf_map_delete_elem(&links, &key);
 		return 0;
 	}
 	__u32 depth = gs->depth;

@@ -110,7 +110,7 @@ func printSymbols(w io.Writer, b *symbolizer.Binary, re *regexp.Regexp) error {
 		if s, err := b.Sites(f); err != nil {
 			entry = "error: " + err.Error()
 		} else {
-			entry = describeSite(s.Entry)
+			entry = describeEntry(b, f, s)
 			returns = fmt.Sprint(len(s.Exits))
 			exits = describeExits(b, f, s)
 		}
@@ -131,6 +131,18 @@ func describeSite(s symbolizer.Site) string {
 		cost = "emulated"
 	}
 	return fmt.Sprintf("%#x %s (%s)", s.Addr, s.Insn, cost)
+}
+
+// describeEntry says where a user function's calls are seen entering
+// (call_entry reads no argument): its entry site, or its callers' CALLs
+// where that would be single-stepped and every call is direct.
+func describeEntry(b *symbolizer.Binary, f *symbolizer.Func, s *symbolizer.Sites) string {
+	if !s.CallEntry.Emulated {
+		if calls, err := b.CallEntries(f); err == nil {
+			return fmt.Sprintf("in callers: %d CALLs (emulated), first %s", len(calls), describeSite(calls[0]))
+		}
+	}
+	return describeSite(s.CallEntry)
 }
 
 // describeExits summarises the exit sites a user function gets (call_exit

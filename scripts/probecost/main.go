@@ -59,7 +59,7 @@ func main() {
 	// callers resume when they can be found, else at each RET.
 	exits, notResumed := sym.Exits(f, sites, 0)
 	var chosen, naive []symbolizer.Site
-	chosen = append(chosen, sites.Entry)
+	chosen = append(chosen, sites.CallEntry)
 	naive = append(naive, sites.NaiveEntry)
 	for _, e := range exits {
 		chosen = append(chosen, e.Site)
