@@ -167,6 +167,14 @@ type PropagationScratch struct {
 	P    PropagationPendingCtx
 }
 
+type PropagationSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type PropagationSockkey struct {
 	_          structs.HostLayout
 	Family     uint32
@@ -248,6 +256,7 @@ type PropagationMapSpecs struct {
 	Procs          *ebpf.MapSpec `ebpf:"procs"`
 	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Sockets        *ebpf.MapSpec `ebpf:"sockets"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
@@ -312,6 +321,7 @@ type PropagationMaps struct {
 	Procs          *ebpf.Map `ebpf:"procs"`
 	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
 	Sockets        *ebpf.Map `ebpf:"sockets"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
@@ -336,6 +346,7 @@ func (m *PropagationMaps) Close() error {
 		m.Procs,
 		m.ReceivedByRoot,
 		m.RetSites,
+		m.SnapScratch,
 		m.Sockets,
 		m.Stats,
 		m.WordsScratch,

@@ -196,6 +196,14 @@ type DbsqlServer struct {
 	Ns      [128]uint8
 }
 
+type DbsqlSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type DbsqlWordsBuf struct {
 	_ structs.HostLayout
 	B [256]uint8
@@ -264,6 +272,7 @@ type DbsqlMapSpecs struct {
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch   *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
@@ -327,6 +336,7 @@ type DbsqlMaps struct {
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch   *ebpf.Map `ebpf:"snap_scratch"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
@@ -343,6 +353,7 @@ func (m *DbsqlMaps) Close() error {
 		m.LiveRoots,
 		m.Procs,
 		m.RetSites,
+		m.SnapScratch,
 		m.Stats,
 		m.WordsScratch,
 	)

@@ -162,6 +162,14 @@ type GoredisServer struct {
 	Db      int64
 }
 
+type GoredisSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type GoredisWordsBuf struct {
 	_ structs.HostLayout
 	B [256]uint8
@@ -229,6 +237,7 @@ type GoredisMapSpecs struct {
 	LiveRoots     *ebpf.MapSpec `ebpf:"live_roots"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RetSites      *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch   *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch  *ebpf.MapSpec `ebpf:"words_scratch"`
 }
@@ -290,6 +299,7 @@ type GoredisMaps struct {
 	LiveRoots     *ebpf.Map `ebpf:"live_roots"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RetSites      *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch   *ebpf.Map `ebpf:"snap_scratch"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	WordsScratch  *ebpf.Map `ebpf:"words_scratch"`
 }
@@ -306,6 +316,7 @@ func (m *GoredisMaps) Close() error {
 		m.LiveRoots,
 		m.Procs,
 		m.RetSites,
+		m.SnapScratch,
 		m.Stats,
 		m.WordsScratch,
 	)

@@ -282,6 +282,14 @@ type GrpcServerStatus struct {
 	Pad  uint32
 }
 
+type GrpcSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type GrpcStreamKey struct {
 	_   structs.HostLayout
 	Pid uint32
@@ -387,6 +395,7 @@ type GrpcMapSpecs struct {
 	Queued         *ebpf.MapSpec `ebpf:"queued"`
 	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
 }
@@ -456,6 +465,7 @@ type GrpcMaps struct {
 	Queued         *ebpf.Map `ebpf:"queued"`
 	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
 }
@@ -479,6 +489,7 @@ func (m *GrpcMaps) Close() error {
 		m.Queued,
 		m.ReceivedByRoot,
 		m.RetSites,
+		m.SnapScratch,
 		m.Stats,
 		m.WordsScratch,
 	)

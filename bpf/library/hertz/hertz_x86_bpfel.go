@@ -243,6 +243,14 @@ type HertzServerResponse struct {
 	RouteLen uint64
 }
 
+type HertzSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type HertzTraceCtx struct {
 	_       structs.HostLayout
 	TraceHi uint64
@@ -325,6 +333,7 @@ type HertzMapSpecs struct {
 	Procs          *ebpf.MapSpec `ebpf:"procs"`
 	ReceivedByRoot *ebpf.MapSpec `ebpf:"received_by_root"`
 	RetSites       *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch   *ebpf.MapSpec `ebpf:"words_scratch"`
 }
@@ -391,6 +400,7 @@ type HertzMaps struct {
 	Procs          *ebpf.Map `ebpf:"procs"`
 	ReceivedByRoot *ebpf.Map `ebpf:"received_by_root"`
 	RetSites       *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	WordsScratch   *ebpf.Map `ebpf:"words_scratch"`
 }
@@ -411,6 +421,7 @@ func (m *HertzMaps) Close() error {
 		m.Procs,
 		m.ReceivedByRoot,
 		m.RetSites,
+		m.SnapScratch,
 		m.Stats,
 		m.WordsScratch,
 	)

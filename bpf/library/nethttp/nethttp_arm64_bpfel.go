@@ -362,6 +362,14 @@ type NethttpServerResponse struct {
 	Pad      [7]uint8
 }
 
+type NethttpSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type NethttpWordsBuf struct {
 	_ structs.HostLayout
 	B [256]uint8
@@ -445,6 +453,7 @@ type NethttpMapSpecs struct {
 	ReceivedByRoot  *ebpf.MapSpec `ebpf:"received_by_root"`
 	ReceivedScratch *ebpf.MapSpec `ebpf:"received_scratch"`
 	RetSites        *ebpf.MapSpec `ebpf:"ret_sites"`
+	SnapScratch     *ebpf.MapSpec `ebpf:"snap_scratch"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	WordsScratch    *ebpf.MapSpec `ebpf:"words_scratch"`
 }
@@ -518,6 +527,7 @@ type NethttpMaps struct {
 	ReceivedByRoot  *ebpf.Map `ebpf:"received_by_root"`
 	ReceivedScratch *ebpf.Map `ebpf:"received_scratch"`
 	RetSites        *ebpf.Map `ebpf:"ret_sites"`
+	SnapScratch     *ebpf.Map `ebpf:"snap_scratch"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	WordsScratch    *ebpf.Map `ebpf:"words_scratch"`
 }
@@ -545,6 +555,7 @@ func (m *NethttpMaps) Close() error {
 		m.ReceivedByRoot,
 		m.ReceivedScratch,
 		m.RetSites,
+		m.SnapScratch,
 		m.Stats,
 		m.WordsScratch,
 	)
