@@ -407,16 +407,16 @@ static long tp_value(__u64 i, void *arg)
 }
 
 /*
- * The traceparent values of HTTP/1 request req, as the lines carried
- * them (received: every line counted in lines, the valid values kept);
- * 0 when it has none, or its headers could not be looked through
- * (counted).
+ * The traceparent values of HTTP/1 request req (its snapshot), as the
+ * lines carried them (received: every line counted in lines, the valid
+ * values kept); 0 when it has none, or its headers could not be looked
+ * through (counted).
  */
-static __always_inline struct received *header_traceparents(struct lib_fields *fl, void *req)
+static __always_inline struct received *header_traceparents(struct lib_fields *fl, struct snap *req)
 {
 	__u32 zero = 0;
 	struct hdr_scan *s = bpf_map_lookup_elem(&hdr_scratch, &zero);
-	void *m = (void *)read_ptr(req, FIELD(fl, F_REQUEST_HEADER));
+	void *m = (void *)snap_ptr(req, FIELD(fl, F_REQUEST_HEADER));
 	if (!s || !m)
 		return 0;
 	if (FIELD(fl, F_HMAP_BUCKETS))
@@ -493,14 +493,29 @@ int server_entry(struct pt_regs *ctx)
 {
 	void *rw = (void *)GO_PARAM3(ctx);
 	void *req = (void *)GO_PARAM4(ctx);
-	struct lib_fields *fl = lib_fields();
-	__u64 proto = fl ? read_ptr(req, FIELD(fl, F_REQUEST_PROTO_MAJOR)) : 0;
 	struct gstate *gs = 0;
 	/* A request starts a chain of its own, whatever goroutine serves it. */
-	__u64 arg = proto == 1 ? (__u64)rw : proto == 2 && rw ? (__u64)rw | ARG_H2 : 0;
-	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), arg, PUSH_NEW_CHAIN, &gs);
+	__u64 call_id = frame_push_chain(ctx, bpf_get_attach_cookie(ctx), 0, PUSH_NEW_CHAIN, &gs);
+	struct lib_fields *fl = lib_fields();
 	if (!call_id || !fl || !gs)
 		return 0;
+	/* Every field of *http.Request read below, at once. */
+	struct snap *rq = snap_begin();
+	if (!rq)
+		return 0;
+	snap_want(rq, FIELD(fl, F_REQUEST_METHOD), SNAP_STRING);
+	snap_want(rq, FIELD(fl, F_REQUEST_URL), SNAP_WORD);
+	snap_want(rq, FIELD(fl, F_REQUEST_PROTO_MAJOR), SNAP_WORD);
+	snap_want(rq, FIELD(fl, F_REQUEST_HEADER), SNAP_WORD);
+	snap_want(rq, FIELD(fl, F_REQUEST_CONTENT_LENGTH), SNAP_WORD);
+	snap_want(rq, FIELD(fl, F_REQUEST_HOST), SNAP_STRING);
+	snap_want(rq, FIELD(fl, F_REQUEST_REMOTE_ADDR), SNAP_STRING);
+	snap_want(rq, FIELD(fl, F_REQUEST_TLS), SNAP_WORD);
+	snap_read(rq, req);
+	__u64 proto = snap_ptr(rq, FIELD(fl, F_REQUEST_PROTO_MAJOR));
+	/* What the exit reads the response from, by the protocol (see ARG_H2). */
+	gs->frames[(gs->depth - 1) & (MAX_DEPTH - 1)].arg =
+		proto == 1 ? (__u64)rw : proto == 2 && rw ? (__u64)rw | ARG_H2 : 0;
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	/* HTTP/1: in the request's Header; HTTP/2: read on the connection's goroutine, kept by rw. */
 	struct handkey rk2 = {.pid = pid, .kind = HAND_OBJECT, .id = (__u64)rw};
@@ -508,7 +523,7 @@ int server_entry(struct pt_regs *ctx)
 	if (proto == 2)
 		in = bpf_map_lookup_elem(&incoming_h2, &rk2);
 	else if (proto == 1 && gs->depth == 1)
-		in = header_traceparents(fl, req);
+		in = header_traceparents(fl, rq);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
 	if (in && gs->depth == 1) {
 		/* One valid traceparent: continue the caller's trace. Two or more: W3C says start anew. */
@@ -532,14 +547,14 @@ int server_entry(struct pt_regs *ctx)
 		bpf_map_delete_elem(&incoming_h2, &rk2);
 	if (!r)
 		return 0;
-	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
-	void *url = (void *)read_ptr(req, FIELD(fl, F_REQUEST_URL));
+	snap_gostring(rq, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
+	void *url = (void *)snap_ptr(rq, FIELD(fl, F_REQUEST_URL));
 	r->path_len = read_gostring(url, FIELD(fl, F_URL_PATH), r->path, sizeof(r->path));
-	read_gostring(req, FIELD(fl, F_REQUEST_HOST), r->host, sizeof(r->host));
-	read_gostring(req, FIELD(fl, F_REQUEST_REMOTE_ADDR), r->remote, sizeof(r->remote));
-	r->content_length = read_ptr(req, FIELD(fl, F_REQUEST_CONTENT_LENGTH));
+	snap_gostring(rq, FIELD(fl, F_REQUEST_HOST), r->host, sizeof(r->host));
+	snap_gostring(rq, FIELD(fl, F_REQUEST_REMOTE_ADDR), r->remote, sizeof(r->remote));
+	r->content_length = snap_ptr(rq, FIELD(fl, F_REQUEST_CONTENT_LENGTH));
 	r->proto_major = proto;
-	r->tls = read_ptr(req, FIELD(fl, F_REQUEST_TLS)) != 0;
+	r->tls = snap_ptr(rq, FIELD(fl, F_REQUEST_TLS)) != 0;
 	lib_submit(r);
 	return 0;
 }
@@ -555,7 +570,8 @@ int server_exit(struct pt_regs *ctx)
 		bpf_map_delete_elem(&received_by_root, &rk);
 	}
 	struct lib_fields *fl = lib_fields();
-	struct server_response *r = fl ? LIB_RECORD(struct server_response, P_SERVER_RESPONSE, x.call_id) : 0;
+	struct snap *s = fl ? snap_begin() : 0;
+	struct server_response *r = s ? LIB_RECORD(struct server_response, P_SERVER_RESPONSE, x.call_id) : 0;
 	if (r)
 		r->status = -1;
 	if (r && (x.arg & ARG_H2)) {
@@ -563,29 +579,39 @@ int server_exit(struct pt_regs *ctx)
 		__u64 status = FIELD(fl, F_H2_STATUS) | FIELD(fl, F_H2I_STATUS);
 		__u64 wrote = FIELD(fl, F_H2_WROTE) | FIELD(fl, F_H2I_WROTE);
 		void *rws = (void *)read_ptr(w, FIELD(fl, F_H2_RWS) | FIELD(fl, F_H2I_RWS));
-		if (rws && status && bpf_probe_read_user(&r->status, sizeof(r->status), rws + status))
-			r->status = -1;
-		if (rws && status)
-			r->written = read_ptr(rws, wrote);
-		lib_submit(r);
+		if (rws && status) {
+			snap_want(s, status, SNAP_WORD);
+			snap_want(s, wrote, SNAP_WORD);
+			snap_read(s, rws);
+			if (snap_words(s, status, (__u64 *)&r->status, 1))
+				r->status = -1;
+			r->written = snap_ptr(s, wrote);
+		}
 	} else if (r) {
 		void *resp = (void *)(x.arg & ~ARG_TAGS);
-		if (resp && bpf_probe_read_user(&r->status, sizeof(r->status), resp + FIELD(fl, F_RESPONSE_STATUS)))
+		/* The fields of *http.response read below, at once. */
+		snap_want(s, FIELD(fl, F_RESPONSE_STATUS), SNAP_WORD);
+		snap_want(s, FIELD(fl, F_RESPONSE_WRITTEN), SNAP_WORD);
+		snap_want(s, FIELD(fl, F_RESPONSE_REQUEST), SNAP_WORD);
+		snap_want(s, FIELD(fl, F_RESPONSE_CONN), SNAP_WORD);
+		snap_read(s, resp);
+		if (resp && snap_words(s, FIELD(fl, F_RESPONSE_STATUS), (__u64 *)&r->status, 1))
 			r->status = -1;
-		r->written = resp ? read_ptr(resp, FIELD(fl, F_RESPONSE_WRITTEN)) : 0;
+		r->written = resp ? snap_ptr(s, FIELD(fl, F_RESPONSE_WRITTEN)) : 0;
 		if (resp && FIELD(fl, F_REQUEST_PATTERN)) {
-			void *req = (void *)read_ptr(resp, FIELD(fl, F_RESPONSE_REQUEST));
+			void *req = (void *)snap_ptr(s, FIELD(fl, F_RESPONSE_REQUEST));
 			read_gostring(req, FIELD(fl, F_REQUEST_PATTERN), r->pattern, sizeof(r->pattern));
 		}
 		if (resp && r->status == 0) {
 			/* Nothing written: 200 goes out after the return, unless hijacked. */
-			void *c = (void *)read_ptr(resp, FIELD(fl, F_RESPONSE_CONN));
+			void *c = (void *)snap_ptr(s, FIELD(fl, F_RESPONSE_CONN));
 			__u8 hijacked = 0;
 			if (c && bpf_probe_read_user(&hijacked, 1, c + FIELD(fl, F_CONN_HIJACKED)) == 0)
 				r->hijacked = hijacked;
 		}
-		lib_submit(r);
 	}
+	if (r)
+		lib_submit(r);
 	frame_pop(&x);
 	return 0;
 }
@@ -610,14 +636,24 @@ int client_entry(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_INJECT_OFF);
 	}
-	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
+	struct snap *s = snap_begin();
+	struct client_request *r = s ? LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id) : 0;
 	if (!r)
 		return 0;
-	read_gostring(req, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
-	void *url = (void *)read_ptr(req, FIELD(fl, F_REQUEST_URL));
-	read_gostring(url, FIELD(fl, F_URL_SCHEME), r->scheme, sizeof(r->scheme));
-	read_gostring(url, FIELD(fl, F_URL_HOST), r->host, sizeof(r->host));
-	r->path_len = read_gostring(url, FIELD(fl, F_URL_PATH), r->path, sizeof(r->path));
+	/* *http.Request's fields at once, then *url.URL's. */
+	snap_want(s, FIELD(fl, F_REQUEST_METHOD), SNAP_STRING);
+	snap_want(s, FIELD(fl, F_REQUEST_URL), SNAP_WORD);
+	snap_read(s, req);
+	snap_gostring(s, FIELD(fl, F_REQUEST_METHOD), r->method, sizeof(r->method));
+	void *url = (void *)snap_ptr(s, FIELD(fl, F_REQUEST_URL));
+	snap_reset(s);
+	snap_want(s, FIELD(fl, F_URL_SCHEME), SNAP_STRING);
+	snap_want(s, FIELD(fl, F_URL_HOST), SNAP_STRING);
+	snap_want(s, FIELD(fl, F_URL_PATH), SNAP_STRING);
+	snap_read(s, url);
+	snap_gostring(s, FIELD(fl, F_URL_SCHEME), r->scheme, sizeof(r->scheme));
+	snap_gostring(s, FIELD(fl, F_URL_HOST), r->host, sizeof(r->host));
+	r->path_len = snap_gostring(s, FIELD(fl, F_URL_PATH), r->path, sizeof(r->path));
 	lib_submit(r);
 	return 0;
 }
