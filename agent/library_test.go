@@ -1,7 +1,9 @@
 package agent_test
 
 import (
+	"debug/buildinfo"
 	"fmt"
+	"go/version"
 	"strings"
 	"testing"
 
@@ -40,6 +42,14 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 		{
 			{
 				bin := fixture.Build(t, "httpapp", tc, mode)
+				// The fixture's module says go 1.21, which keeps Go 1.21's
+				// ServeMux: the newer one sets Request.Pattern (Go >= 1.23).
+				t.Setenv("GODEBUG", "httpmuxgo121=0")
+				bi, err := buildinfo.ReadFile(bin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				goVersion := bi.GoVersion
 				tr := traceCommand(t, agent.Config{Inject: inject}, []string{"main.fetch", "main.handleItem", "main.lookup"},
 					"200 item-1\n200 item-2\n404 404 page not found\n", bin)
 				res, byID := tr.res, tr.byID
@@ -77,9 +87,9 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 				for _, c := range res.Counters {
 					counters[c.Name] = c.Value
 				}
-				wantCounters := map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_off": 0}
+				wantCounters := map[string]uint64{"propagation_injected": 2, "propagation_already_present": 1, "propagation_off": 0, "lib_read_failed": 0}
 				if !inject {
-					wantCounters = map[string]uint64{"propagation_injected": 0, "propagation_already_present": 0, "propagation_off": 3}
+					wantCounters = map[string]uint64{"propagation_injected": 0, "propagation_already_present": 0, "propagation_off": 3, "lib_read_failed": 0}
 				}
 				for k, v := range wantCounters {
 					if counters[k] != v {
@@ -118,6 +128,24 @@ func testNetHTTP(t *testing.T, tc string, mode fixture.Mode, inject bool) {
 					}
 					if attr(s, "client.address") != "127.0.0.1" {
 						t.Errorf("client.address %v", attr(s, "client.address"))
+					}
+					// The rest of what server_entry and server_exit read of
+					// *http.Request and *http.response: Host, ProtoMajor,
+					// TLS, bytes written, and the ServeMux pattern (Go >= 1.23).
+					size, route := int64(len("item-1\n")), any("/items/")
+					if want == 404 {
+						size = int64(len("404 page not found\n"))
+					}
+					if version.Compare(goVersion, "go1.23") < 0 {
+						route = nil
+					}
+					if c := clientFor[path]; c == nil || attr(s, "server.address") != "127.0.0.1" || attr(s, "server.port") != attr(c, "server.port") {
+						t.Errorf("server span %s: server.address %v port %v, want the client's", path, attr(s, "server.address"), attr(s, "server.port"))
+					}
+					if attr(s, "url.scheme") != "http" || attr(s, "network.protocol.version") != "1" ||
+						attr(s, "http.response.body.size") != size || attr(s, "http.route") != route {
+						t.Errorf("server span %s: scheme %v protocol %v body size %v route %v, want http 1 %d %v", path,
+							attr(s, "url.scheme"), attr(s, "network.protocol.version"), attr(s, "http.response.body.size"), attr(s, "http.route"), size, route)
 					}
 					var handler *span.Span
 					for _, c := range tr.spans {
@@ -258,7 +286,7 @@ func TestHTTPPropagationUnderLoad(t *testing.T) {
 	if len(servers) != calls || len(clients) != calls {
 		t.Fatalf("%d server and %d client spans, want %d and %d", len(servers), len(clients), calls, calls)
 	}
-	wrong := 0
+	wrong, sizes := 0, 0
 	for _, s := range servers {
 		c := tr.byID[s.ParentID]
 		// The server span continues the client span that fetched its item.
@@ -266,9 +294,20 @@ func TestHTTPPropagationUnderLoad(t *testing.T) {
 			!strings.HasSuffix(fmt.Sprint(attr(c, "url.full")), fmt.Sprint(attr(s, "url.path"))) {
 			wrong++
 		}
+		// A POST's Content-Length ("body of <id>"), none for a GET.
+		var size any
+		if attr(s, "http.request.method") == "POST" {
+			size = int64(len("body of ") + len(strings.TrimPrefix(fmt.Sprint(attr(s, "url.path")), "/items/")))
+		}
+		if attr(s, "http.request.body.size") != size {
+			sizes++
+		}
 	}
 	if wrong > 0 {
 		t.Errorf("%d of %d server spans do not continue the client span of their request", wrong, calls)
+	}
+	if sizes > 0 {
+		t.Errorf("%d of %d server spans have a wrong http.request.body.size", sizes, calls)
 	}
 	for k, v := range map[string]uint64{"propagation_injected": calls, "propagation_failed": 0, "propagation_unsent": 0, "propagation_already_present": 0} {
 		if got := tr.res.Counter(k); got != v {
