@@ -78,11 +78,17 @@ const enum goredis_probe *unused_probe __attribute__((unused));
 static __always_inline void read_server(void *client, struct lib_fields *fl, struct server *s)
 {
 	void *opt = (void *)read_ptr(client, FIELD(fl, F_CLIENT_OPT));
-	if (!opt)
+	struct snap *o = snap_begin();
+	if (!opt || !o)
 		return;
-	read_gostring(opt, FIELD(fl, F_OPTIONS_NETWORK), s->network, sizeof(s->network));
-	read_gostring(opt, FIELD(fl, F_OPTIONS_ADDR), s->addr, sizeof(s->addr));
-	s->db = read_ptr(opt, FIELD(fl, F_OPTIONS_DB));
+	/* *Options' fields at once. */
+	snap_want(o, FIELD(fl, F_OPTIONS_NETWORK), SNAP_STRING);
+	snap_want(o, FIELD(fl, F_OPTIONS_ADDR), SNAP_STRING);
+	snap_want(o, FIELD(fl, F_OPTIONS_DB), SNAP_WORD);
+	snap_read(o, opt);
+	snap_gostring(o, FIELD(fl, F_OPTIONS_NETWORK), s->network, sizeof(s->network));
+	snap_gostring(o, FIELD(fl, F_OPTIONS_ADDR), s->addr, sizeof(s->addr));
+	s->db = snap_ptr(o, FIELD(fl, F_OPTIONS_DB));
 }
 
 /*

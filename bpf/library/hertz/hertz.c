@@ -275,11 +275,22 @@ int server_entry(struct pt_regs *ctx)
 		return 0;
 	void *req = rc + FIELD(fl, F_CTX_REQUEST);
 	void *hdr = req + FIELD(fl, F_REQ_HEADER);
-	struct goslice h = {};
-	if (bpf_probe_read_user(&h, sizeof(h), hdr + FIELD(fl, F_RH_H)))
+	/* The RequestHeader's fields read below, at once. */
+	struct snap *rh = snap_begin();
+	if (!rh)
+		return 0;
+	snap_want(rh, FIELD(fl, F_RH_H), SNAP_STRING); /* a slice's data, len */
+	snap_want(rh, FIELD(fl, F_RH_METHOD), SNAP_STRING);
+	snap_want(rh, FIELD(fl, F_RH_REQUEST_URI), SNAP_STRING);
+	snap_want(rh, FIELD(fl, F_RH_HOST), SNAP_STRING);
+	snap_want(rh, FIELD(fl, F_RH_PROTOCOL), SNAP_STRING);
+	snap_want(rh, FIELD(fl, F_RH_CONTENT_LENGTH), SNAP_WORD);
+	snap_read(rh, hdr);
+	__u64 h[2] = {}; /* data, len */
+	if (snap_words(rh, FIELD(fl, F_RH_H), h, 2))
 		stat_inc(STAT_LIB_READ_FAILED);
-	struct header_scan s = {.kvs = h.ptr, .n = h.len, .key_off = FIELD(fl, F_KV_KEY), .value_off = FIELD(fl, F_KV_VALUE)};
-	if (h.len)
+	struct header_scan s = {.kvs = h[0], .n = h[1], .key_off = FIELD(fl, F_KV_KEY), .value_off = FIELD(fl, F_KV_VALUE)};
+	if (h[1])
 		bpf_loop(MAX_HEADERS, scan_header, &s, 0);
 	struct server_request *r = LIB_RECORD(struct server_request, P_SERVER_REQUEST, call_id);
 	if (s.tc.valid && gs->depth == 1) {
@@ -291,11 +302,11 @@ int server_entry(struct pt_regs *ctx)
 	}
 	if (!r)
 		return 0;
-	read_gostring(hdr, FIELD(fl, F_RH_METHOD), r->method, sizeof(r->method));
-	r->target_len = read_gostring(hdr, FIELD(fl, F_RH_REQUEST_URI), r->target, sizeof(r->target));
-	read_gostring(hdr, FIELD(fl, F_RH_HOST), r->host, sizeof(r->host));
-	read_gostring(hdr, FIELD(fl, F_RH_PROTOCOL), r->protocol, sizeof(r->protocol));
-	r->content_length = read_ptr(hdr, FIELD(fl, F_RH_CONTENT_LENGTH));
+	snap_gostring(rh, FIELD(fl, F_RH_METHOD), r->method, sizeof(r->method));
+	r->target_len = snap_gostring(rh, FIELD(fl, F_RH_REQUEST_URI), r->target, sizeof(r->target));
+	snap_gostring(rh, FIELD(fl, F_RH_HOST), r->host, sizeof(r->host));
+	snap_gostring(rh, FIELD(fl, F_RH_PROTOCOL), r->protocol, sizeof(r->protocol));
+	r->content_length = snap_ptr(rh, FIELD(fl, F_RH_CONTENT_LENGTH));
 	bpf_probe_read_user(&r->tls, sizeof(r->tls), req + FIELD(fl, F_REQ_IS_TLS));
 	/* The peer: ctx.conn is an interface (itab, data). */
 	struct endpoint local = {}, remote = {};
@@ -356,14 +367,19 @@ int client_entry(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_INJECT_OFF);
 	}
-	struct client_request *r = LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id);
+	struct snap *u = snap_begin();
+	struct client_request *r = u ? LIB_RECORD(struct client_request, P_CLIENT_REQUEST, call_id) : 0;
 	if (!r)
 		return 0;
 	read_gostring(req + FIELD(fl, F_REQ_HEADER), FIELD(fl, F_RH_METHOD), r->method, sizeof(r->method));
-	void *uri = req + FIELD(fl, F_REQ_URI);
-	read_gostring(uri, FIELD(fl, F_URI_SCHEME), r->scheme, sizeof(r->scheme));
-	read_gostring(uri, FIELD(fl, F_URI_HOST), r->host, sizeof(r->host));
-	r->path_len = read_gostring(uri, FIELD(fl, F_URI_PATH), r->path, sizeof(r->path));
+	/* The URI's fields at once. */
+	snap_want(u, FIELD(fl, F_URI_SCHEME), SNAP_STRING);
+	snap_want(u, FIELD(fl, F_URI_HOST), SNAP_STRING);
+	snap_want(u, FIELD(fl, F_URI_PATH), SNAP_STRING);
+	snap_read(u, req + FIELD(fl, F_REQ_URI));
+	snap_gostring(u, FIELD(fl, F_URI_SCHEME), r->scheme, sizeof(r->scheme));
+	snap_gostring(u, FIELD(fl, F_URI_HOST), r->host, sizeof(r->host));
+	r->path_len = snap_gostring(u, FIELD(fl, F_URI_PATH), r->path, sizeof(r->path));
 	lib_submit(r);
 	return 0;
 }
