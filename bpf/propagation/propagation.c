@@ -153,10 +153,30 @@ static __always_inline void msg_join(struct sk_msg_md *msg)
  */
 #define HEAD_MAX 4096
 #define TP_MAX 4 /* traceparent lines of one head looked at */
+
+/*
+ * What a scan of a head found. In the scratch map, not on the stack: the
+ * verifier follows values on the stack into every bpf_loop step and
+ * would explore the scan once per combination of them.
+ */
+struct scan {
+	__u32 n;
+	__u32 pos;      /* where the next step looks for a line's LF */
+	__u32 line_end; /* offset after the request line's LF, 0 if not found */
+	__u32 head_end; /* offset after the blank line ending the head, 0 if not in [0, n) */
+	__u32 ntp;      /* traceparent lines (the first TP_MAX kept) */
+	__u32 tp_at[TP_MAX];  /* where each starts */
+	__u32 tp_end[TP_MAX]; /* after its LF */
+	__u8 open;      /* the last kept traceparent line's LF is still to come */
+	__u8 copies;    /* kept lines that are copies of a received value */
+	__u8 _pad[2];
+};
+
 struct scratch {
 	__u8 head[HEAD_MAX];
-	__u8 line[80];
+	__u8 line[80]; /* also room for a word read at the head's last bytes */
 	struct pending_ctx p; /* the request's, off the stack */
+	struct scan scan;
 };
 
 struct {
@@ -166,64 +186,111 @@ struct {
 	__type(value, struct scratch);
 } inject_scratch SEC(".maps");
 
+/* The bpf_loop steps' context. */
 struct scan_ctx {
 	struct scratch *sc;
 	struct received *in; /* what the request chain received, if anything */
-	__u32 n;
-	__u32 line_end; /* offset after the request line's LF, 0 if not found */
-	__u32 head_end; /* offset after the blank line ending the head, 0 if not in [0, n) */
-	__u32 ntp;      /* traceparent lines (the first TP_MAX kept) */
-	__u32 tp_at[TP_MAX];  /* where each starts */
-	__u32 tp_end[TP_MAX]; /* after its LF */
-	__u8 open;      /* the last kept traceparent line's LF is still to come */
-	__u8 copies;    /* kept lines that are copies of a received value */
 };
 
-/* One byte of the head: find the request line's end, the head's end and every traceparent line. */
-static long scan_byte(__u64 i, void *arg)
+/*
+ * The head is scanned a line at a time, not a byte at a time: each
+ * bpf_loop step is a call (and, with the return-thunk mitigations many
+ * x86 hosts run, a costly return), and a Go client's head is ~100-300
+ * bytes in 4-10 lines. A step looks for the line's LF eight bytes at a
+ * time (SWAR: a word with no LF costs a few instructions), then looks
+ * at the next line's start only: the head's end, or a traceparent name.
+ * Words may run past n into bytes of an earlier message (the scratch is
+ * reused): nothing at or past n counts.
+ */
+#define SCAN_WORDS 16 /* words one step looks through for a line's LF; a longer line takes more steps */
+#define BYTES8(b) (0x0101010101010101ULL * (b))
+
+/*
+ * The index of the lowest byte of z with its high bit set (z != 0),
+ * without branches (each would multiply the verifier's paths through
+ * the search). The lowest bit isolated is 1 << (8k + 7); the constant's
+ * bytes, lowest first, are 7, 6, .. 0, and multiplying by 1 << 8k moves
+ * them up k bytes, leaving k in the top one.
+ */
+static __always_inline __u32 lowest_byte(__u64 z)
 {
-	struct scan_ctx *c = arg;
-	if (i >= c->n)
-		return 1;
-	__u8 *h = c->sc->head;
-	if (h[i & (HEAD_MAX - 1)] != '\n')
+	return (((z & -z) >> 7) * 0x0001020304050607ULL) >> 56;
+}
+
+/*
+ * Whether the 12 bytes at h are "traceparent:" in any case: the letters
+ * compared with their case bit (0x20) set, which only the letter's two
+ * cases share; the colon exactly. Little-endian words (bpfel).
+ */
+static __always_inline int traceparent_name(__u8 *h)
+{
+	__u64 lo = *(__u64 *)h | BYTES8(0x20);     /* "tracepar" */
+	__u32 hi = *(__u32 *)(h + 8) | 0x00202020; /* "ent:" */
+	return lo == 0x7261706563617274ULL && hi == 0x3a746e65;
+}
+
+/*
+ * One line of the head from c->pos: find its LF, then what starts after
+ * it. Finds the request line's end, the head's end and every
+ * traceparent line.
+ */
+static long scan_line(__u64 i, void *arg)
+{
+	struct scratch *sc = ((struct scan_ctx *)arg)->sc;
+	struct scan *c = &sc->scan;
+	__u8 *h = sc->head;
+	__u32 p = c->pos, n = c->n, lf = 0;
+	int found = 0;
+	for (int j = 0; j < SCAN_WORDS; j++) {
+		__u32 at = p + 8 * j;
+		if (at >= n)
+			return 1;
+		/* A byte of t is zero where x has an LF; the lowest flagged is exact. */
+		__u64 t = *(__u64 *)(h + (at & (HEAD_MAX - 1))) ^ BYTES8('\n');
+		__u64 z = (t - BYTES8(0x01)) & ~t & BYTES8(0x80);
+		if (z) {
+			lf = at + lowest_byte(z);
+			found = 1;
+			break;
+		}
+	}
+	if (!found) {
+		c->pos = p + 8 * SCAN_WORDS;
 		return 0;
+	}
+	if (lf >= n)
+		return 1;
 	if (c->open) {
-		c->tp_end[(c->ntp - 1) & (TP_MAX - 1)] = i + 1;
+		c->tp_end[(c->ntp - 1) & (TP_MAX - 1)] = lf + 1;
 		c->open = 0;
 	}
 	if (!c->line_end)
-		c->line_end = i + 1;
-	__u32 s = i + 1;
-	if (s >= c->n)
+		c->line_end = lf + 1;
+	__u32 s = lf + 1;
+	if (s >= n)
 		return 1;
 	__u8 first = h[s & (HEAD_MAX - 1)];
 	if (first == '\r' || first == '\n') {
 		c->head_end = s + (first == '\r' ? 2 : 1);
 		return 1;
 	}
-	if (s + 12 > c->n)
+	c->pos = s;
+	if (s + 12 > n || !traceparent_name(h + (s & (HEAD_MAX - 1))))
 		return 0;
-	const char name[] = "traceparent:";
-	for (int j = 0; j < 12; j++) {
-		__u8 ch = h[(s + j) & (HEAD_MAX - 1)];
-		if (ch >= 'A' && ch <= 'Z')
-			ch += 'a' - 'A';
-		if (ch != name[j])
-			return 0;
-	}
 	if (c->ntp < TP_MAX) {
 		c->tp_at[c->ntp & (TP_MAX - 1)] = s;
 		c->open = 1;
 	}
 	c->ntp++;
+	c->pos = s + 12;
 	return 0;
 }
 
 /* Where the k-th traceparent line's value starts; 0 unless it is one valid value and whitespace. */
-static __always_inline __u32 tp_value(struct scan_ctx *c, __u32 k)
+static __always_inline __u32 tp_value(struct scratch *sc, __u32 k)
 {
-	__u8 *h = c->sc->head;
+	struct scan *c = &sc->scan;
+	__u8 *h = sc->head;
 	__u32 v = c->tp_at[k & (TP_MAX - 1)] + 12;
 	__u32 end = c->tp_end[k & (TP_MAX - 1)];
 #pragma unroll
@@ -252,14 +319,16 @@ static __always_inline __u32 tp_value(struct scan_ctx *c, __u32 k)
 /* Is the k-th kept traceparent line a copy of a value the request chain received? */
 static long tp_copy(__u64 k, void *arg)
 {
-	struct scan_ctx *c = arg;
+	struct scan_ctx *a = arg;
+	struct scratch *sc = a->sc;
+	struct scan *c = &sc->scan;
 	if (k >= c->ntp || k >= TP_MAX)
 		return 1;
-	__u32 v = tp_value(c, k);
+	__u32 v = tp_value(sc, k);
 	struct trace_ctx tc = {};
-	if (!v || parse_traceparent(c->sc->head + (v & (HEAD_MAX - 1)), &tc))
+	if (!v || parse_traceparent(sc->head + (v & (HEAD_MAX - 1)), &tc))
 		return 1;
-	struct received *in = c->in;
+	struct received *in = a->in;
 	if (!in)
 		return 1;
 	for (int i = 0; i < RECV_MAX; i++) {
@@ -278,9 +347,10 @@ static long tp_copy(__u64 k, void *arg)
  * traceparent line (same length) and removes the others: what a proxy
  * instrumented with an SDK sends (it sets the header, one value).
  */
-static __always_inline int replace_copies(struct sk_msg_md *msg, struct scan_ctx *c, struct trace_ctx *tc)
+static __always_inline int replace_copies(struct sk_msg_md *msg, struct scratch *sc, struct trace_ctx *tc)
 {
-	__u32 v = tp_value(c, 0);
+	struct scan *c = &sc->scan;
+	__u32 v = tp_value(sc, 0);
 	if (!v || bpf_msg_pull_data(msg, v, v + TRACEPARENT_LEN, 0))
 		return -1;
 	__u8 *d = (void *)(long)msg->data;
@@ -292,7 +362,7 @@ static __always_inline int replace_copies(struct sk_msg_md *msg, struct scan_ctx
 	for (int k = TP_MAX - 1; k > 0; k--) {
 		if ((__u32)k >= c->ntp)
 			continue;
-		__u32 at = c->tp_at[k], end = c->tp_end[k];
+		__u32 at = c->tp_at[k & (TP_MAX - 1)], end = c->tp_end[k & (TP_MAX - 1)];
 		if (end <= at || bpf_msg_pop_data(msg, at, end - at, 0))
 			return -1;
 	}
@@ -329,21 +399,24 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 		stat_inc(sc->head[0] >= 20 && sc->head[0] <= 23 && sc->head[1] == 3 ? STAT_INJECT_TLS : STAT_INJECT_FAILED);
 		return;
 	}
-	struct scan_ctx c = {.sc = sc, .n = n};
-	bpf_loop(HEAD_MAX, scan_byte, &c, 0);
-	if (!c.line_end || !c.head_end) {
+	struct scan *c = &sc->scan;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->n = n;
+	struct scan_ctx a = {.sc = sc};
+	bpf_loop(HEAD_MAX, scan_line, &a, 0);
+	if (!c->line_end || !c->head_end) {
 		stat_inc(STAT_INJECT_FAILED); /* the head is not whole in the message's first HEAD_MAX bytes */
 		return;
 	}
-	if (c.ntp > 0) {
-		c.in = chain_received(bpf_get_current_pid_tgid() >> 32, sc->p.root_call_id);
-		if (c.ntp <= TP_MAX && c.in)
-			bpf_loop(TP_MAX, tp_copy, &c, 0);
-		if (c.copies != c.ntp) {
+	if (c->ntp > 0) {
+		a.in = chain_received(bpf_get_current_pid_tgid() >> 32, sc->p.root_call_id);
+		if (c->ntp <= TP_MAX && a.in)
+			bpf_loop(TP_MAX, tp_copy, &a, 0);
+		if (c->copies != c->ntp) {
 			stat_inc(STAT_INJECT_PRESENT); /* the application's own */
 			return;
 		}
-		int err = replace_copies(msg, &c, &sc->p.tc);
+		int err = replace_copies(msg, sc, &sc->p.tc);
 		msg_join(msg);
 		stat_inc(err ? STAT_INJECT_FAILED : STAT_INJECT_REPLACED);
 		return;
@@ -360,7 +433,7 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 	l[69] = '\n';
 #define LINE_LEN 70
 
-	__u32 at = c.line_end;
+	__u32 at = c->line_end;
 	if (at >= HEAD_MAX || bpf_msg_push_data(msg, at, LINE_LEN, 0)) {
 		stat_inc(STAT_INJECT_FAILED);
 		return;

@@ -165,6 +165,19 @@ type PropagationScratch struct {
 	Head [4096]uint8
 	Line [80]uint8
 	P    PropagationPendingCtx
+	Scan struct {
+		_       structs.HostLayout
+		N       uint32
+		Pos     uint32
+		LineEnd uint32
+		HeadEnd uint32
+		Ntp     uint32
+		TpAt    [4]uint32
+		TpEnd   [4]uint32
+		Open    uint8
+		Copies  uint8
+		Pad     [2]uint8
+	}
 }
 
 type PropagationSnap struct {
