@@ -163,7 +163,7 @@ type PropagationRootkey struct {
 type PropagationScratch struct {
 	_    structs.HostLayout
 	Head [4096]uint8
-	Line [80]uint8
+	Over [16]uint8
 	P    PropagationPendingCtx
 	Scan struct {
 		_       structs.HostLayout
