@@ -307,12 +307,13 @@ func TestHTTP1Heads(t *testing.T) {
 		{"not a request", "get {P} HTTP/1.1\r\n\r\n", "", failed},
 		{"short", "GET / HTTP/1\n\n", "", failed},
 		{"TLS", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03{P}...............", "", tlsBytes},
+		{"TLS alert", "\x15\x03\x03\x00\x02\x02\x28", "", tlsBytes},
 	}
 	for _, c := range cases {
 		for _, byG := range w.paths() {
 			for pad := 0; pad <= 16; pad++ {
 				path := "/" + strings.Repeat("p", pad)
-				if c.name == "short" && pad > 0 {
+				if !strings.Contains(c.msg, "{P}") && pad > 0 {
 					continue
 				}
 				msg := strings.ReplaceAll(c.msg, "{P}", path)
@@ -408,13 +409,10 @@ func model(msg []byte) ([]byte, string) {
 	const headMax, tpMax, nameLen, tpLen = 4096, 4, len("traceparent:"), 55
 	h := msg[:min(len(msg), headMax)]
 	n := len(h)
-	if n < 16 {
-		return msg, failed
+	if n >= 5 && h[0] >= 20 && h[0] <= 23 && h[1] == 3 {
+		return msg, tlsBytes
 	}
-	if h[0] < 'A' || h[0] > 'Z' {
-		if h[0] >= 20 && h[0] <= 23 && h[1] == 3 {
-			return msg, tlsBytes
-		}
+	if n < 16 || h[0] < 'A' || h[0] > 'Z' {
 		return msg, failed
 	}
 	// Lines: a line ends at LF; the head at a line starting with CR or LF.

@@ -407,7 +407,7 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 	__u32 n = msg->size;
 	if (n > HEAD_MAX)
 		n = HEAD_MAX;
-	if (n < 16 || bpf_msg_pull_data(msg, 0, n, 0)) {
+	if (n < 2 || bpf_msg_pull_data(msg, 0, n, 0)) {
 		stat_inc(STAT_INJECT_FAILED);
 		return;
 	}
@@ -420,8 +420,12 @@ static __always_inline void inject_http1(struct sk_msg_md *msg, struct scratch *
 	}
 	/* An HTTP/1 request starts with its method: upper-case letters, a space. */
 	if (sc->head[0] < 'A' || sc->head[0] > 'Z') {
-		/* TLS (a connection latscope could not tell was one) or another protocol */
-		stat_inc(sc->head[0] >= 20 && sc->head[0] <= 23 && sc->head[1] == 3 ? STAT_INJECT_TLS : STAT_INJECT_FAILED);
+		/* TLS (a connection latscope could not tell was one: tls_record) or another protocol */
+		stat_inc(n >= 5 && sc->head[0] >= 20 && sc->head[0] <= 23 && sc->head[1] == 3 ? STAT_INJECT_TLS : STAT_INJECT_FAILED);
+		return;
+	}
+	if (n < 16) {
+		stat_inc(STAT_INJECT_FAILED);
 		return;
 	}
 	struct scan *c = &sc->scan;
@@ -866,10 +870,10 @@ static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct
 			    .stream_id = sc->p.stream_id};
 	if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS) {
 		stat_inc(STAT_INJECT_UNSENT); /* left by an earlier goroutine with this id */
+	} else if (!k.stream_id) {
+		return 1; /* inject_http1 tells TLS bytes itself, from the head it reads anyway */
 	} else if (tls_record(msg)) {
 		stat_inc(STAT_INJECT_TLS);
-	} else if (!k.stream_id) {
-		return 1;
 	} else if (bpf_map_update_elem(&conn_pending, &k, &sc->p, BPF_NOEXIST)) {
 		stat_inc(STAT_INJECT_UNSENT); /* one left for this stream before, never sent */
 		bpf_map_update_elem(&conn_pending, &k, &sc->p, BPF_ANY);
