@@ -166,14 +166,15 @@ func goid() uint64 {
 // pend leaves the client call's context for the next message: by the
 // sending goroutine (as net/http's writer goroutine gets it) or by the
 // connection's ports.
-func (w *wire) pend(tb testing.TB, byGoroutine bool) {
+// age is how long ago it was ready (bpf_ktime_get_ns's clock).
+func (w *wire) pend(tb testing.TB, byGoroutine bool, age time.Duration) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		tb.Fatal(err)
 	}
 	var p propagation.PropagationPendingCtx
 	p.Tc.TraceHi, p.Tc.TraceLo, p.Tc.SpanId, p.Tc.Flags, p.Tc.Valid = ownTraceHi, ownTraceLo, ownSpan, 1, 1
-	p.AtNs = uint64(ts.Nano())
+	p.AtNs = uint64(ts.Nano() - age.Nanoseconds())
 	p.RootCallId = root
 	var err error
 	if byGoroutine {
@@ -192,12 +193,17 @@ const marker = "\x00<end of message>\x00"
 // send writes msg with one write, a client call's context pending for
 // it, and returns what the server received and the counters that moved.
 func (w *wire) send(tb testing.TB, msg []byte, byGoroutine bool) ([]byte, map[string]uint64) {
+	return w.sendAged(tb, msg, byGoroutine, 0)
+}
+
+// sendAged is send with a context that was ready age ago.
+func (w *wire) sendAged(tb testing.TB, msg []byte, byGoroutine bool, age time.Duration) ([]byte, map[string]uint64) {
 	tb.Helper()
 	before, err := calltracer.ReadStats(w.objs.Stats)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w.pend(tb, byGoroutine)
+	w.pend(tb, byGoroutine, age)
 	if _, err := w.client.Write(msg); err != nil {
 		tb.Fatal(err)
 	}
@@ -333,6 +339,31 @@ func TestHTTP1Heads(t *testing.T) {
 				if len(moved) != 1 || moved[c.outcome] != 1 {
 					t.Errorf("%s, %s, path %q: counters moved %v, want %s once", c.name, pathName(byG), path, moved, c.outcome)
 				}
+			}
+		}
+	}
+}
+
+// A context older than PENDING_MAX_AGE_NS (1 s) is an earlier request's
+// that never left: counted as unsent, not put on this one. One stamped
+// just now is put on it, even a few milliseconds ahead of the clock the
+// program reads (the coarse clock lags by up to a tick).
+func TestHTTP1Stale(t *testing.T) {
+	w := newWire(t)
+	msg := "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, byG := range w.paths() {
+		for _, c := range []struct {
+			age     time.Duration
+			want    string
+			outcome string
+		}{
+			{1500 * time.Millisecond, msg, "unsent"},
+			{-20 * time.Millisecond, "GET / HTTP/1.1\r\ntraceparent: " + ownTP + "\r\nHost: a\r\n\r\n", injected},
+			{500 * time.Millisecond, "GET / HTTP/1.1\r\ntraceparent: " + ownTP + "\r\nHost: a\r\n\r\n", injected},
+		} {
+			got, moved := w.sendAged(t, []byte(msg), byG, c.age)
+			if string(got) != c.want || len(moved) != 1 || moved[c.outcome] != 1 {
+				t.Errorf("%s, ready %v ago: sent %q, counters moved %v; want %q, %s once", pathName(byG), c.age, got, moved, c.want, c.outcome)
 			}
 		}
 	}
@@ -529,7 +560,7 @@ func BenchmarkHTTP1(b *testing.B) {
 			byG := w.byGoroutine
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				w.pend(b, byG)
+				w.pend(b, byG, 0)
 				if _, err := w.client.Write([]byte(h.msg)); err != nil {
 					b.Fatal(err)
 				}

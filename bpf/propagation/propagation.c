@@ -142,6 +142,18 @@ static __always_inline void put_traceparent(__u8 *out, struct trace_ctx *tc)
 }
 
 /*
+ * Whether a client call's context waited longer than PENDING_MAX_AGE_NS
+ * (libraries stamp it with bpf_ktime_get_ns). Read against the coarse
+ * clock, the same monotonic clock as of the last tick: the fine one
+ * reads the TSC, 5% of this program's time on a VM. The coarse clock
+ * may lag the stamp by up to a tick: compared signed.
+ */
+static __always_inline int pending_stale(__u64 now, __u64 at_ns)
+{
+	return (__s64)(now - at_ns) > (__s64)PENDING_MAX_AGE_NS;
+}
+
+/*
  * tcp_bpf sends each scatterlist element of a message with a send of its
  * own, none flagged MSG_MORE: on a TCP_NODELAY socket (Go's default)
  * each leaves as a segment of its own, which the peer receives, acks and
@@ -587,7 +599,7 @@ static long walk_frame(__u64 i, void *arg)
 	if (!p)
 		return 0;
 	struct pending_ctx pending = *p;
-	if (w->now - pending.at_ns > PENDING_MAX_AGE_NS) {
+	if (pending_stale(w->now, pending.at_ns)) {
 		bpf_map_delete_elem(&conn_pending, &k);
 		stat_inc(STAT_INJECT_UNSENT); /* a frame of an earlier connection on these ports */
 		return 0;
@@ -696,7 +708,7 @@ static __always_inline int walk_h2(struct sk_msg_md *msg, struct h2_conn *c, __u
 	struct h2_hits *hits = bpf_map_lookup_elem(&h2_scratch, &zero);
 	if (!hits)
 		return 0;
-	struct h2_walk w = {.msg = msg, .hits = hits, .now = bpf_ktime_get_ns(), .off = off, .size = msg->size};
+	struct h2_walk w = {.msg = msg, .hits = hits, .now = bpf_ktime_get_coarse_ns(), .off = off, .size = msg->size};
 	w.key.pid = bpf_get_current_pid_tgid() >> 32;
 	w.key.local_port = msg->local_port;
 	w.key.remote_port = msg_remote_port(msg);
@@ -868,7 +880,7 @@ static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct
 	bpf_map_delete_elem(&handoffs, &hk);
 	struct connkey k = {.pid = pid, .local_port = msg->local_port, .remote_port = msg_remote_port(msg),
 			    .stream_id = sc->p.stream_id};
-	if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS) {
+	if (pending_stale(bpf_ktime_get_coarse_ns(), sc->p.at_ns)) {
 		stat_inc(STAT_INJECT_UNSENT); /* left by an earlier goroutine with this id */
 	} else if (!k.stream_id) {
 		return 1; /* inject_http1 tells TLS bytes itself, from the head it reads anyway */
@@ -921,7 +933,7 @@ int inject_traceparent(struct sk_msg_md *msg)
 	if (pp) {
 		sc->p = *pp;
 		bpf_map_delete_elem(&conn_pending, &k);
-		if (bpf_ktime_get_ns() - sc->p.at_ns > PENDING_MAX_AGE_NS)
+		if (pending_stale(bpf_ktime_get_coarse_ns(), sc->p.at_ns))
 			stat_inc(STAT_INJECT_UNSENT); /* an earlier request that left unseen */
 		else
 			inject_http1(msg, sc);
