@@ -864,11 +864,8 @@ static __always_inline int tls_record(struct sk_msg_md *msg)
  * socket's ports and its stream, as one a library keyed so itself. TLS
  * bytes cannot carry it: counted.
  */
-static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct scratch *sc)
+static __always_inline int take_handoff(struct sk_msg_md *msg, __u32 pid, struct proc_config *pc, struct scratch *sc)
 {
-	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid);
-	if (!pc)
-		return 0;
 	__u64 g = tls_g(pc);
 	struct handkey hk = {.pid = pid, .kind = HAND_GOROUTINE};
 	if (!g || bpf_probe_read_user(&hk.id, sizeof(hk.id), (void *)(g + pc->goid_off)) || !hk.id)
@@ -904,7 +901,9 @@ int inject_traceparent(struct sk_msg_md *msg)
 	struct scratch *sc = bpf_map_lookup_elem(&inject_scratch, &zero);
 	if (!sc)
 		return SK_PASS;
-	if (take_handoff(msg, tid >> 32, sc)) {
+	__u32 pid = tid >> 32;
+	struct proc_config *pc = bpf_map_lookup_elem(&procs, &pid); /* 0: no longer traced */
+	if (pc && take_handoff(msg, pid, pc, sc)) {
 		inject_http1(msg, sc);
 		return SK_PASS;
 	}
@@ -928,7 +927,7 @@ int inject_traceparent(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	struct connkey k = {.pid = tid >> 32, .local_port = msg->local_port, .remote_port = msg_remote_port(msg)};
+	struct connkey k = {.pid = pid, .local_port = msg->local_port, .remote_port = msg_remote_port(msg)};
 	struct pending_ctx *pp = bpf_map_lookup_elem(&conn_pending, &k);
 	if (pp) {
 		sc->p = *pp;
@@ -945,8 +944,7 @@ int inject_traceparent(struct sk_msg_md *msg)
 	 * it sends on one it opened before latscope attached (the agent added
 	 * it to the sockets map): adopt it once a message is whole frames.
 	 */
-	__u32 pid = tid >> 32;
-	if (!bpf_map_lookup_elem(&procs, &pid))
+	if (!pc)
 		return SK_PASS;
 	/*
 	 * The cheap test first, since every other message of a traced process
