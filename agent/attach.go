@@ -566,6 +566,9 @@ func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryP
 	for _, e := range entries {
 		b.add(entryProg, e, cookie, f.Name)
 	}
+	if entries[0] != sites.CallEntry {
+		b.lead(entryProg) // at CALLs: after any exit sharing the address
+	}
 	tf.Cookies = append(tf.Cookies, cookie)
 	for i, exit := range exits {
 		cookie, err := calltracer.Cookie(tf.ID, exit.SPDelta, uint16(i+1))

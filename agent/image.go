@@ -186,7 +186,7 @@ func (c *binaryCache) closeAll() {
 // probeSites is a batch of probe sites to attach together, grouped by
 // program when the batch is attached.
 type probeSites struct {
-	progs []*ebpf.Program // in order of first use
+	progs []*ebpf.Program // in order of first use, leads first
 	by    map[*ebpf.Program]*progSites
 }
 
@@ -208,6 +208,24 @@ func (b *probeSites) add(prog *ebpf.Program, s symbolizer.Site, cookie uint64, f
 	ps.offsets = append(ps.offsets, s.Offset)
 	ps.cookies = append(ps.cookies, cookie)
 	ps.funcs = append(ps.funcs, fmt.Sprintf("%s at %#x", fn, s.Addr))
+}
+
+// lead makes prog's probes the first attached of the batch. Where two
+// programs probe one instruction, the kernel runs the newest consumer
+// first (uprobe consumers are added at the head of the list, as in every
+// release since uprobes have had several): a probe attached first runs
+// last. The call tracer's entry at a caller's CALL can share its
+// address with an exit seen where an earlier call returned (sq(a);
+// sq(b)): that exit must pop its frame before the entry pushes the next.
+// Exits attached later (learned call sites) run first too.
+func (b *probeSites) lead(prog *ebpf.Program) {
+	for i, p := range b.progs {
+		if p == prog {
+			copy(b.progs[1:i+1], b.progs[:i])
+			b.progs[0] = prog
+			return
+		}
+	}
 }
 
 func (b *probeSites) len() int {

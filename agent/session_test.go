@@ -41,6 +41,7 @@ var fixtureFuncs = []string{
 	"main.catcher", "main.catcher.func1", "main.thrower", "main.bottom",
 	"main.inlineUse", "main.tiny", "main.request", "main.job",
 	"main.shapes", "main.(*circle).area", "main.(*circle).perimeter",
+	"main.twice", "main.sq",
 }
 
 // TestTraceFixtures traces the calls fixture, built with every toolchain
@@ -200,6 +201,9 @@ func checkTrees(t *testing.T, spans []*span.Span) {
 		"stackGrowth(go growRoot(deepLeaf))",
 		// area is called through an interface: its exit stays on its RET.
 		"shapes((*circle).area (*circle).perimeter)",
+		// sq is entered at twice's CALLs; its first return is seen at
+		// the second CALL, probed for both.
+		"twice(sq sq)",
 		// The pool worker was started under request(0): only its first
 		// job belongs to it; later jobs start traces of their own.
 		"request(go job(leaf))", "request", "request", "job(leaf)", "job(leaf)",

@@ -434,7 +434,8 @@ func (t *Tracer) Close() error {
 // forgetGoroutines deletes the kernel's goroutine state and links of pid.
 func (t *Tracer) forgetGoroutines(pid uint32) error {
 	var errs []error
-	for _, m := range []*ebpf.Map{t.objs.Goroutines, t.objs.Links} {
+	// live_roots' keys (pid, call id) have gkey's layout.
+	for _, m := range []*ebpf.Map{t.objs.Goroutines, t.objs.Links, t.objs.LiveRoots} {
 		var key calltracer.TracerGkey
 		var keys []calltracer.TracerGkey
 		it := m.Iterate()

@@ -68,7 +68,7 @@ func (b *Binary) ResumeSites(f *Func, results int) ([]ResumeSite, error) {
 // CallerExits is ResumeSites for a function whose callers the caller
 // vouches for: callers are every function that calls f, none of them
 // through an interface, a func value or a method value, and none of them
-// traced. An indirect call right after f's call (a context's cancel) is
+// traced (nor jumping to it: a tail JMP is refused as in ResumeSites). An indirect call right after f's call (a context's cancel) is
 // then stepped over, so the exit sees f's return later by its duration,
 // and the exit program must read no result register; where a caller
 // tail-calls f, the exit is that caller's return, single-stepped as f's

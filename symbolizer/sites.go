@@ -200,8 +200,8 @@ const straightLineWindow = 32
 // emulatedFrom returns the index of the first instruction the kernel
 // emulates on the straight-line path from insns[from], or -1: the path
 // ends at a branch or exit it does not emulate, at an instruction that
-// writes SP, or where a branch lands (code there also runs for other
-// reasons than entering the function).
+// writes SP or may fault, or where a branch lands (code there also runs
+// for other reasons than entering the function).
 func emulatedFrom(insns []insn, from int, targets map[uint64]bool, f *Func) int {
 	for i := from; i < len(insns) && i < from+straightLineWindow; i++ {
 		in := insns[i]
@@ -211,11 +211,30 @@ func emulatedFrom(insns []insn, from int, targets map[uint64]bool, f *Func) int 
 		if emulated(in.raw) {
 			return i
 		}
-		if in.isBranch() || writesSP(in) {
+		// A fault there (a nil receiver) would end the call before the
+		// probe saw it; probed at the entry, it is recorded, unwound.
+		if in.isBranch() || writesSP(in) || mayFault(in) {
 			return -1
 		}
 	}
 	return -1
+}
+
+// mayFault reports whether in may fault: it touches memory (LEA only
+// computes an address) or divides.
+func mayFault(in insn) bool {
+	switch in.inst.Op {
+	case x86asm.LEA:
+		return false
+	case x86asm.DIV, x86asm.IDIV:
+		return true
+	}
+	for _, a := range in.inst.Args {
+		if _, ok := a.(x86asm.Mem); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // writesSP reports whether in changes the stack pointer.

@@ -227,3 +227,28 @@ func TestEmulated(t *testing.T) {
 		}
 	}
 }
+
+// emulatedFrom walks only code that runs once per call, cannot fault and
+// keeps SP, up to the first instruction the kernel emulates.
+func TestEmulatedFrom(t *testing.T) {
+	const entry = 0x1000
+	tests := []struct {
+		name string
+		code []byte
+		want int
+	}{
+		{"XORL CX,CX; LEAQ 8(AX),CX; JMP", []byte{0x31, 0xc9, 0x48, 0x8d, 0x48, 0x08, 0xeb, 0x00, 0xc3}, 2},
+		{"MOVQ (AX),CX; JMP (may fault first)", []byte{0x48, 0x8b, 0x08, 0xeb, 0x00, 0xc3}, -1},
+		{"XORL CX,CX; RET (no emulated instruction)", []byte{0x31, 0xc9, 0xc3}, -1},
+		{"SUBQ $8,SP; JMP (moves SP)", []byte{0x48, 0x83, 0xec, 0x08, 0xeb, 0x00, 0xc3}, -1},
+		{"XORL CX,CX; JMP -4 (a branch lands in the prefix)", []byte{0x31, 0xc9, 0xeb, 0xfc, 0xc3}, -1},
+		{"PUSHQ BP", []byte{0x55, 0xc3}, 0},
+	}
+	for _, tt := range tests {
+		f := &Func{Name: "f", Entry: entry, End: entry + uint64(len(tt.code))}
+		insns := decode(entry, tt.code)
+		if got := emulatedFrom(insns, 0, branchTargets(insns, f), f); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

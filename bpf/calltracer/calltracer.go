@@ -191,8 +191,9 @@ func ReadStats(m *ebpf.Map) ([TracerTracerStatSTAT_MAX]uint64, error) {
 
 // Cookie packs what a probe site tells the program (see COOKIE_* in
 // calltracer.c): the function id, how far SP at the site is below SP at
-// the function's entry, and a site index that makes every cookie unique
-// so hits can be counted per site.
+// the function's entry, and a site index that tells the function's sites
+// apart so hits can be counted per site (0 for its entry sites, which
+// share one cookie when it is entered at its callers' CALLs).
 func Cookie(funcID uint32, spDelta int64, site uint16) (uint64, error) {
 	if spDelta < -0x8000 || spDelta > 0x7fff {
 		return 0, fmt.Errorf("SP delta %d does not fit the attach cookie", spDelta)

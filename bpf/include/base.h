@@ -131,7 +131,7 @@ struct bpf_sock_ops {
  * costs ~0.26 µs): once the reader has been woken, more of them only
  * make the traced service pay most when the reader is behind.
  */
-#define WAKE_WINDOW 16384
+#define WAKE_WINDOW 4096
 
 static __always_inline __u64 ring_wake(void *ring, __u64 threshold)
 {

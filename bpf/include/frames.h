@@ -409,7 +409,7 @@ static __always_inline int read_words(void *base, __u64 a, __u64 b, __u64 *va, _
 	__u64 n = (a < b ? b : a) + 8 - lo;
 	__u32 zero = 0;
 	struct words_buf *w = bpf_map_lookup_elem(&words_scratch, &zero);
-	if (!w || n < 8 || n > WORDS_SPAN)
+	if (!w || n < 8 || n > WORDS_SPAN || (a | b) & 7)
 		return bpf_probe_read_user(va, 8, base + a) || bpf_probe_read_user(vb, 8, base + b);
 	if (bpf_probe_read_user(w->b, n, base + lo))
 		return -1;

@@ -158,17 +158,19 @@ static __always_inline int pending_stale(__u64 now, __u64 at_ns)
  * own, none flagged MSG_MORE: on a TCP_NODELAY socket (Go's default)
  * each leaves as a segment of its own, which the peer receives, acks and
  * is woken for. A push or pop inside an element splits it (a push in
- * three), so after changing a message its first JOIN_MAX bytes are
- * copied back into one element: a page and a copy, far cheaper than two
- * more segments. Should that fail the message goes out as it is, split
- * but whole.
+ * three), so a changed message of up to JOIN_MAX bytes is copied back
+ * into one element: a page and a copy, far cheaper than two more
+ * segments. A larger one (a pull copies whole elements, up to tens of
+ * KiB) goes out as it is, as does one whose join fails: split, but
+ * whole and correct.
  */
 #define JOIN_MAX 16384
 
 static __always_inline void msg_join(struct sk_msg_md *msg)
 {
 	__u32 n = msg->size;
-	bpf_msg_pull_data(msg, 0, n < JOIN_MAX ? n : JOIN_MAX, 0);
+	if (n <= JOIN_MAX)
+		bpf_msg_pull_data(msg, 0, n, 0);
 }
 
 /* ---- HTTP/1 ---- */

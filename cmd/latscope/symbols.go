@@ -139,7 +139,7 @@ func describeSite(s symbolizer.Site) string {
 func describeEntry(b *symbolizer.Binary, f *symbolizer.Func, s *symbolizer.Sites) string {
 	if !s.CallEntry.Emulated {
 		if calls, err := b.CallEntries(f); err == nil {
-			return fmt.Sprintf("in callers: %d CALLs (emulated), first %s", len(calls), describeSite(calls[0]))
+			return fmt.Sprintf("in callers: %d CALL(s) (emulated), first %s", len(calls), describeSite(calls[0]))
 		}
 	}
 	return describeSite(s.CallEntry)
