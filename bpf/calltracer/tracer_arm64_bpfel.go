@@ -158,6 +158,14 @@ type TracerRootkey struct {
 	CallId uint64
 }
 
+type TracerSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type TracerTracerStat uint32
 
 const (
@@ -194,11 +202,6 @@ const (
 	TracerTracerStatSTAT_INCOMING_UNREAD      TracerTracerStat = 30
 	TracerTracerStatSTAT_MAX                  TracerTracerStat = 31
 )
-
-type TracerWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
 
 // LoadTracer returns the embedded CollectionSpec for Tracer.
 func LoadTracer() (*ebpf.CollectionSpec, error) {

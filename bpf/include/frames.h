@@ -22,6 +22,7 @@
 
 #include "base.h"
 #include "goabi.h"
+#include "snapshot.h"
 
 #define MAX_DEPTH 32 /* power of two: indexes are masked for the verifier */
 
@@ -274,23 +275,12 @@ struct {
 	__type(value, __u64);
 } call_seq SEC(".maps");
 
-/*
- * Where read_words reads a struct's span of fields in one go. Each
- * bpf_probe_read_user costs ~100 ns on a VM with hardened usercopy, about
- * whatever its size up to a few hundred bytes: one read of 160 bytes is
- * cheaper than two of 8.
- */
-#define WORDS_SPAN 256
-
-struct words_buf {
-	__u8 b[WORDS_SPAN];
-};
-
+/* read_words' snapshot (snapshot.h), apart from the libraries' own. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct words_buf);
+	__type(value, struct snap);
 } words_scratch SEC(".maps");
 
 /* Hits per attach cookie, only when count_hits is set (tests, `symbols`). */
@@ -400,22 +390,21 @@ static __always_inline __u64 next_call_id(void)
 }
 
 /*
- * Reads the 8-byte fields at base+a and base+b (8-aligned offsets): in
- * one read when they lie within WORDS_SPAN bytes, else two. 0 on success.
+ * Reads the 8-byte fields at base+a and base+b, as one snapshot: one
+ * read when they lie within SNAP_MAX bytes (g's goid and stack.hi,
+ * goid and parentGoid), else one each. 0 on success.
  */
 static __always_inline int read_words(void *base, __u64 a, __u64 b, __u64 *va, __u64 *vb)
 {
-	__u64 lo = a < b ? a : b;
-	__u64 n = (a < b ? b : a) + 8 - lo;
 	__u32 zero = 0;
-	struct words_buf *w = bpf_map_lookup_elem(&words_scratch, &zero);
-	if (!w || n < 8 || n > WORDS_SPAN || (a | b) & 7)
-		return bpf_probe_read_user(va, 8, base + a) || bpf_probe_read_user(vb, 8, base + b);
-	if (bpf_probe_read_user(w->b, n, base + lo))
+	struct snap *s = bpf_map_lookup_elem(&words_scratch, &zero);
+	if (!s)
 		return -1;
-	*va = *(__u64 *)&w->b[(a - lo) & (WORDS_SPAN - 8)];
-	*vb = *(__u64 *)&w->b[(b - lo) & (WORDS_SPAN - 8)];
-	return 0;
+	snap_reset(s);
+	snap_want(s, a, SNAP_WORD);
+	snap_want(s, b, SNAP_WORD);
+	snap_read(s, base);
+	return snap_words(s, a, va, 1) || snap_words(s, b, vb, 1);
 }
 
 /* The goroutine a probe fired on, read from the g register. */

@@ -108,60 +108,18 @@ static __always_inline __u64 read_gostring(void *base, __u64 off, void *buf, __u
 }
 
 /*
- * A snapshot of a struct in the traced process: the fields a program
- * uses, read with one bpf_probe_read_user. A read costs ~100 ns on the
- * kernels measured (6.18 with hardened usercopy and SRSO mitigations: the
- * checks around the copy, not the copy) whatever its size up to a few
- * hundred bytes, so a program reads each struct once, takes its fields
- * from the snapshot and reads only the bytes its strings point to:
- *
- *	struct snap *s = snap_begin();
- *	if (!s)
- *		return 0;
- *	snap_want(s, FIELD(fl, F_X_PTR), SNAP_WORD);
- *	snap_want(s, FIELD(fl, F_X_NAME), SNAP_STRING);
- *	snap_read(s, x);
- *	void *p = (void *)snap_ptr(s, FIELD(fl, F_X_PTR));
- *	snap_gostring(s, FIELD(fl, F_X_NAME), buf, sizeof(buf));
- *
- * The read spans the fields wanted, from the first one's word to the end
- * of the last one, never past it (the object may end there, before an
- * unmapped page), and at most SNAP_MAX bytes. A field the snapshot does
- * not hold (beyond SNAP_MAX, or the read failed) is read on its own, as
- * read_ptr and read_gostring do: what a field reads, and every failure
- * counted, is the same as without the snapshot. Fields are the words of
- * a Go struct: 8-aligned on 64-bit targets.
- *
- * The snapshot is the CPU's (a program's stack, 512 bytes, has no room
- * for it): a program holds one at a time, snap_reset starts the next.
- * Like every per-CPU scratch buffer, it is only the program's own while
- * the program is not preempted (a kernel with full preemption can run
- * another uprobe's program on the CPU in between).
+ * The library programs' snapshot (snapshot.h): a program holds one at a
+ * time, snap_reset starts the next. It is the CPU's (a program's stack,
+ * 512 bytes, has no room for it), apart from the one frame bookkeeping
+ * reads the goroutine with (words_scratch), so neither overwrites the
+ * other whatever order a program uses them in.
  */
-#define SNAP_MAX 256
-#define SNAP_WORD 8    /* a pointer or an int */
-#define SNAP_STRING 16 /* a string (data, len) */
-
-struct snap {
-	__u64 w[SNAP_MAX / 8]; /* the object's words from offset `from` on */
-	__u64 base;            /* the object's address; 0 when not read */
-	__u64 from;
-	__u64 to; /* snap_want: the end of the fields wanted; snap_read: of w's bytes */
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct snap);
 } snap_scratch SEC(".maps");
-
-/* Empties s, for the fields of another object. */
-static __always_inline void snap_reset(struct snap *s)
-{
-	s->base = 0;
-	s->from = s->to = 0;
-}
 
 /* The CPU's snapshot, emptied (0 never happens: an array's only entry). */
 static __always_inline struct snap *snap_begin(void)
@@ -171,44 +129,6 @@ static __always_inline struct snap *snap_begin(void)
 	if (s)
 		snap_reset(s);
 	return s;
-}
-
-/* Asks for the field of size bytes at off. */
-static __always_inline void snap_want(struct snap *s, __u64 off, __u64 size)
-{
-	if (!s->to || off < s->from)
-		s->from = off;
-	if (off + size > s->to)
-		s->to = off + size;
-}
-
-/* Reads the fields wanted of the object at base (0: none read). Not counted. */
-static __always_inline void snap_read(struct snap *s, void *base)
-{
-	s->from &= ~7ULL; /* the first field's word: within the object */
-	__u64 n = s->to > s->from ? s->to - s->from : 0;
-	s->base = (__u64)base;
-	s->to = s->from; /* holds nothing until read */
-	if (n > SNAP_MAX)
-		n = SNAP_MAX;
-	if (base && n && bpf_probe_read_user(s->w, n, base + s->from) == 0)
-		s->to = s->from + n;
-}
-
-/*
- * Copies the n words (1 or 2, a constant) at off of the object into dst,
- * from the snapshot when it holds them, else read from the object; 0 on
- * success. Not counted.
- */
-static __always_inline int snap_words(struct snap *s, __u64 off, __u64 *dst, int n)
-{
-	__u64 at = off - s->from;
-	if (off >= s->from && at < SNAP_MAX && at + 8 * n <= s->to - s->from && !(at & 7)) {
-		for (int i = 0; i < n; i++)
-			dst[i] = s->w[(at / 8 + i) & (SNAP_MAX / 8 - 1)]; /* masked: in bounds for the verifier */
-		return 0;
-	}
-	return !s->base || bpf_probe_read_user(dst, 8 * n, (void *)(s->base + off)) ? -1 : 0;
 }
 
 /* The pointer-sized field at off; 0 on failure (counted), as read_ptr. */

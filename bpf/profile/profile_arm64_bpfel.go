@@ -130,9 +130,12 @@ const (
 	ProfileSampleFlagsSAMPLE_SPAWNED ProfileSampleFlags = 2
 )
 
-type ProfileWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
+type ProfileSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
 }
 
 // LoadProfile returns the embedded CollectionSpec for Profile.

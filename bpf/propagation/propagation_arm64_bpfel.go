@@ -197,11 +197,6 @@ type PropagationSockkey struct {
 	RemotePort uint32
 }
 
-type PropagationWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadPropagation returns the embedded CollectionSpec for Propagation.
 func LoadPropagation() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_PropagationBytes)

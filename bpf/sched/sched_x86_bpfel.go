@@ -149,6 +149,14 @@ const (
 	SchedSchedStatSSTAT_MAX             SchedSchedStat = 6
 )
 
+type SchedSnap struct {
+	_    structs.HostLayout
+	W    [32]uint64
+	Base uint64
+	From uint64
+	To   uint64
+}
+
 type SchedStwOpen struct {
 	_      structs.HostLayout
 	Start  uint64
@@ -163,11 +171,6 @@ type SchedToff struct {
 	Pid     uint32
 	Blocked uint8
 	Pad     [3]uint8
-}
-
-type SchedWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
 }
 
 // LoadSched returns the embedded CollectionSpec for Sched.

@@ -204,11 +204,6 @@ type DbsqlSnap struct {
 	To   uint64
 }
 
-type DbsqlWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadDbsql returns the embedded CollectionSpec for Dbsql.
 func LoadDbsql() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_DbsqlBytes)

@@ -170,11 +170,6 @@ type GoredisSnap struct {
 	To   uint64
 }
 
-type GoredisWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadGoredis returns the embedded CollectionSpec for Goredis.
 func LoadGoredis() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_GoredisBytes)

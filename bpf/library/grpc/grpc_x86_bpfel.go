@@ -314,11 +314,6 @@ type GrpcTraceCtx struct {
 	Pad     [6]uint8
 }
 
-type GrpcWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadGrpc returns the embedded CollectionSpec for Grpc.
 func LoadGrpc() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_GrpcBytes)

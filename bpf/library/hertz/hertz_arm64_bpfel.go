@@ -261,11 +261,6 @@ type HertzTraceCtx struct {
 	Pad     [6]uint8
 }
 
-type HertzWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadHertz returns the embedded CollectionSpec for Hertz.
 func LoadHertz() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_HertzBytes)

@@ -370,11 +370,6 @@ type NethttpSnap struct {
 	To   uint64
 }
 
-type NethttpWordsBuf struct {
-	_ structs.HostLayout
-	B [256]uint8
-}
-
 // LoadNethttp returns the embedded CollectionSpec for Nethttp.
 func LoadNethttp() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_NethttpBytes)
