@@ -198,6 +198,8 @@ func (t *Tracer) prepareImage(pid int, id fileID, patterns []string) (*image, *p
 			return nil, nil, err
 		}
 	}
+	// Entries at callers' CALLs run after any exit sharing the address.
+	batch.lead(t.objs.CallEntry)
 	if len(im.funcs) == 0 {
 		return nil, nil, fmt.Errorf("pid %d (%s): nothing to probe: no instrumented library is used and none of %q can be probed (see warnings above)", pid, bin.Path, strings.Join(patterns, ","))
 	}
@@ -565,9 +567,6 @@ func (t *Tracer) attachFunc(im *image, b *probeSites, f *symbolizer.Func, entryP
 	}
 	for _, e := range entries {
 		b.add(entryProg, e, cookie, f.Name)
-	}
-	if entries[0] != sites.CallEntry {
-		b.lead(entryProg) // at CALLs: after any exit sharing the address
 	}
 	tf.Cookies = append(tf.Cookies, cookie)
 	for i, exit := range exits {

@@ -513,16 +513,21 @@ func (b *Binary) CallEntries(f *Func) ([]Site, error) {
 		return nil, err
 	}
 	var sites []Site
+	decoded := map[uint64][]insn{} // by caller, decoded once
 	for _, at := range b.callsTo(f.Entry) {
 		caller := b.funcAt(at)
 		if caller == nil {
 			continue
 		}
-		code, err := b.code(caller)
-		if err != nil {
-			return nil, err
+		insns, ok := decoded[caller.Entry]
+		if !ok {
+			code, err := b.code(caller)
+			if err != nil {
+				return nil, err
+			}
+			insns = decode(caller.Entry, code)
+			decoded[caller.Entry] = insns
 		}
-		insns := decode(caller.Entry, code)
 		i := indexAt(insns, at)
 		if i < 0 || insns[i].inst.Op != x86asm.CALL {
 			continue // the bytes at the address were not a CALL instruction
