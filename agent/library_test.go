@@ -329,7 +329,11 @@ func TestNetHTTPImplicitStatus(t *testing.T) {
 				"h1 /nothing 200\nh1 /header 200\nh1 /hijack 202\nh2 /nothing 200\nh2 /header 200\n", bin)
 			servers := tr.ofKind(span.KindServer)
 			if len(servers) != 5 {
-				t.Fatalf("%d server spans, want 5", len(servers))
+				var got []string
+				for _, s := range servers {
+					got = append(got, fmt.Sprintf("HTTP/%v %v", attr(s, "network.protocol.version"), attr(s, "url.path")))
+				}
+				t.Fatalf("%d server spans (%s), want 5; calls_open_at_detach %d", len(servers), strings.Join(got, ", "), tr.res.Counter("calls_open_at_detach"))
 			}
 			for _, s := range servers {
 				path, want := fmt.Sprint(attr(s, "url.path")), any(int64(200))
